@@ -1,0 +1,7 @@
+"""Offline stand-in for @rules_cc: Bazel 4.2.3's own tools load it; bind to the native rules."""
+
+cc_library = native.cc_library
+cc_binary = native.cc_binary
+cc_test = native.cc_test
+cc_toolchain = native.cc_toolchain
+cc_toolchain_suite = native.cc_toolchain_suite
