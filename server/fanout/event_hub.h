@@ -1,0 +1,164 @@
+// EventHub: the one bounded, shared history of events, and the subscriptions
+// that read it at their own pace.
+//
+// Publishers (reactor loops) hand each event to Publish, which gives it the
+// next sequence number and appends it to the history. Every subscription has a
+// cursor into the history. When the history is over its bounds (events or
+// bytes) the oldest event is evicted, and each subscription that had not read
+// it yet and whose filter matches it is charged:
+//   - a lossy subscription counts it as lost; its next Read returns a Gap with
+//     the exact count (GAP_REASON_SUBSCRIBER_TOO_SLOW);
+//   - a lossless subscription keeps it in its own overflow queue. A lossless
+//     subscription whose unread matching bytes exceed
+//     HubOptions::lossless_queue_bytes is "paused": ReadingPaused() and
+//     AcceptingPaused() then tell the loops to stop reading the sockets (and
+//     accepting on the listeners) it matches, so memory stays bounded and TCP
+//     back-pressure reaches the clients. The pause observer hears of every
+//     change.
+//
+// Waking: a subscription whose Read found nothing is "parked". The first
+// matching Publish (or a Kick) unparks it and calls its `wake` function once,
+// on the publishing thread, outside the hub's lock. Exactly one party holds the
+// right to Read at a time: the reader until it parks, then whoever unparks it.
+//
+// Thread safety: every method may be called from any thread.
+//
+// Example:
+//   EventHub hub(HubOptions{});
+//   EventHub::Started started;
+//   auto sub = hub.Subscribe({.wake = [] { /* schedule a Read */ }}, &started);
+//   hub.Publish(MakeDataEvent(1, 0, "default", now, "hello"));
+//   EventHub::ReadResult r;
+//   hub.Read(sub->get(), 64, 1 << 20, /*park_if_empty=*/true, &r);
+#ifndef FANIN_SERVER_FANOUT_EVENT_HUB_H_
+#define FANIN_SERVER_FANOUT_EVENT_HUB_H_
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "fanin/v1/fanin.pb.h"
+#include "server/fanout/filter.h"
+#include "server/fanout/stored_event.h"
+
+namespace fanin::fanout {
+
+struct HubOptions {
+  size_t history_events = 131072;
+  size_t history_bytes = size_t{256} << 20;
+  // Unread matching bytes at which a lossless subscription pauses the sockets
+  // it matches; it resumes them below half of this.
+  size_t lossless_queue_bytes = size_t{16} << 20;
+  // Identifies this server lifetime; random when empty.
+  std::string epoch;
+};
+
+class EventHub {
+ public:
+  struct Subscription;
+
+  struct SubscribeSpec {
+    Filter filter;
+    bool lossless = false;
+    uint64_t resume_after_seq = 0;  // 0: start live
+    std::string resume_epoch;       // empty: the current epoch
+    absl::AnyInvocable<void()> wake;
+  };
+  struct Started {
+    std::string epoch;
+    uint64_t oldest_seq = 0;  // 0 while the history is empty
+    uint64_t head_seq = 0;
+  };
+  struct ReadResult {
+    std::optional<fanin::v1::Gap> gap;  // when set, events is empty
+    std::vector<EventPtr> events;
+    bool parked = false;  // nothing to read; wake will be called
+    bool more = false;    // stopped at a limit; Read again
+
+    void Clear() {
+      gap.reset();
+      events.clear();
+      parked = more = false;
+    }
+  };
+  struct Stats {
+    uint64_t head_seq = 0;
+    uint64_t oldest_seq = 0;
+    uint64_t events_published = 0;
+    uint64_t events_lost = 0;
+    uint32_t subscribers = 0;
+    uint32_t paused_subscribers = 0;
+    size_t history_events = 0;
+    size_t history_bytes = 0;
+  };
+
+  explicit EventHub(HubOptions options);
+  ~EventHub();
+  EventHub(const EventHub&) = delete;
+  EventHub& operator=(const EventHub&) = delete;
+
+  // OUT_OF_RANGE when resume_after_seq is beyond head_seq in this epoch.
+  absl::StatusOr<std::shared_ptr<Subscription>> Subscribe(SubscribeSpec spec,
+                                                          Started* started);
+  // After this the subscription's wake is never called again by the hub
+  // (a call already under way may still finish).
+  void Unsubscribe(Subscription* sub);
+
+  // Takes the next gap or up to max_events matching events (and about
+  // max_bytes of bodies) for `sub`.
+  void Read(Subscription* sub, size_t max_events, size_t max_bytes,
+            bool park_if_empty, ReadResult* out);
+  // Unparks `sub` and calls its wake on this thread, if it was parked.
+  void Kick(Subscription* sub);
+
+  // Assigns the next seq (written into *event) and appends it. Returns it.
+  uint64_t Publish(std::shared_ptr<StoredEvent> event);
+
+  // Back-pressure queries for the loops; cheap when nothing is paused.
+  bool ReadingPaused(uint32_t listener, uint64_t connection_id) const;
+  bool AcceptingPaused(uint32_t listener) const;
+  bool AnyPaused() const {
+    return paused_count_.load(std::memory_order_acquire) > 0;
+  }
+  // Called outside the lock, from any thread, whenever a subscription pauses
+  // or resumes. Set before publishing starts.
+  void SetPauseObserver(absl::AnyInvocable<void()> observer);
+
+  Stats GetStats() const;
+  const std::string& epoch() const { return epoch_; }
+  uint64_t head_seq() const;
+
+ private:
+  uint64_t OldestLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return history_.empty() ? head_ + 1 : history_.front()->seq;
+  }
+  void EvictLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void NotifyPauseChange();
+
+  const HubOptions options_;
+  const std::string epoch_;
+  std::atomic<int> paused_count_{0};
+
+  mutable absl::Mutex mu_;
+  std::deque<EventPtr> history_ ABSL_GUARDED_BY(mu_);
+  size_t history_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t head_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t published_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t lost_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<std::shared_ptr<Subscription>> subs_ ABSL_GUARDED_BY(mu_);
+
+  absl::Mutex observer_mu_;
+  absl::AnyInvocable<void()> observer_ ABSL_GUARDED_BY(observer_mu_);
+};
+
+}  // namespace fanin::fanout
+
+#endif  // FANIN_SERVER_FANOUT_EVENT_HUB_H_

@@ -1,0 +1,54 @@
+#include "server/fanout/filter.h"
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace fanin::fanout {
+
+absl::StatusOr<Filter> Filter::FromRequest(
+    const fanin::v1::SubscribeRequest& request,
+    const std::vector<std::string>& listener_names) {
+  Filter f;
+  if (request.kinds_size() > 0) {
+    f.kinds_ = 0;
+    for (int i = 0; i < request.kinds_size(); ++i) {
+      int kind = request.kinds(i);
+      if (kind <= fanin::v1::EVENT_KIND_UNSPECIFIED ||
+          !fanin::v1::EventKind_IsValid(kind)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("kinds[", i, "]: not an event kind (", kind,
+                         "); use EVENT_KIND_OPENED..EVENT_KIND_READABLE"));
+      }
+      f.kinds_ |= KindBit(static_cast<fanin::v1::EventKind>(kind));
+    }
+  }
+  if (request.listeners_size() > 0) {
+    f.listeners_ = 0;
+    for (int i = 0; i < request.listeners_size(); ++i) {
+      const std::string& name = request.listeners(i);
+      bool found = false;
+      for (size_t j = 0; j < listener_names.size(); ++j) {
+        if (listener_names[j] == name) {
+          f.listeners_ |= uint64_t{1} << j;
+          found = true;
+        }
+      }
+      if (!found) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "listeners[", i, "]: no listener named \"", name,
+            "\" (have: ", absl::StrJoin(listener_names, ", "), ")"));
+      }
+    }
+  }
+  for (int i = 0; i < request.connection_ids_size(); ++i) {
+    if (request.connection_ids(i) == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("connection_ids[", i, "]: 0 is not a connection id"));
+    }
+    f.connections_.insert(request.connection_ids(i));
+  }
+  return f;
+}
+
+}  // namespace fanin::fanout

@@ -1,0 +1,57 @@
+// StoredEvent: one event as the fan-out keeps it, encoded once for every
+// subscriber.
+//
+// The publisher (a reactor loop) encodes every field of fanin.v1.Event except
+// `seq` into `body` once; EventHub assigns `seq`; each subscriber's batch is
+// then built by copying bodies (see event_codec.h). Only subscribers that cut
+// or omit payloads re-encode the Data part, using the offsets kept here.
+#ifndef FANIN_SERVER_FANOUT_STORED_EVENT_H_
+#define FANIN_SERVER_FANOUT_STORED_EVENT_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/strings/string_view.h"
+#include "fanin/v1/fanin.pb.h"
+
+namespace fanin::fanout {
+
+struct StoredEvent {
+  uint64_t seq = 0;  // Assigned by EventHub::Publish.
+  uint64_t connection_id = 0;
+  uint32_t listener = 0;  // Index into the server's listener names.
+  fanin::v1::EventKind kind = fanin::v1::EVENT_KIND_UNSPECIFIED;
+  // DATA only: bytes read, where the Data field starts in `body` and where the
+  // payload starts. The payload is body[payload_offset, payload_offset + size).
+  uint32_t data_size = 0;
+  uint32_t data_field_offset = 0;
+  uint32_t payload_offset = 0;
+  int64_t time_unix_nano = 0;
+  // Event fields 2..15 in protobuf wire format (everything but seq).
+  std::string body;
+
+  absl::string_view payload() const {
+    return absl::string_view(body).substr(payload_offset, data_size);
+  }
+  // What this event costs the history, for its byte bound.
+  size_t MemoryBytes() const { return sizeof(*this) + body.capacity() + 32; }
+};
+
+using EventPtr = std::shared_ptr<const StoredEvent>;
+
+// Builds a DATA event without going through a protobuf message (the hot path).
+std::shared_ptr<StoredEvent> MakeDataEvent(uint64_t connection_id,
+                                           uint32_t listener,
+                                           absl::string_view listener_name,
+                                           int64_t time_unix_nano,
+                                           absl::string_view payload);
+
+// Builds any other event from a message whose seq is unset; kind is taken
+// from the oneof. `event.listener()` must already be the listener's name.
+std::shared_ptr<StoredEvent> MakeEvent(const fanin::v1::Event& event,
+                                       uint32_t listener);
+
+}  // namespace fanin::fanout
+
+#endif  // FANIN_SERVER_FANOUT_STORED_EVENT_H_
