@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -127,7 +128,8 @@ class EventLoop {
   struct Dispatch {
     int fd;
     uint32_t generation;
-    uint32_t events;
+    uint32_t ready;       // from the poller
+    uint32_t redispatch;  // asked for by the handler
   };
   struct Timer {
     absl::AnyInvocable<void()> fn;
@@ -175,6 +177,8 @@ class EventLoop {
   std::vector<Poller::Ready> ready_;
   std::vector<Dispatch> dispatch_;
   std::vector<Dispatch> redispatch_;  // requested for next iteration
+  std::vector<Dispatch> redo_;        // redispatch_ taken by this iteration
+  std::vector<TimerId> due_;
   absl::flat_hash_map<TimerId, Timer> timers_;
   std::vector<HeapEntry> heap_;  // min-heap on deadline, lazily cancelled
   TimerId next_timer_id_ = 1;

@@ -43,8 +43,9 @@ inline constexpr uint32_t kError = 1u << 4;
 // watches; holds only what its syscall needs.
 //
 // Semantics every backend shares:
-//  - Watch fails (AlreadyExists on epoll, FailedPrecondition on poll/select)
-//    if fd is already watched, InvalidArgument / the errno status for a bad fd.
+//  - Watch fails with InvalidArgument for fd < 0 and with the errno status
+//    for a closed fd. Watching an fd twice is a caller error (EventLoop keeps
+//    the table that prevents it; poll/select also say AlreadyExists).
 //  - Rewatch(fd, 0) stops all reports for fd, including kHangup and kError,
 //    so a dead fd whose interest is removed never keeps Wait busy.
 //  - Unwatch must be called before the fd is closed.
