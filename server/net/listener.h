@@ -79,7 +79,8 @@ class Listener : public reactor::IoHandler {
            std::string unix_path, bool is_tcp);
 
   void AcceptSome();
-  void HandleOutOfFds();
+  bool ShedOneConnection();
+  void BackOff();
   void UpdateWatch();
 
   int fd_;

@@ -1,0 +1,304 @@
+#include "server/net/listener.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <utility>
+
+#include "absl/base/internal/raw_logging.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace fanin::net {
+namespace {
+
+// How long accepting pauses when descriptors run out and no reserve is left.
+constexpr absl::Duration kOutOfFdsBackoff = absl::Milliseconds(100);
+
+struct ResolvedAddress {
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  std::string unix_path;  // set for filesystem unix sockets
+};
+
+absl::StatusOr<ResolvedAddress> Resolve(absl::string_view address) {
+  ResolvedAddress r;
+  if (absl::StartsWith(address, "unix:")) {
+    absl::string_view path = address.substr(5);
+    auto* un = reinterpret_cast<sockaddr_un*>(&r.ss);
+    if (path.empty() || path.size() >= sizeof(un->sun_path)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("bad unix socket path \"", path, "\""));
+    }
+    un->sun_family = AF_UNIX;
+    memcpy(un->sun_path, path.data(), path.size());
+    if (path[0] == '@') {
+      un->sun_path[0] = '\0';  // abstract namespace: no file to clean up
+    } else {
+      r.unix_path = std::string(path);
+    }
+    r.len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) +
+                                   path.size() + (path[0] == '@' ? 0 : 1));
+    return r;
+  }
+  std::string host;
+  absl::string_view port_text;
+  if (absl::StartsWith(address, "[")) {
+    size_t close = address.find(']');
+    if (close == absl::string_view::npos || close + 2 > address.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("bad address \"", address, "\""));
+    }
+    host = std::string(address.substr(1, close - 1));
+    port_text = address.substr(close + 2);
+  } else {
+    size_t colon = address.rfind(':');
+    if (colon == absl::string_view::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("bad address \"", address, "\""));
+    }
+    host = std::string(address.substr(0, colon));
+    port_text = address.substr(colon + 1);
+  }
+  int port;
+  if (!absl::SimpleAtoi(port_text, &port) || port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad port in \"", address, "\""));
+  }
+  // "localhost" is loopback by definition; no resolver (and no DNS) involved.
+  if (host == "localhost") host = "127.0.0.1";
+  auto* in = reinterpret_cast<sockaddr_in*>(&r.ss);
+  auto* in6 = reinterpret_cast<sockaddr_in6*>(&r.ss);
+  if (inet_pton(AF_INET, host.c_str(), &in->sin_addr) == 1) {
+    in->sin_family = AF_INET;
+    in->sin_port = htons(static_cast<uint16_t>(port));
+    r.len = sizeof(sockaddr_in);
+  } else if (inet_pton(AF_INET6, host.c_str(), &in6->sin6_addr) == 1) {
+    in6->sin6_family = AF_INET6;
+    in6->sin6_port = htons(static_cast<uint16_t>(port));
+    r.len = sizeof(sockaddr_in6);
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad host \"", host, "\" in \"", address, "\""));
+  }
+  return r;
+}
+
+// A socket file left by a previous run blocks bind (EADDRINUSE). Remove it
+// only when nobody accepts on it, so a live server is never hijacked.
+absl::Status RemoveStaleUnixSocket(const ResolvedAddress& r) {
+  struct stat st;
+  if (lstat(r.unix_path.c_str(), &st) != 0) return absl::OkStatus();
+  if (!S_ISSOCK(st.st_mode)) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("unix socket path ", r.unix_path,
+                     " exists and is not a socket; not removing it"));
+  }
+  int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (probe < 0) return absl::ErrnoToStatus(errno, "socket(AF_UNIX)");
+  int rc = connect(probe, reinterpret_cast<const sockaddr*>(&r.ss), r.len);
+  int err = errno;
+  close(probe);
+  if (rc == 0) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "unix socket ", r.unix_path, " is in use by a running server"));
+  }
+  if (err == ECONNREFUSED && unlink(r.unix_path.c_str()) != 0 &&
+      errno != ENOENT) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("unlink ", r.unix_path));
+  }
+  return absl::OkStatus();
+}
+
+int OpenReserve() { return open("/dev/null", O_RDONLY | O_CLOEXEC); }
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Listener>> Listener::Bind(const ListenSpec& spec,
+                                                         int backlog) {
+  absl::StatusOr<ResolvedAddress> r = Resolve(spec.address);
+  if (!r.ok()) return r.status();
+  const int family = r->ss.ss_family;
+  if (!r->unix_path.empty()) {
+    absl::Status s = RemoveStaleUnixSocket(*r);
+    if (!s.ok()) return s;
+  }
+  int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    return absl::ErrnoToStatus(errno,
+                               absl::StrCat("socket for ", spec.address));
+  }
+  auto fail = [&](absl::string_view call) {
+    absl::Status s = absl::ErrnoToStatus(
+        errno, absl::StrCat(call, " fd ", fd, " ", spec.address));
+    close(fd);
+    return s;
+  };
+  if (family != AF_UNIX) {
+    int one = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0) {
+      return fail("setsockopt(SO_REUSEADDR)");
+    }
+    if (family == AF_INET6 &&
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) {
+      return fail("setsockopt(IPV6_V6ONLY)");
+    }
+  }
+  if (bind(fd, reinterpret_cast<const sockaddr*>(&r->ss), r->len) != 0) {
+    return fail("bind");
+  }
+  if (listen(fd, backlog) != 0) return fail("listen");
+  std::string bound = LocalAddressOf(fd);
+  if (family == AF_UNIX) bound = absl::StrCat("unix:", bound);
+  std::unique_ptr<Listener> listener(new Listener(
+      fd, spec.name, std::move(bound), r->unix_path, family != AF_UNIX));
+  listener->reserve_fd_ = OpenReserve();
+  return listener;
+}
+
+Listener::Listener(int fd, std::string name, std::string bound_address,
+                   std::string unix_path, bool is_tcp)
+    : fd_(fd),
+      name_(std::move(name)),
+      bound_address_(std::move(bound_address)),
+      unix_path_(std::move(unix_path)),
+      is_tcp_(is_tcp) {}
+
+Listener::~Listener() { Close(); }
+
+absl::Status Listener::Start(reactor::EventLoop* loop,
+                             AcceptCallback on_accept) {
+  if (fd_ < 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("listener ", name_, " is closed"));
+  }
+  if (loop_ != nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("listener ", name_, " already started"));
+  }
+  absl::Status s = loop->Watch(fd_, reactor::kReadable, this);
+  if (!s.ok()) return s;
+  loop_ = loop;
+  on_accept_ = std::move(on_accept);
+  return absl::OkStatus();
+}
+
+void Listener::Pause() {
+  paused_ = true;
+  UpdateWatch();
+}
+
+void Listener::Resume() {
+  paused_ = false;
+  UpdateWatch();
+}
+
+void Listener::UpdateWatch() {
+  if (loop_ == nullptr || fd_ < 0) return;
+  const uint32_t interest = paused_ || backing_off_ ? 0 : reactor::kReadable;
+  absl::Status s = loop_->Rewatch(fd_, interest);
+  if (!s.ok()) {
+    ABSL_RAW_LOG(ERROR, "listener %s: %s", name_.c_str(), s.ToString().c_str());
+  }
+}
+
+void Listener::Close() {
+  if (fd_ < 0) return;
+  if (loop_ != nullptr) {
+    loop_->Unwatch(fd_);
+    if (backoff_timer_ != 0) loop_->Cancel(backoff_timer_);
+    backoff_timer_ = 0;
+  }
+  close(fd_);
+  fd_ = -1;
+  if (reserve_fd_ >= 0) close(reserve_fd_);
+  reserve_fd_ = -1;
+  if (!unix_path_.empty()) unlink(unix_path_.c_str());
+}
+
+void Listener::OnIo(uint32_t events) {
+  // Redispatch bits can arrive while paused; the backlog keeps them.
+  if (fd_ < 0 || paused_ || backing_off_) return;
+  if (events & (reactor::kReadable | reactor::kError | reactor::kHangup)) {
+    AcceptSome();
+  }
+}
+
+void Listener::AcceptSome() {
+  for (int i = 0; i < kMaxAcceptsPerWakeup; ++i) {
+    int fd = accept4(fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      if (is_tcp_) {
+        int one = 1;
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+      }
+      accepted_.fetch_add(1, std::memory_order_relaxed);
+      on_accept_(fd);
+      if (fd_ < 0 || paused_) return;  // the callback closed or paused us
+      continue;
+    }
+    switch (errno) {
+      case EAGAIN:
+        return;  // backlog drained
+      case EINTR:
+        continue;
+      case EMFILE:
+      case ENFILE:
+      case ENOBUFS:
+      case ENOMEM:
+        accept_errors_.fetch_add(1, std::memory_order_relaxed);
+        if (!ShedOneConnection()) {
+          BackOff();
+          return;
+        }
+        continue;
+      default:
+        // ECONNABORTED, EPROTO, EPERM (firewall)...: that connection is
+        // gone, the next may be fine.
+        accept_errors_.fetch_add(1, std::memory_order_relaxed);
+        continue;
+    }
+  }
+  // Budget spent with connections possibly still queued. Level-triggered
+  // backends report the listener again; edge-triggered ones need a nudge.
+  if (loop_->edge_triggered()) loop_->Redispatch(fd_, reactor::kReadable);
+}
+
+// Out of descriptors with a connection waiting: level-triggered readiness
+// would report the listener forever. Spend the reserve descriptor to take
+// the connection and close it at once (the client sees it closed), then
+// take the reserve back.
+bool Listener::ShedOneConnection() {
+  if (reserve_fd_ < 0 || (errno != EMFILE && errno != ENFILE)) return false;
+  close(reserve_fd_);
+  reserve_fd_ = -1;
+  int fd = accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+  if (fd >= 0) close(fd);
+  reserve_fd_ = OpenReserve();
+  return fd >= 0 && reserve_fd_ >= 0;
+}
+
+// No reserve to shed with (or a memory shortage): stop watching the listener
+// for a moment instead of spinning on it.
+void Listener::BackOff() {
+  backing_off_ = true;
+  UpdateWatch();
+  backoff_timer_ = loop_->RunAfter(kOutOfFdsBackoff, [this] {
+    backoff_timer_ = 0;
+    backing_off_ = false;
+    if (reserve_fd_ < 0) reserve_fd_ = OpenReserve();
+    UpdateWatch();
+    // Edge-triggered: the re-armed watch reports a backlog still waiting.
+  });
+}
+
+}  // namespace fanin::net
