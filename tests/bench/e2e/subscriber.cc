@@ -1,0 +1,151 @@
+// The C++ subscriber: one fanin.v1 Subscribe stream (all event kinds) read
+// with the synchronous API. It reassembles each connection's Data payloads,
+// checks seq continuity per connection (frame.h), measures latency from the
+// send time inside each message to the arrival of its batch, and prints one
+// JSON line when --expect_connections Closed events have arrived, the stream
+// ends, --timeout passes or SIGTERM arrives.
+//
+//   subscriber --server=127.0.0.1:43121 --expect_connections=1000
+//
+// Works against fanin_server and against the ceiling (same API). The ready
+// file is written once the Started message has arrived, so the load may begin.
+#include <signal.h>
+
+#include <atomic>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "fanin/v1/fanin.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "tests/bench/e2e/frame.h"
+
+ABSL_FLAG(std::string, server, "", "gRPC HOST:PORT");
+ABSL_FLAG(std::string, delivery, "lossless", "lossless or lossy");
+ABSL_FLAG(int, max_batch_events, 0, "SubscribeRequest.max_batch_events");
+ABSL_FLAG(int, message_bytes, 64, "bytes per message");
+ABSL_FLAG(int, expect_connections, 0,
+          "stop after this many Closed events (0: run until the stream ends)");
+ABSL_FLAG(double, timeout, 120, "give up after this many seconds");
+ABSL_FLAG(std::string, ready_file, "", "written once Started has arrived");
+ABSL_FLAG(std::string, latency_cdf, "", "write the latency CDF (µs) here");
+
+namespace fanin::bench {
+namespace {
+
+std::atomic<bool> g_stop{false};
+void OnSignal(int) { g_stop.store(true); }
+
+int Main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  signal(SIGTERM, OnSignal);
+  signal(SIGINT, OnSignal);
+  const uint64_t expect = absl::GetFlag(FLAGS_expect_connections);
+
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(-1);
+  auto channel = grpc::CreateCustomChannel(
+      absl::GetFlag(FLAGS_server), grpc::InsecureChannelCredentials(), args);
+  auto stub = v1::FanIn::NewStub(channel);
+  v1::SubscribeRequest request;
+  request.set_delivery(absl::GetFlag(FLAGS_delivery) == "lossy"
+                           ? v1::DELIVERY_LOSSY
+                           : v1::DELIVERY_LOSSLESS);
+  request.set_max_batch_events(absl::GetFlag(FLAGS_max_batch_events));
+
+  grpc::ClientContext context;
+  std::atomic<bool> finished{false};
+  const double timeout = absl::GetFlag(FLAGS_timeout);
+  bool timed_out = false;
+  // Cancels the stream on SIGTERM or timeout; Read() then returns false.
+  std::thread watchdog([&] {
+    const int64_t deadline =
+        MonotonicNanos() + static_cast<int64_t>(timeout * 1e9);
+    while (!finished.load()) {
+      if (g_stop.load() || MonotonicNanos() > deadline) {
+        timed_out = !g_stop.load();
+        context.TryCancel();
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  });
+
+  StreamVerifier verifier(absl::GetFlag(FLAGS_message_bytes));
+  uint64_t batches = 0, events = 0, data_events = 0, opened = 0, closed = 0,
+           rejected = 0, gaps = 0, gap_lost = 0, heartbeats = 0, started = 0;
+  std::unique_ptr<grpc::ClientReader<v1::SubscribeResponse>> reader =
+      stub->Subscribe(&context, request);
+  v1::SubscribeResponse response;
+  const std::string ready_file = absl::GetFlag(FLAGS_ready_file);
+  bool done = false;
+  while (!done && reader->Read(&response)) {
+    const int64_t arrival = MonotonicNanos();
+    switch (response.message_case()) {
+      case v1::SubscribeResponse::kStarted:
+        if (started++ == 0 && !ready_file.empty()) {
+          WriteFileAtomically(ready_file, "started\n");
+        }
+        break;
+      case v1::SubscribeResponse::kBatch:
+        ++batches;
+        for (const v1::Event& e : response.batch().events()) {
+          ++events;
+          switch (e.kind_case()) {
+            case v1::Event::kData:
+              ++data_events;
+              verifier.OnBytes(e.connection_id(), e.data().payload(), arrival);
+              break;
+            case v1::Event::kOpened:
+              ++opened;
+              break;
+            case v1::Event::kClosed:
+              ++closed;
+              if (e.closed().reason() == v1::CLOSE_REASON_REJECTED) ++rejected;
+              verifier.OnClose(e.connection_id());
+              break;
+            default:
+              break;
+          }
+        }
+        if (expect > 0 && closed >= expect) done = true;
+        break;
+      case v1::SubscribeResponse::kGap:
+        ++gaps;
+        gap_lost += response.gap().lost();
+        break;
+      case v1::SubscribeResponse::kHeartbeat:
+        ++heartbeats;
+        break;
+      default:
+        break;
+    }
+  }
+  finished.store(true);
+  if (done) context.TryCancel();
+  const grpc::Status status = reader->Finish();
+  watchdog.join();
+  const std::string cdf = absl::GetFlag(FLAGS_latency_cdf);
+  if (!cdf.empty()) WriteFileAtomically(cdf, verifier.latency().CdfText(1e3));
+  absl::PrintF(
+      "{\"event\":\"done\",\"role\":\"subscriber\",%s,\"batches\":%d,"
+      "\"events\":%d,\"data_events\":%d,\"opened\":%d,\"closed\":%d,"
+      "\"rejected\":%d,\"gaps\":%d,\"gap_lost\":%d,\"heartbeats\":%d,"
+      "\"timed_out\":%s,\"complete\":%s,\"status\":\"%s\"}\n",
+      VerifierJsonFields(verifier), batches, events, data_events, opened,
+      closed, rejected, gaps, gap_lost, heartbeats,
+      timed_out ? "true" : "false",
+      (done || (expect == 0 && status.ok())) ? "true" : "false",
+      done ? "OK" : absl::StrCat(status.error_code()));
+  return 0;
+}
+
+}  // namespace
+}  // namespace fanin::bench
+
+int main(int argc, char** argv) { return fanin::bench::Main(argc, argv); }
