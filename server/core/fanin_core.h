@@ -1,0 +1,129 @@
+// FaninCore: listeners, reactor loops and the connection table, publishing
+// every connection's events to the EventHub.
+//
+// Connection ids come from one counter (never reused in a process); the
+// connection lives on loop `id % loops`, which owns it without locks. Requests
+// from other threads (the gRPC layer) are posted to that loop and answered
+// through a callback that runs on it, or with UNAVAILABLE if the loop is gone.
+//
+// Example:
+//   fanout::EventHub hub({});
+//   auto core = FaninCore::Create(options, &hub);
+//   (*core)->Start();
+//   (*core)->Write(7, "hello", false, [](absl::StatusOr<uint64_t> queued) {});
+//   (*core)->Shutdown(absl::Seconds(5));
+#ifndef FANIN_SERVER_CORE_FANIN_CORE_H_
+#define FANIN_SERVER_CORE_FANIN_CORE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "fanin/v1/fanin.pb.h"
+#include "server/core/connection.h"
+#include "server/core/shard.h"
+#include "server/fanout/event_hub.h"
+#include "server/net/address.h"
+#include "server/reactor/loop_group.h"
+#include "server/reactor/poller.h"
+
+namespace fanin::core {
+
+struct CoreOptions {
+  std::vector<net::ListenSpec> listen;
+  std::vector<std::string> pull_listeners;  // names of listeners in pull mode
+  reactor::PollerKind poller = reactor::PollerKind::kEpollLevel;
+  int loops = 0;  // 0 = one per core
+  size_t max_connections = 100000;
+  size_t max_outbound_bytes = size_t{4} << 20;         // per connection
+  size_t read_chunk_bytes = 64 << 10;                  // per read, per wake-up
+  absl::Duration idle_timeout = absl::ZeroDuration();  // zero = off
+  bool keep_half_open = false;
+  // After a graceful close sent FIN, how long to wait for the peer's FIN.
+  absl::Duration close_linger = absl::Seconds(5);
+};
+
+struct CoreStats {
+  std::string poller;
+  uint64_t connections_open = 0;
+  uint64_t connections_accepted = 0;
+  uint64_t connections_rejected = 0;
+  uint64_t bytes_received = 0;
+  uint64_t bytes_sent = 0;
+};
+
+class FaninCore {
+ public:
+  // Validates options and binds every listener (so ports are known at once).
+  // INVALID_ARGUMENT for bad options, the bind error otherwise.
+  static absl::StatusOr<std::unique_ptr<FaninCore>> Create(
+      CoreOptions options, fanout::EventHub* hub);
+  ~FaninCore();
+
+  // Starts the loops and accepting.
+  absl::Status Start();
+  // Stops accepting, flushes and closes every connection with
+  // CLOSED(SERVER_SHUTDOWN) (forcing those still flushing at the deadline),
+  // then stops the loops. Idempotent; blocks the caller.
+  void Shutdown(absl::Duration flush_timeout);
+
+  // Listener names in index order, and their bound addresses.
+  const std::vector<std::string>& listener_names() const { return names_; }
+  std::vector<std::pair<std::string, std::string>> bound_addresses() const;
+  reactor::LoopGroup* loops() const { return loops_.get(); }
+
+  // Requests (any thread). `done` runs exactly once, on the connection's loop
+  // or with UNAVAILABLE when the server stops first.
+  // Errors: NOT_FOUND (unknown or closing connection), RESOURCE_EXHAUSTED
+  // (outbound buffer full), FAILED_PRECONDITION (Read on a push connection).
+  void Write(uint64_t id, std::string data, bool close_after,
+             absl::AnyInvocable<void(absl::StatusOr<uint64_t>)> done);
+  void Close(uint64_t id, bool abort,
+             absl::AnyInvocable<void(absl::Status)> done);
+  void Read(
+      uint64_t id, uint32_t max_bytes,
+      absl::AnyInvocable<void(absl::StatusOr<Connection::ReadOutcome>)> done);
+  // Open connections with id > after_id (on `listener` if not empty), in id
+  // order, at most `limit`; `more` tells whether others follow.
+  struct ListPage {
+    std::vector<fanin::v1::Connection> connections;
+    bool more = false;
+  };
+  void List(std::string listener, uint64_t after_id, size_t limit,
+            absl::AnyInvocable<void(absl::StatusOr<ListPage>)> done);
+
+  CoreStats GetStats() const;
+
+ private:
+  FaninCore(CoreOptions options, fanout::EventHub* hub);
+  void OnAccept(ListenerInfo* info, int fd);
+  void Adopt(Shard* shard, const ListenerInfo* info, uint64_t id, int fd);
+  void Reject(const ListenerInfo* info, uint64_t id, int fd,
+              const std::string& why);
+  void OnPauseChange();
+  Shard* ShardFor(uint64_t id) const {
+    return shards_[id % shards_.size()].get();
+  }
+
+  const CoreOptions options_;
+  fanout::EventHub* const hub_;
+  std::vector<std::string> names_;
+  std::vector<std::unique_ptr<ListenerInfo>> listeners_;
+  std::unique_ptr<reactor::LoopGroup> loops_;
+  std::vector<std::unique_ptr<Shard>> shards_;
+  std::atomic<uint64_t> next_id_{1};
+  std::atomic<int64_t> open_{0};
+  std::atomic<uint64_t> accepted_{0};
+  std::atomic<bool> started_{false};
+  std::atomic<bool> stopped_{false};
+};
+
+}  // namespace fanin::core
+
+#endif  // FANIN_SERVER_CORE_FANIN_CORE_H_

@@ -1,0 +1,56 @@
+// Shard: what one reactor loop owns — its connections, its read buffer and its
+// counters. Only that loop's thread touches it (counters are atomics so other
+// threads can read them for stats).
+#ifndef FANIN_SERVER_CORE_SHARD_H_
+#define FANIN_SERVER_CORE_SHARD_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "server/core/connection.h"
+#include "server/fanout/event_hub.h"
+#include "server/net/listener.h"
+#include "server/reactor/event_loop.h"
+
+namespace fanin::core {
+
+struct CoreOptions;
+
+// A listener and what connections need to know about it. Immutable once the
+// core has started, except `listener`, which only its loop touches.
+struct ListenerInfo {
+  std::string name;
+  uint32_t index = 0;
+  bool pull = false;
+  std::unique_ptr<net::Listener> listener;
+  reactor::EventLoop* loop = nullptr;
+};
+
+struct Shard {
+  const CoreOptions* options = nullptr;
+  fanout::EventHub* hub = nullptr;
+  reactor::EventLoop* loop = nullptr;
+  int index = 0;
+  // Called after a connection is removed (loop thread).
+  std::atomic<int64_t>* open_connections = nullptr;
+
+  absl::flat_hash_map<uint64_t, std::unique_ptr<Connection>> connections;
+  absl::flat_hash_set<uint64_t> read_paused;
+  std::string read_buffer;  // one per loop: connections hold no read buffer
+  bool shutting_down = false;
+
+  std::atomic<uint64_t> bytes_received{0};
+  std::atomic<uint64_t> bytes_sent{0};
+  std::atomic<uint64_t> connections_rejected{0};
+
+  // Removes (and deletes) a finished connection.
+  void Erase(uint64_t id);
+};
+
+}  // namespace fanin::core
+
+#endif  // FANIN_SERVER_CORE_SHARD_H_
