@@ -1,0 +1,839 @@
+#!/usr/bin/python3
+"""End-to-end load harness driver: floor, gRPC ceiling and fanin under one load.
+
+Usually started through run.sh, which builds everything with -c opt first:
+
+    tests/bench/e2e/run.sh throughput|fanout|latency|scale|pollers|python|all|smoke
+
+Each scenario starts the systems under test, the load generator and the
+subscribers as separate processes on loopback, repeats every measurement
+--runs times and prints a markdown table of medians (min-max) per scenario; the
+tables and raw JSON go to --out (default tests/bench/e2e/results) and PNG plots
+to tests/bench/e2e/plots. Every wait is bounded in time. Correctness checks stay
+on in every run: a run that loses, duplicates or reorders a message is reported
+as such, never dropped from the figures.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class HarnessError(Exception):
+    pass
+
+
+# ---------------------------------------------------------------- processes
+
+class Proc:
+    """A child process whose stdout JSON lines are collected by a thread."""
+
+    live = []
+
+    def __init__(self, name, argv, workdir):
+        self.name = name
+        self.lines = []
+        self.cond = threading.Condition()
+        self.stderr_path = os.path.join(workdir, f"{name}.stderr")
+        self.stderr = open(self.stderr_path, "w")
+        self.p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.stderr,
+                                  text=True)
+        Proc.live.append(self)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.p.stdout:
+            line = line.strip()
+            if not line.startswith("{"):
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            with self.cond:
+                self.lines.append(obj)
+                self.cond.notify_all()
+
+    @property
+    def pid(self):
+        return self.p.pid
+
+    def wait_line(self, event, timeout):
+        """Returns the first JSON line with "event": event, waiting up to timeout s."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for obj in self.lines:
+                    if obj.get("event") == event:
+                        return obj
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.p.poll() is not None and not self.reader.is_alive()):
+                    raise HarnessError(f"{self.name}: no '{event}' line within {timeout}s "
+                                       f"(exit {self.p.poll()}); see {self.stderr_path}: "
+                                       f"{tail(self.stderr_path)}")
+                self.cond.wait(min(left, 0.1))
+
+    def lines_of(self, event):
+        with self.cond:
+            return [o for o in self.lines if o.get("event") == event]
+
+    def wait_exit(self, timeout):
+        try:
+            return self.p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise HarnessError(f"{self.name}: still running after {timeout}s")
+
+    def stop(self, timeout=10):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait(timeout=5)
+        self.reader.join(timeout=5)
+        self.stderr.close()
+        if self in Proc.live:
+            Proc.live.remove(self)
+
+    @classmethod
+    def stop_all(cls):
+        for p in list(cls.live):
+            p.stop(timeout=3)
+
+
+def tail(path, n=400):
+    try:
+        with open(path) as f:
+            return f.read()[-n:].strip().replace("\n", " | ")
+    except OSError:
+        return ""
+
+
+def wait_file(path, timeout, proc=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.path.exists(path):
+            with open(path) as f:
+                return f.read()
+        if proc is not None and proc.p.poll() is not None:
+            raise HarnessError(f"{proc.name} exited ({proc.p.returncode}) before writing "
+                               f"{path}: {tail(proc.stderr_path)}")
+        time.sleep(0.01)
+    raise HarnessError(f"{path} did not appear within {timeout}s")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise HarnessError(f"no VmRSS for pid {pid}")
+
+
+# ---------------------------------------------------------------- harness
+
+class Harness:
+    def __init__(self, args):
+        self.args = args
+        self.bin = args.bin_dir
+        self.work = tempfile.mkdtemp(prefix="fanin-e2e-")
+        self.seq = 0
+        self.fanin_bin = os.path.join(self.bin, "server", "fanin_server")
+        self.proto_dir = os.path.join(self.bin, "proto")
+        self._stub = None
+
+    def path(self, name):
+        self.seq += 1
+        return os.path.join(self.work, f"{self.seq:04d}-{name}")
+
+    def exe(self, name):
+        return os.path.join(self.bin, "tests", "bench", "e2e", name)
+
+    def has_fanin(self):
+        return os.access(self.fanin_bin, os.X_OK)
+
+    # -- pieces
+
+    def loadgen(self, target, conns, rate, duration, hold=0):
+        argv = [self.exe("loadgen"), f"--target={target}", f"--connections={conns}",
+                f"--message_bytes={self.args.message_bytes}", f"--rate={rate}",
+                f"--duration={duration}"]
+        if hold:
+            argv.append(f"--hold={hold}")
+        return Proc("loadgen", argv, self.work)
+
+    def subscriber(self, server, expect, py=False, name="sub", cdf=None):
+        ready = self.path(f"{name}.ready")
+        if py:
+            argv = ["/usr/bin/python3", os.path.join(HERE, "subscriber.py"),
+                    f"--proto_dir={self.proto_dir}"]
+        else:
+            argv = [self.exe("subscriber")]
+            if cdf:
+                argv.append(f"--latency_cdf={cdf}")
+        argv += [f"--server={server}", f"--expect_connections={expect}",
+                 f"--message_bytes={self.args.message_bytes}", "--timeout=150",
+                 f"--ready_file={ready}"]
+        if self.args.max_batch_events:
+            argv.append(f"--max_batch_events={self.args.max_batch_events}")
+        proc = Proc(name, argv, self.work)
+        proc.ready_file = ready
+        return proc
+
+    def start_fanin(self, poller, extra=()):
+        if not self.has_fanin():
+            raise HarnessError(f"{self.fanin_bin} is not built")
+        ready = self.path("fanin.ready")
+        argv = [self.fanin_bin, "--listen=default=127.0.0.1:0",
+                "--grpc_address=127.0.0.1:0", f"--poller={poller}",
+                f"--ready_file={ready}"] + list(self.args.fanin_flag) + list(extra)
+        proc = Proc("fanin_server", argv, self.work)
+        text = wait_file(ready, 30, proc)
+        addrs = {}
+        for line in text.splitlines():
+            parts = line.split()
+            if parts and parts[0] == "grpc":
+                addrs["grpc"] = parts[1]
+            elif parts and parts[0] == "listen":
+                addrs.setdefault("listen", parts[-1])
+        if "grpc" not in addrs or "listen" not in addrs:
+            raise HarnessError(f"fanin ready file lacks grpc/listen lines: {text!r}")
+        return proc, addrs
+
+    def stub(self, addr):
+        sys.path.insert(0, self.proto_dir)
+        import grpc  # pylint: disable=import-outside-toplevel
+        from fanin.v1 import fanin_pb2, fanin_pb2_grpc  # pylint: disable=import-outside-toplevel
+        channel = grpc.insecure_channel(addr)
+        return fanin_pb2, fanin_pb2_grpc.FanInStub(channel), channel
+
+    # -- one measurement each
+
+    def run_floor(self, conns, rate, duration, cdf=None):
+        ready = self.path("floor.ready")
+        argv = [self.exe("floor"), f"--ready_file={ready}", f"--expect_connections={conns}",
+                f"--message_bytes={self.args.message_bytes}", "--timeout=150"]
+        if cdf:
+            argv.append(f"--latency_cdf={cdf}")
+        floor = Proc("floor", argv, self.work)
+        try:
+            target = wait_file(ready, 10, floor).split()[-1]
+            cpu0 = cpu_seconds(floor.pid)
+            gen = self.loadgen(target, conns, rate, duration)
+            sent = gen.wait_line("done", duration + 120)
+            done = floor.wait_line("done", 60)
+            cpu = cpu_seconds(floor.pid) - cpu0
+        finally:
+            Proc.stop_all()
+        return summarize("floor", sent, [done], cpu, done["messages"])
+
+    def run_ceiling(self, conns, rate, duration, subscribers=1, py=False, cdf=None):
+        ready = self.path("ceiling.ready")
+        ceiling = Proc("ceiling", [self.exe("ceiling"), f"--ready_file={ready}",
+                                   f"--connections={conns}", f"--rate={rate}",
+                                   f"--duration={duration}",
+                                   f"--message_bytes={self.args.message_bytes}",
+                                   f"--batch_events={self.args.ceiling_batch}"], self.work)
+        try:
+            addr = wait_file(ready, 10, ceiling).split()[-1]
+            cpu0 = cpu_seconds(ceiling.pid)
+            subs = [self.subscriber(addr, 0, py=py, name=f"sub{i}",
+                                    cdf=cdf if i == 0 else None)
+                    for i in range(subscribers)]
+            results = [s.wait_line("done", duration + 60) for s in subs]
+            deadline = time.monotonic() + 10
+            while len(ceiling.lines_of("stream_done")) < subscribers:
+                if time.monotonic() > deadline:
+                    raise HarnessError("ceiling did not report every stream")
+                time.sleep(0.01)
+            cpu = cpu_seconds(ceiling.pid) - cpu0
+            streams = ceiling.lines_of("stream_done")
+        finally:
+            Proc.stop_all()
+        sent = {"sent_messages": sum(s["events"] for s in streams) / subscribers,
+                "failed_connections": 0,
+                "sent_per_s": statistics.mean(s["events_per_s"] for s in streams)}
+        # Each stream carries its own events: loss is checked per stream total.
+        r = summarize("ceiling", sent, results, cpu, sum(s["events"] for s in streams))
+        r["lost"] = sum(s["events"] for s in streams) - sum(x["messages"] for x in results)
+        return r
+
+    def run_fanin(self, conns, rate, duration, poller="epoll", subscribers=1, py=False,
+                  cdf=None):
+        server, addrs = self.start_fanin(poller)
+        try:
+            subs = [self.subscriber(addrs["grpc"], conns, py=py, name=f"sub{i}",
+                                    cdf=cdf if i == 0 else None)
+                    for i in range(subscribers)]
+            for s in subs:
+                wait_file(s.ready_file, 30, s)
+            cpu0 = cpu_seconds(server.pid)
+            gen = self.loadgen(addrs["listen"], conns, rate, duration)
+            sent = gen.wait_line("done", duration + 150)
+            results = [s.wait_line("done", 150) for s in subs]
+            cpu = cpu_seconds(server.pid) - cpu0
+        finally:
+            Proc.stop_all()
+        return summarize(f"fanin/{poller}", sent, results, cpu,
+                         results[0]["events"] if results else 0)
+
+    def run_system(self, system, conns, rate, duration, **kw):
+        if system == "floor":
+            kw.pop("subscribers", None)
+            kw.pop("py", None)
+            kw.pop("poller", None)
+            return self.run_floor(conns, rate, duration, **kw)
+        if system == "ceiling":
+            kw.pop("poller", None)
+            # In rate mode the ceiling paces each stream at the load generator's rate.
+            return self.run_ceiling(conns, rate, duration, **kw)
+        return self.run_fanin(conns, rate, duration, **kw)
+
+
+def summarize(system, sent, subs, cpu, events):
+    """One run's figures; per-subscriber figures are reduced to their median."""
+    msgs = [s["messages"] for s in subs]
+    r = {
+        "system": system,
+        "sent": sent["sent_messages"],
+        "sent_per_s": sent.get("sent_per_s", 0),
+        "failed_connections": sent.get("failed_connections", 0),
+        "messages_per_s": statistics.median(s["messages_per_s"] for s in subs),
+        "min_sub_messages_per_s": min(s["messages_per_s"] for s in subs),
+        "p50_us": statistics.median(s["p50_us"] for s in subs),
+        "p99_us": statistics.median(s["p99_us"] for s in subs),
+        "p999_us": statistics.median(s["p999_us"] for s in subs),
+        "errors": sum(s["errors"] for s in subs),
+        "first_error": next((s["first_error"] for s in subs if s["first_error"]), ""),
+        "lost": sum(max(0, sent["sent_messages"] - m) for m in msgs),
+        "gap_lost": sum(s.get("gap_lost", 0) for s in subs),
+        "complete": all(s.get("complete", True) for s in subs),
+        "rejected": max((s.get("rejected", 0) for s in subs), default=0),
+        "subscribers": len(subs),
+        "cpu_s": cpu,
+        "events": events,
+        "cpu_us_per_event": cpu * 1e6 / events if events else 0,
+        "cpu_us_per_message": cpu * 1e6 / max(1, msgs[0] if msgs else 1),
+        "batches": subs[0].get("batches", subs[0].get("reads", 0)),
+    }
+    r["ok"] = (r["errors"] == 0 and r["lost"] == 0 and r["gap_lost"] == 0
+               and r["complete"] and r["failed_connections"] == 0)
+    return r
+
+
+# ---------------------------------------------------------------- reporting
+
+def med(runs, key):
+    vals = [r[key] for r in runs]
+    return statistics.median(vals), min(vals), max(vals)
+
+
+def fmt(v, digits=0):
+    if v >= 1e6 and digits == 0:
+        return f"{v / 1e6:.2f}M"
+    if v >= 1e4 and digits == 0:
+        return f"{v / 1e3:.0f}k"
+    return f"{v:.{digits}f}"
+
+
+def fmt_range(runs, key, digits=0):
+    m, lo, hi = med(runs, key)
+    if len(runs) == 1:
+        return fmt(m, digits)
+    return f"{fmt(m, digits)} ({fmt(lo, digits)}–{fmt(hi, digits)})"
+
+
+def check_text(runs):
+    bad = [r for r in runs if not r["ok"]]
+    if not bad:
+        return "ok"
+    r = bad[0]
+    why = []
+    if r["lost"]:
+        why.append(f"lost {r['lost']}")
+    if r["errors"]:
+        why.append(f"{r['errors']} seq errors: {r['first_error']}")
+    if r["gap_lost"]:
+        why.append(f"gap lost {r['gap_lost']}")
+    if not r["complete"]:
+        why.append("incomplete")
+    if r["failed_connections"]:
+        why.append(f"{r['failed_connections']} conns failed")
+    return f"FAIL in {len(bad)}/{len(runs)} runs: " + "; ".join(why)
+
+
+class Report:
+    def __init__(self, out_dir):
+        self.out_dir = out_dir
+        self.lines = []
+        self.raw = {}
+
+    def add(self, text=""):
+        print(text, flush=True)
+        self.lines.append(text)
+
+    def save(self, name):
+        os.makedirs(self.out_dir, exist_ok=True)
+        with open(os.path.join(self.out_dir, f"{name}.md"), "w") as f:
+            f.write("\n".join(self.lines) + "\n")
+        with open(os.path.join(self.out_dir, f"{name}.json"), "w") as f:
+            json.dump(self.raw, f, indent=1)
+
+
+def machine_text():
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    load = os.getloadavg()
+    return (f"{os.cpu_count()} cores ({model}), Linux {platform.release()}, shared and "
+            f"noisy; load average at start {load[0]:.1f}")
+
+
+def gnuplot(script):
+    if not shutil.which("gnuplot"):
+        print("gnuplot missing: no plot", file=sys.stderr)
+        return
+    subprocess.run(["gnuplot"], input=script, text=True, check=False, timeout=60)
+
+
+# ---------------------------------------------------------------- scenarios
+
+def repeat(h, n, system, conns, rate, duration, **kw):
+    runs = []
+    for i in range(n):
+        try:
+            runs.append(h.run_system(system, conns, rate, duration, **kw))
+        except HarnessError as e:
+            print(f"  {system} run {i + 1}: {e}", file=sys.stderr, flush=True)
+    return runs
+
+
+def systems(h):
+    return ["floor", "ceiling"] + (["fanin"] if h.has_fanin() else [])
+
+
+def scenario_throughput(h, rep, a):
+    conns, d = 1000, a.duration
+    rep.add(f"### throughput: {conns} connections, {a.message_bytes}-byte messages, "
+            f"load generator as fast as possible for {d} s, 1 lossless subscriber")
+    rep.add()
+    rep.add("| system | messages/s at subscriber | load generator sent/s | "
+            "CPU µs/event (server) | events | check |")
+    rep.add("| --- | --- | --- | --- | --- | --- |")
+    results = {}
+    for run in range(a.runs):  # interleaved so drift in machine load hits all alike
+        for s in systems(h):
+            results.setdefault(s, []).extend(repeat(h, 1, s, conns, 0, d))
+    for s, runs in results.items():
+        if not runs:
+            rep.add(f"| {s} | failed to run | | | | |")
+            continue
+        rep.add(f"| {s} | {fmt_range(runs, 'messages_per_s')} | "
+                f"{fmt_range(runs, 'sent_per_s')} | {fmt_range(runs, 'cpu_us_per_event', 2)} | "
+                f"{fmt(med(runs, 'events')[0])} | {check_text(runs)} |")
+    rep.raw["throughput"] = results
+    ratio_lines(rep, results, "messages_per_s", 0.9, "floor")
+
+
+def ratio_lines(rep, results, key, target, vs):
+    rep.add()
+    fan = results.get("fanin")
+    if not fan:
+        rep.add("fanin: not run (server not built or every run failed).")
+        return
+    for base in ("floor", "ceiling"):
+        if results.get(base):
+            ratio = med(fan, key)[0] / med(results[base], key)[0]
+            tgt = f" (target ≥ {target}x: {'met' if ratio >= target else 'MISSED'})" \
+                if base == vs else ""
+            rep.add(f"- fanin / {base}: {ratio:.2f}x{tgt}")
+    rep.add(f"- fanin zero loss, in order: {check_text(fan)}")
+
+
+def scenario_fanout(h, rep, a):
+    conns, d, n = 1000, a.duration, 10
+    rep.add(f"### fanout: {conns} connections, max rate for {d} s, 1 vs {n} lossless "
+            "subscribers (each a separate process)")
+    rep.add()
+    rep.add("| system | subscribers | messages/s per subscriber (median) | slowest "
+            "subscriber | total messages/s | CPU µs/event | check |")
+    rep.add("| --- | --- | --- | --- | --- | --- | --- |")
+    results = {}
+    for run in range(a.runs):
+        for s in ["ceiling"] + (["fanin"] if h.has_fanin() else []):
+            for k in (1, n):
+                results.setdefault(f"{s}/{k}", []).extend(
+                    repeat(h, 1, s, conns, 0, d, subscribers=k))
+    for key, runs in results.items():
+        s, k = key.split("/")
+        if not runs:
+            rep.add(f"| {s} | {k} | failed to run | | | | |")
+            continue
+        total = statistics.median(r["messages_per_s"] * r["subscribers"] for r in runs)
+        rep.add(f"| {s} | {k} | {fmt_range(runs, 'messages_per_s')} | "
+                f"{fmt_range(runs, 'min_sub_messages_per_s')} | {fmt(total)} | "
+                f"{fmt_range(runs, 'cpu_us_per_event', 2)} | {check_text(runs)} |")
+    rep.raw["fanout"] = results
+    rep.add()
+    for s in ("ceiling", "fanin"):
+        one, ten = results.get(f"{s}/1"), results.get(f"{s}/{n}")
+        if one and ten:
+            ratio = med(ten, "min_sub_messages_per_s")[0] / med(one, "messages_per_s")[0]
+            tgt = (f" (target ≥ 0.8x: {'met' if ratio >= 0.8 else 'MISSED'})"
+                   if s == "fanin" else "")
+            rep.add(f"- {s}: slowest of {n} subscribers / single subscriber = "
+                    f"{ratio:.2f}x{tgt}")
+
+
+def scenario_latency(h, rep, a):
+    conns, d = 1000, a.duration
+    rep.add(f"### latency: {conns} connections, fixed total rates, {d} s each, socket "
+            "write (or ceiling batch build) to subscriber receipt")
+    rep.add()
+    rep.add("| rate msg/s | system | p50 µs | p99 µs | p99.9 µs | messages/s | "
+            "CPU µs/event | check |")
+    rep.add("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    results = {}
+    cdfs = {}
+    for rate in a.rates:
+        for run in range(a.runs):
+            for s in systems(h):
+                cdf = os.path.join(h.work, f"cdf-{s}-{rate}-{run}.txt")
+                got = repeat(h, 1, s, conns, rate, d, cdf=cdf)
+                if got:
+                    got[0]["cdf"] = cdf
+                results.setdefault(f"{rate}/{s}", []).extend(got)
+        for s in systems(h):
+            runs = results.get(f"{rate}/{s}", [])
+            if not runs:
+                rep.add(f"| {rate} | {s} | failed to run | | | | | |")
+                continue
+            rep.add(f"| {rate} | {s} | {fmt_range(runs, 'p50_us', 0)} | "
+                    f"{fmt_range(runs, 'p99_us', 0)} | {fmt_range(runs, 'p999_us', 0)} | "
+                    f"{fmt_range(runs, 'messages_per_s')} | "
+                    f"{fmt_range(runs, 'cpu_us_per_event', 2)} | {check_text(runs)} |")
+            # The run whose p99 is the median one stands for the system in the plot.
+            ordered = sorted(runs, key=lambda r: r["p99_us"])
+            cdfs[(rate, s)] = ordered[len(ordered) // 2]["cdf"]
+    rep.raw["latency"] = results
+    rep.add()
+    for rate in a.rates:
+        runs = results.get(f"{rate}/fanin")
+        if runs:
+            p50, p99 = med(runs, "p50_us")[0], med(runs, "p99_us")[0]
+            met = p50 <= 300 and p99 <= 1000
+            rep.add(f"- fanin at {rate}/s: p50 {p50:.0f} µs, p99 {p99:.0f} µs (target p50 ≤ "
+                    f"300 µs, p99 ≤ 1000 µs: {'met' if met else 'MISSED'})")
+    for rate in a.rates:
+        png = os.path.join(a.plots, f"latency_{rate}.png")
+        plots = [f"'{cdfs[(rate, s)]}' using 1:2 with steps lw 2 title '{s}'"
+                 for s in systems(h) if (rate, s) in cdfs]
+        if not plots:
+            continue
+        gnuplot(f"""set terminal pngcairo size 900,560 noenhanced
+set output '{png}'
+set title 'Latency CDF at {rate} messages/s, {conns} connections, 64-byte messages (median run)'
+set logscale x
+set xlabel 'socket write to subscriber receipt (µs, log scale)'
+set ylabel 'fraction of messages'
+set key bottom right
+set grid
+plot {", ".join(plots)}
+""")
+        rep.add(f"- plot: {os.path.relpath(png, os.path.dirname(HERE))}")
+
+
+def scenario_scale(h, rep, a):
+    conns = a.scale_connections
+    rep.add(f"### scale: {conns} idle connections held, epoll; RSS from /proc/<pid>/status")
+    rep.add()
+    rep.add("| system | held | RSS growth KiB | bytes per connection | accept rate conn/s | "
+            "load generator connect rate conn/s | check |")
+    rep.add("| --- | --- | --- | --- | --- | --- | --- |")
+    results = {}
+    for run in range(a.runs):
+        for s in ["floor"] + (["fanin"] if h.has_fanin() else []):
+            try:
+                results.setdefault(s, []).append(
+                    scale_floor(h, conns) if s == "floor" else scale_fanin(h, conns))
+            except HarnessError as e:
+                print(f"  scale {s} run {run + 1}: {e}", file=sys.stderr, flush=True)
+    for s, runs in results.items():
+        ok = all(r["held"] == conns for r in runs)
+        rep.add(f"| {s} | {fmt_range(runs, 'held')} | {fmt_range(runs, 'rss_kib')} | "
+                f"{fmt_range(runs, 'bytes_per_conn')} | {fmt_range(runs, 'accept_per_s')} | "
+                f"{fmt_range(runs, 'connect_per_s')} | "
+                f"{'ok' if ok else 'FAIL: not every connection held'} |")
+    rep.raw["scale"] = results
+    fan = results.get("fanin")
+    rep.add()
+    if fan:
+        b, acc = med(fan, "bytes_per_conn")[0], med(fan, "accept_per_s")[0]
+        rep.add(f"- fanin: {b:.0f} B per idle connection (target ≤ 2048: "
+                f"{'met' if b <= 2048 else 'MISSED'}); accept rate {acc:.0f}/s (target ≥ "
+                f"20000: {'met' if acc >= 20000 else 'MISSED'})")
+    else:
+        rep.add("fanin: not run (server not built or every run failed).")
+
+
+def settle_rss(pid):
+    """RSS once it stops moving (at most 2 s), so lazily touched pages count."""
+    last = rss_kib(pid)
+    for _ in range(20):
+        time.sleep(0.1)
+        now = rss_kib(pid)
+        if now == last:
+            break
+        last = now
+    return last
+
+
+def scale_floor(h, conns):
+    ready = h.path("floor.ready")
+    floor = Proc("floor", [h.exe("floor"), f"--ready_file={ready}",
+                           f"--expect_connections={conns}", "--timeout=150"], h.work)
+    try:
+        target = wait_file(ready, 10, floor).split()[-1]
+        before = settle_rss(floor.pid)
+        gen = h.loadgen(target, conns, 0, 0, hold=120)
+        connected = gen.wait_line("connected", 60)
+        floor.wait_line("all_accepted", 60)
+        after = settle_rss(floor.pid)
+        gen.stop()
+        done = floor.wait_line("done", 60)
+    finally:
+        Proc.stop_all()
+    return {"held": done["accepted"], "rss_kib": after - before,
+            "bytes_per_conn": (after - before) * 1024 / conns,
+            "accept_per_s": done["accept_per_s"],
+            "connect_per_s": connected["connected"] / max(1e-9, connected["connect_s"])}
+
+
+def scale_fanin(h, conns):
+    server, addrs = h.start_fanin("epoll")
+    try:
+        pb, stub, channel = h.stub(addrs["grpc"])
+        stub.GetStats(pb.GetStatsRequest(), timeout=10)  # gRPC warmed up before the baseline
+        before = settle_rss(server.pid)
+        gen = h.loadgen(addrs["listen"], conns, 0, 0, hold=120)
+        connected = gen.wait_line("connected", 60)
+        deadline = time.monotonic() + 60
+        while True:
+            stats = stub.GetStats(pb.GetStatsRequest(), timeout=10)
+            if stats.connections_open >= conns or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        after = settle_rss(server.pid)
+        opened = []
+        token = ""
+        for _ in range(conns // 1000 + 10):
+            page = stub.ListConnections(
+                pb.ListConnectionsRequest(page_size=1000, page_token=token), timeout=10)
+            opened.extend(c.opened_unix_nano for c in page.connections)
+            token = page.next_page_token
+            if not token:
+                break
+        channel.close()
+        gen.stop()
+    finally:
+        Proc.stop_all()
+    span = (max(opened) - min(opened)) / 1e9 if len(opened) > 1 else 0
+    return {"held": stats.connections_open, "rss_kib": after - before,
+            "bytes_per_conn": (after - before) * 1024 / conns,
+            "accept_per_s": (len(opened) - 1) / span if span > 0 else 0,
+            "connect_per_s": connected["connected"] / max(1e-9, connected["connect_s"])}
+
+
+def scenario_pollers(h, rep, a):
+    d = a.poller_duration
+    pollers = ["epoll", "epoll-edge", "poll", "select"]
+    rep.add(f"### pollers: max rate for {d} s, 1 lossless subscriber, messages/s at the "
+            "subscriber")
+    rep.add()
+    rep.add("| connections | floor | " + " | ".join(f"fanin {p}" for p in pollers) + " |")
+    rep.add("| --- | --- | " + " | ".join("---" for _ in pollers) + " |")
+    results = {}
+    for conns in a.poller_connections:
+        for run in range(a.runs):
+            results.setdefault(f"{conns}/floor", []).extend(
+                repeat(h, 1, "floor", conns, 0, d))
+            if h.has_fanin():
+                for p in pollers:
+                    results.setdefault(f"{conns}/{p}", []).extend(
+                        repeat(h, 1, "fanin", conns, 0, d, poller=p))
+        cells = []
+        for p in ["floor"] + pollers:
+            runs = results.get(f"{conns}/{p}", [])
+            if not runs:
+                cells.append("not run")
+            elif any(r["rejected"] for r in runs) or any(r["failed_connections"] for r in runs):
+                cells.append(f"{fmt(med(runs, 'messages_per_s')[0])}, "
+                             f"{max(r['rejected'] for r in runs)} rejected (FD_SETSIZE)")
+            else:
+                cells.append(f"{fmt_range(runs, 'messages_per_s')}"
+                             f"{'' if all(r['ok'] for r in runs) else ' ' + check_text(runs)}"
+                             f", {fmt(med(runs, 'cpu_us_per_event')[0], 2)} µs/ev")
+        rep.add(f"| {conns} | " + " | ".join(cells) + " |")
+    rep.raw["pollers"] = results
+    png = os.path.join(a.plots, "throughput_vs_connections.png")
+    data = os.path.join(h.work, "pollers.dat")
+    with open(data, "w") as f:
+        for conns in a.poller_connections:
+            row = [str(conns)]
+            for p in ["floor"] + pollers:
+                runs = [r for r in results.get(f"{conns}/{p}", []) if not r["rejected"]]
+                row.append(f"{med(runs, 'messages_per_s')[0]:.0f}" if runs else "NaN")
+            f.write(" ".join(row) + "\n")
+    cols = ["floor"] + [f"fanin {p}" for p in pollers]
+    gnuplot(f"""set terminal pngcairo size 900,560 noenhanced
+set output '{png}'
+set title 'Throughput vs connections, 64-byte messages, 1 lossless subscriber (median of {a.runs})'
+set logscale x
+set xlabel 'connections (log scale)'
+set ylabel 'messages/s at the subscriber'
+set yrange [0:*]
+set key outside right
+set grid
+plot {", ".join(f"'{data}' using 1:{i + 2} with linespoints lw 2 title '{c}'"
+                for i, c in enumerate(cols))}
+""")
+    rep.add()
+    rep.add(f"- plot: {os.path.relpath(png, os.path.dirname(HERE))}")
+
+
+def scenario_python(h, rep, a):
+    conns, d = 1000, a.duration
+    rep.add(f"### python: python3-grpcio subscriber, {conns} connections, {d} s")
+    rep.add()
+    rep.add("| load | system | messages/s | p50 µs | p99 µs | p99.9 µs | check |")
+    rep.add("| --- | --- | --- | --- | --- | --- | --- |")
+    results = {}
+    loads = [("10000/s", 10000), ("max", 0)]
+    for label, rate in loads:
+        for run in range(a.runs):
+            for s in ["ceiling"] + (["fanin"] if h.has_fanin() else []):
+                results.setdefault(f"{label}/{s}", []).extend(
+                    repeat(h, 1, s, conns, rate, d, py=True))
+        for s in ["ceiling", "fanin"]:
+            runs = results.get(f"{label}/{s}")
+            if runs:
+                rep.add(f"| {label} | {s} | {fmt_range(runs, 'messages_per_s')} | "
+                        f"{fmt_range(runs, 'p50_us')} | {fmt_range(runs, 'p99_us')} | "
+                        f"{fmt_range(runs, 'p999_us')} | {check_text(runs)} |")
+    rep.raw["python"] = results
+
+
+def scenario_smoke(h, rep, a):
+    """Seconds-long self-check: every piece runs and the counts agree."""
+    conns, rate, d = 50, 2000, 1
+    failures = []
+    floor = h.run_floor(conns, rate, d)
+    rep.add(f"floor: sent {floor['sent']} got {floor['sent'] - floor['lost']} "
+            f"check {check_text([floor])}")
+    if not floor["ok"] or floor["sent"] < rate * d * 0.9:
+        failures.append("floor")
+    for py in (False, True):
+        c = h.run_ceiling(conns, 0, 0.5, py=py)
+        rep.add(f"ceiling ({'python' if py else 'C++'} subscriber): {c['events']} events "
+                f"check {check_text([c])}")
+        if not c["ok"] or c["events"] == 0:
+            failures.append(f"ceiling/{'py' if py else 'cc'}")
+    c = h.run_ceiling(conns, rate, d)
+    rep.add(f"ceiling paced: {c['events']} events, p50 {c['p50_us']:.0f} µs")
+    if not c["ok"] or abs(c["events"] - rate * d) > rate * d * 0.1:
+        failures.append("ceiling/paced")
+    if h.has_fanin():
+        f = h.run_fanin(conns, rate, d)
+        rep.add(f"fanin: sent {f['sent']} check {check_text([f])}")
+        if not f["ok"] or f["sent"] < rate * d * 0.9:
+            failures.append("fanin")
+    if failures:
+        raise HarnessError("smoke failed: " + ", ".join(failures))
+
+
+SCENARIOS = {
+    "throughput": scenario_throughput,
+    "fanout": scenario_fanout,
+    "latency": scenario_latency,
+    "scale": scenario_scale,
+    "pollers": scenario_pollers,
+    "python": scenario_python,
+}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("scenario", choices=list(SCENARIOS) + ["all", "smoke"])
+    p.add_argument("--bin_dir", required=True, help="bazel-bin of a -c opt build")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--duration", type=float, default=4, help="seconds of load per run")
+    p.add_argument("--poller_duration", type=float, default=3)
+    p.add_argument("--message_bytes", type=int, default=64)
+    p.add_argument("--rates", type=int, nargs="+", default=[1000, 10000])
+    p.add_argument("--poller_connections", type=int, nargs="+", default=[100, 1000, 10000])
+    p.add_argument("--scale_connections", type=int, default=19000)
+    p.add_argument("--ceiling_batch", type=int, default=64)
+    p.add_argument("--max_batch_events", type=int, default=0,
+                   help="SubscribeRequest.max_batch_events (0: server default)")
+    p.add_argument("--fanin_flag", action="append", default=[],
+                   help="extra fanin_server flag, repeatable")
+    p.add_argument("--out", default=os.path.join(HERE, "results"))
+    p.add_argument("--plots", default=os.path.join(HERE, "plots"))
+    p.add_argument("--keep", action="store_true", help="keep the work directory")
+    a = p.parse_args()
+    os.makedirs(a.plots, exist_ok=True)
+    h = Harness(a)
+    names = list(SCENARIOS) if a.scenario == "all" else [a.scenario]
+    rep = Report(a.out)
+    rep.add(f"Machine: {machine_text()}. Runs per figure: {a.runs} (median, min–max).")
+    if not h.has_fanin():
+        rep.add(f"fanin_server not found at {h.fanin_bin}: baselines only.")
+    rep.add()
+    status = 0
+    try:
+        for name in names if a.scenario != "smoke" else ["smoke"]:
+            start = time.monotonic()
+            try:
+                (scenario_smoke if name == "smoke" else SCENARIOS[name])(h, rep, a)
+            except HarnessError as e:
+                rep.add(f"{name}: ERROR {e}")
+                status = 1
+            rep.add(f"({name}: {time.monotonic() - start:.0f} s)")
+            rep.add()
+    finally:
+        Proc.stop_all()
+        if a.scenario != "smoke":
+            rep.save(a.scenario)
+        if not a.keep:
+            shutil.rmtree(h.work, ignore_errors=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
