@@ -115,6 +115,8 @@ class EventLoop {
 
   // Number of watched fds (loop thread; for tests and stats).
   size_t watched_count() const { return watched_count_; }
+  // Entries in the timer heap, cancelled ones included (loop thread; tests).
+  size_t timer_heap_size() const { return heap_.size(); }
 
  private:
   struct Slot {
