@@ -266,6 +266,13 @@ void EventHub::Kick(Subscription* sub) {
   sub->wake();
 }
 
+bool EventHub::Unpark(Subscription* sub) {
+  absl::MutexLock lock(&mu_);
+  if (!sub->parked || !sub->active) return false;
+  sub->parked = false;
+  return true;
+}
+
 bool EventHub::ReadingPaused(uint32_t listener, uint64_t connection_id) const {
   if (!AnyPaused()) return false;
   absl::ReaderMutexLock lock(&mu_);

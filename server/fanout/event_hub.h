@@ -118,6 +118,9 @@ class EventHub {
             bool park_if_empty, ReadResult* out);
   // Unparks `sub` and calls its wake on this thread, if it was parked.
   void Kick(Subscription* sub);
+  // Unparks `sub` without waking it; true if it was parked (the caller now
+  // holds the right to Read).
+  bool Unpark(Subscription* sub);
 
   // Assigns the next seq (written into *event) and appends it. Returns it.
   uint64_t Publish(std::shared_ptr<StoredEvent> event);

@@ -1,0 +1,431 @@
+#include "server/grpc/fanin_service.h"
+
+#include <algorithm>
+#include <string>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "server/fanout/event_codec.h"
+#include "server/fanout/filter.h"
+
+namespace fanin::grpc_api {
+namespace {
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()),
+                      std::string(s.message()));
+}
+
+grpc::Status InvalidArgument(std::string message) {
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::move(message));
+}
+
+grpc::ByteBuffer ToByteBuffer(const std::string& bytes) {
+  grpc::Slice slice(bytes);
+  return grpc::ByteBuffer(&slice, 1);
+}
+
+std::string Serialize(const fanin::v1::SubscribeResponse& message) {
+  std::string out;
+  message.SerializeToString(&out);
+  return out;
+}
+
+}  // namespace
+
+// One Subscribe stream. Owned by itself (self_) from Start until OnDone; the
+// hub's wake and the heartbeat thread hold weak references, so a wake that
+// races with the end of the stream finds finished_ set and does nothing.
+//
+// At most one Pump runs at a time: the stream pumps after it starts and after
+// each write; otherwise it is parked in the hub and only the party that
+// unparks it (a publisher's wake, a Kick) pumps.
+class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
+                        public std::enable_shared_from_this<SubscribeStream> {
+ public:
+  SubscribeStream(FaninService* service, fanin::v1::SubscribeRequest request)
+      : service_(service), hub_(service->hub_), request_(std::move(request)) {
+    const ServiceOptions& o = service->options_;
+    max_events_ =
+        request_.max_batch_events() == 0
+            ? o.default_batch_events
+            : std::min(request_.max_batch_events(), o.max_batch_events);
+    policy_.omit = request_.omit_payload();
+    policy_.max = request_.max_payload_bytes();
+  }
+
+  // Subscribes and sends Started, or finishes with the reason it cannot.
+  void Start(fanout::Filter filter) {
+    self_ = shared_from_this();
+    std::weak_ptr<SubscribeStream> weak = self_;
+    fanout::EventHub::Started started;
+    auto sub = hub_->Subscribe(
+        {.filter = std::move(filter),
+         .lossless = request_.delivery() == fanin::v1::DELIVERY_LOSSLESS,
+         .resume_after_seq = request_.resume_after_seq(),
+         .resume_epoch = request_.resume_epoch(),
+         .wake =
+             [weak] {
+               if (auto s = weak.lock()) s->Pump();
+             }},
+        &started);
+    if (!sub.ok()) {
+      finished_ = true;
+      Finish(ToGrpc(sub.status()));
+      return;
+    }
+    sub_ = *std::move(sub);
+    service_->Register(self_);
+    fanin::v1::SubscribeResponse first;
+    first.mutable_started()->set_server_epoch(started.epoch);
+    first.mutable_started()->set_oldest_seq(started.oldest_seq);
+    first.mutable_started()->set_head_seq(started.head_seq);
+    Send(Serialize(first));
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) cancelled_ = true;
+    Pump();
+  }
+
+  void OnCancel() override {
+    cancelled_ = true;
+    if (sub_) hub_->Kick(sub_.get());
+  }
+
+  void OnDone() override {
+    service_->Unregister(this);
+    if (sub_) hub_->Unsubscribe(sub_.get());
+    self_.reset();  // May delete this.
+  }
+
+  // Heartbeat thread: asks for a heartbeat if the stream has been quiet.
+  void MaybeHeartbeat(absl::Time now, absl::Duration interval) {
+    if (now - absl::FromUnixNanos(last_send_ns_.load()) < interval) return;
+    heartbeat_due_ = true;
+    hub_->Kick(sub_.get());
+  }
+  // Drain: finish once everything owed is delivered.
+  void Drain() {
+    draining_ = true;
+    hub_->Kick(sub_.get());
+  }
+
+ private:
+  void Pump() {
+    for (;;) {
+      if (finished_) return;
+      if (cancelled_) {
+        FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED,
+                                "subscription cancelled"));
+        return;
+      }
+      hub_->Read(sub_.get(), max_events_, service_->options_.max_batch_bytes,
+                 /*park_if_empty=*/true, &batch_);
+      if (batch_.gap.has_value()) {
+        lost_ += batch_.gap->lost();
+        service_->events_lost_.fetch_add(batch_.gap->lost());
+        fanin::v1::SubscribeResponse msg;
+        *msg.mutable_gap() = *batch_.gap;
+        Send(Serialize(msg));
+        return;
+      }
+      if (!batch_.events.empty()) {
+        delivered_ += batch_.events.size();
+        std::string wire;
+        fanout::AppendBatchResponse(batch_.events, policy_, &wire);
+        batch_.events.clear();
+        Send(wire);
+        return;
+      }
+      if (batch_.more) continue;
+      // Parked. Anything that asked for our attention before we parked must
+      // be handled now, or it would wait for the next event.
+      if (cancelled_ || draining_ || heartbeat_due_) {
+        if (!hub_->Unpark(sub_.get())) return;  // Someone else pumps.
+        if (cancelled_) continue;
+        if (draining_) {
+          FinishOnce(grpc::Status::OK);
+          return;
+        }
+        heartbeat_due_ = false;
+        fanin::v1::SubscribeResponse msg;
+        msg.mutable_heartbeat()->set_head_seq(hub_->head_seq());
+        msg.mutable_heartbeat()->set_delivered(delivered_);
+        msg.mutable_heartbeat()->set_lost(lost_);
+        Send(Serialize(msg));
+      }
+      return;
+    }
+  }
+
+  void Send(const std::string& bytes) {
+    last_send_ns_ = absl::GetCurrentTimeNanos();
+    out_ = ToByteBuffer(bytes);
+    StartWrite(&out_);
+  }
+
+  void FinishOnce(grpc::Status status) {
+    if (finished_.exchange(true)) return;
+    hub_->Unsubscribe(sub_.get());
+    Finish(std::move(status));
+  }
+
+  FaninService* const service_;
+  fanout::EventHub* const hub_;
+  const fanin::v1::SubscribeRequest request_;
+  uint32_t max_events_;
+  fanout::PayloadPolicy policy_;
+  std::shared_ptr<SubscribeStream> self_;
+  std::shared_ptr<fanout::EventHub::Subscription> sub_;
+  fanout::EventHub::ReadResult batch_;
+  grpc::ByteBuffer out_;
+  uint64_t delivered_ = 0;
+  uint64_t lost_ = 0;
+  std::atomic<bool> finished_{false};
+  std::atomic<bool> cancelled_{false};
+  std::atomic<bool> draining_{false};
+  std::atomic<bool> heartbeat_due_{false};
+  std::atomic<int64_t> last_send_ns_{0};
+};
+
+FaninService::FaninService(core::FaninCore* core, fanout::EventHub* hub,
+                           ServiceOptions options)
+    : core_(core), hub_(hub), options_(std::move(options)) {
+  heartbeat_thread_ = std::thread([this] { HeartbeatLoop(); });
+}
+
+FaninService::~FaninService() {
+  {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;
+  }
+  heartbeat_thread_.join();
+}
+
+void FaninService::HeartbeatLoop() {
+  const absl::Duration tick =
+      std::clamp(options_.heartbeat_interval / 5, absl::Milliseconds(10),
+                 absl::Seconds(1));
+  absl::MutexLock lock(&mu_);
+  while (!stop_) {
+    mu_.AwaitWithTimeout(absl::Condition(&stop_), tick);
+    if (stop_) break;
+    std::vector<std::shared_ptr<SubscribeStream>> live;
+    for (auto& [ptr, weak] : streams_) {
+      if (auto s = weak.lock()) live.push_back(std::move(s));
+    }
+    mu_.Unlock();
+    absl::Time now = absl::Now();
+    for (auto& s : live) s->MaybeHeartbeat(now, options_.heartbeat_interval);
+    live.clear();
+    mu_.Lock();
+  }
+}
+
+void FaninService::Register(const std::shared_ptr<SubscribeStream>& stream) {
+  absl::MutexLock lock(&mu_);
+  streams_[stream.get()] = stream;
+}
+
+void FaninService::Unregister(SubscribeStream* stream) {
+  absl::MutexLock lock(&mu_);
+  streams_.erase(stream);
+}
+
+size_t FaninService::active_streams() const {
+  absl::MutexLock lock(&mu_);
+  return streams_.size();
+}
+
+void FaninService::BeginDrain() {
+  draining_ = true;
+  std::vector<std::shared_ptr<SubscribeStream>> live;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& [ptr, weak] : streams_) {
+      if (auto s = weak.lock()) live.push_back(std::move(s));
+    }
+  }
+  for (auto& s : live) s->Drain();
+}
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>* FaninService::Subscribe(
+    grpc::CallbackServerContext* /*context*/, const grpc::ByteBuffer* request) {
+  fanin::v1::SubscribeRequest req;
+  grpc::Status status;
+  std::vector<grpc::Slice> slices;
+  if (!request->Dump(&slices).ok()) {
+    status = InvalidArgument("request: cannot read the SubscribeRequest");
+  } else {
+    std::string bytes;
+    for (const grpc::Slice& s : slices) {
+      bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+    }
+    if (!req.ParseFromString(bytes)) {
+      status = InvalidArgument("request: not a valid SubscribeRequest");
+    }
+  }
+  absl::StatusOr<fanout::Filter> filter = fanout::Filter();
+  if (status.ok()) {
+    filter = fanout::Filter::FromRequest(req, core_->listener_names());
+    if (!filter.ok()) status = ToGrpc(filter.status());
+  }
+  if (status.ok() && !fanin::v1::Delivery_IsValid(req.delivery())) {
+    status = InvalidArgument(
+        absl::StrCat("delivery: unknown value ", req.delivery(),
+                     "; use DELIVERY_LOSSY or DELIVERY_LOSSLESS"));
+  }
+  if (status.ok() && draining_) {
+    status = grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                          "fanin server is shutting down");
+  }
+  if (status.ok() && active_streams() >= options_.max_subscribers) {
+    status =
+        grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                     absl::StrCat("too many subscribers (max_subscribers is ",
+                                  options_.max_subscribers, ")"));
+  }
+  if (!status.ok()) {
+    // A reactor that only finishes; it deletes itself when done.
+    class Refusal : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
+     public:
+      explicit Refusal(grpc::Status s) { Finish(std::move(s)); }
+      void OnDone() override { delete this; }
+    };
+    return new Refusal(std::move(status));
+  }
+  auto stream = std::make_shared<SubscribeStream>(this, std::move(req));
+  stream->Start(*std::move(filter));
+  return stream.get();
+}
+
+grpc::ServerUnaryReactor* FaninService::Write(
+    grpc::CallbackServerContext* context,
+    const fanin::v1::WriteRequest* request,
+    fanin::v1::WriteResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (request->connection_id() == 0) {
+    reactor->Finish(
+        InvalidArgument("connection_id: required (ids start at 1)"));
+    return reactor;
+  }
+  if (request->data().empty() && !request->close_after()) {
+    reactor->Finish(InvalidArgument(
+        "data: empty, nothing to write (set close_after to only close)"));
+    return reactor;
+  }
+  core_->Write(request->connection_id(), request->data(),
+               request->close_after(),
+               [reactor, response](absl::StatusOr<uint64_t> queued) {
+                 if (queued.ok()) response->set_queued_bytes(*queued);
+                 reactor->Finish(ToGrpc(queued.status()));
+               });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* FaninService::CloseConnection(
+    grpc::CallbackServerContext* context,
+    const fanin::v1::CloseConnectionRequest* request,
+    fanin::v1::CloseConnectionResponse* /*response*/) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (request->connection_id() == 0) {
+    reactor->Finish(
+        InvalidArgument("connection_id: required (ids start at 1)"));
+    return reactor;
+  }
+  core_->Close(request->connection_id(), request->abort(),
+               [reactor](absl::Status s) { reactor->Finish(ToGrpc(s)); });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* FaninService::ListConnections(
+    grpc::CallbackServerContext* context,
+    const fanin::v1::ListConnectionsRequest* request,
+    fanin::v1::ListConnectionsResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const auto& names = core_->listener_names();
+  if (!request->listener().empty() &&
+      std::find(names.begin(), names.end(), request->listener()) ==
+          names.end()) {
+    reactor->Finish(InvalidArgument(absl::StrCat(
+        "listener: no listener named \"", request->listener(), "\"")));
+    return reactor;
+  }
+  uint64_t after = 0;
+  if (!request->page_token().empty() &&
+      (!absl::SimpleAtoi(request->page_token(), &after) || after == 0)) {
+    reactor->Finish(InvalidArgument(
+        "page_token: not a next_page_token from ListConnections"));
+    return reactor;
+  }
+  size_t limit = request->page_size() == 0
+                     ? 100
+                     : std::min<uint32_t>(request->page_size(), 1000);
+  response->set_as_of_seq(hub_->head_seq());
+  core_->List(
+      request->listener(), after, limit,
+      [reactor, response](absl::StatusOr<core::FaninCore::ListPage> page) {
+        if (!page.ok()) {
+          reactor->Finish(ToGrpc(page.status()));
+          return;
+        }
+        for (auto& c : page->connections) {
+          *response->add_connections() = std::move(c);
+        }
+        if (page->more && response->connections_size() > 0) {
+          response->set_next_page_token(absl::StrCat(
+              response->connections(response->connections_size() - 1)
+                  .connection_id()));
+        }
+        reactor->Finish(grpc::Status::OK);
+      });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* FaninService::GetStats(
+    grpc::CallbackServerContext* context,
+    const fanin::v1::GetStatsRequest* /*request*/,
+    fanin::v1::GetStatsResponse* response) {
+  core::CoreStats c = core_->GetStats();
+  fanout::EventHub::Stats h = hub_->GetStats();
+  response->set_poller(c.poller);
+  response->set_connections_open(c.connections_open);
+  response->set_connections_accepted(c.connections_accepted);
+  response->set_connections_rejected(c.connections_rejected);
+  response->set_events_published(h.events_published);
+  response->set_bytes_received(c.bytes_received);
+  response->set_bytes_sent(c.bytes_sent);
+  response->set_subscribers(h.subscribers);
+  response->set_events_lost(h.events_lost);
+  response->set_head_seq(h.head_seq);
+  response->set_oldest_seq(h.oldest_seq);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* FaninService::Read(
+    grpc::CallbackServerContext* context, const fanin::v1::ReadRequest* request,
+    fanin::v1::ReadResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (request->connection_id() == 0) {
+    reactor->Finish(
+        InvalidArgument("connection_id: required (ids start at 1)"));
+    return reactor;
+  }
+  core_->Read(
+      request->connection_id(), request->max_bytes(),
+      [reactor, response](absl::StatusOr<core::Connection::ReadOutcome> out) {
+        if (out.ok()) {
+          response->set_data(std::move(out->data));
+          response->set_read_closed(out->read_closed);
+        }
+        reactor->Finish(ToGrpc(out.status()));
+      });
+  return reactor;
+}
+
+}  // namespace fanin::grpc_api

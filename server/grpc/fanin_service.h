@@ -1,0 +1,105 @@
+// FaninService: the fanin.v1.FanIn gRPC service on the callback API.
+//
+// Subscribe is a raw (ByteBuffer) streaming method so that batches are built
+// straight from the hub's pre-encoded events (see fanout/event_codec.h). Each
+// stream keeps exactly one write in flight: when a write completes it reads
+// the next batch from its hub subscription; when there is nothing to read it
+// parks and the hub wakes it on the next matching event. A batch therefore
+// goes out as soon as the stream is idle (low latency at low load) and grows up
+// to max_batch_events while a write is in flight (throughput at high load).
+//
+// The unary methods post to the connection's loop and finish from there; no
+// gRPC thread ever waits on a loop.
+//
+// Threads: gRPC's callback threads, the hub's publishing threads (wakes) and
+// one heartbeat thread owned by this service.
+#ifndef FANIN_SERVER_GRPC_FANIN_SERVICE_H_
+#define FANIN_SERVER_GRPC_FANIN_SERVICE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "fanin/v1/fanin.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "server/core/fanin_core.h"
+#include "server/fanout/event_hub.h"
+
+namespace fanin::grpc_api {
+
+struct ServiceOptions {
+  uint32_t default_batch_events = 256;
+  uint32_t max_batch_events = 4096;
+  // Keeps a batch well under gRPC's default 4 MiB receive limit.
+  size_t max_batch_bytes = size_t{1} << 20;
+  absl::Duration heartbeat_interval = absl::Seconds(5);
+  uint32_t max_subscribers = 1024;
+};
+
+class SubscribeStream;
+
+class FaninService final
+    : public fanin::v1::FanIn::WithRawCallbackMethod_Subscribe<
+          fanin::v1::FanIn::CallbackService> {
+ public:
+  FaninService(core::FaninCore* core, fanout::EventHub* hub,
+               ServiceOptions options);
+  ~FaninService() override;
+
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Subscribe(
+      grpc::CallbackServerContext* context,
+      const grpc::ByteBuffer* request) override;
+  grpc::ServerUnaryReactor* Write(grpc::CallbackServerContext* context,
+                                  const fanin::v1::WriteRequest* request,
+                                  fanin::v1::WriteResponse* response) override;
+  grpc::ServerUnaryReactor* CloseConnection(
+      grpc::CallbackServerContext* context,
+      const fanin::v1::CloseConnectionRequest* request,
+      fanin::v1::CloseConnectionResponse* response) override;
+  grpc::ServerUnaryReactor* ListConnections(
+      grpc::CallbackServerContext* context,
+      const fanin::v1::ListConnectionsRequest* request,
+      fanin::v1::ListConnectionsResponse* response) override;
+  grpc::ServerUnaryReactor* GetStats(
+      grpc::CallbackServerContext* context,
+      const fanin::v1::GetStatsRequest* request,
+      fanin::v1::GetStatsResponse* response) override;
+  grpc::ServerUnaryReactor* Read(grpc::CallbackServerContext* context,
+                                 const fanin::v1::ReadRequest* request,
+                                 fanin::v1::ReadResponse* response) override;
+
+  // Graceful drain: every stream delivers what the hub holds for it, then
+  // finishes with OK. New subscriptions are refused with UNAVAILABLE.
+  void BeginDrain();
+  // Streams not yet finished.
+  size_t active_streams() const;
+  // Subscriber loss so far (sum of Gap.lost sent).
+  uint64_t events_lost() const { return events_lost_.load(); }
+
+ private:
+  friend class SubscribeStream;
+  void Register(const std::shared_ptr<SubscribeStream>& stream);
+  void Unregister(SubscribeStream* stream);
+  void HeartbeatLoop();
+
+  core::FaninCore* const core_;
+  fanout::EventHub* const hub_;
+  const ServiceOptions options_;
+  std::atomic<bool> draining_{false};
+  std::atomic<uint64_t> events_lost_{0};
+
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<SubscribeStream*, std::weak_ptr<SubscribeStream>> streams_
+      ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread heartbeat_thread_;
+};
+
+}  // namespace fanin::grpc_api
+
+#endif  // FANIN_SERVER_GRPC_FANIN_SERVICE_H_
