@@ -1,0 +1,59 @@
+// How the `fanin` client reaches a server: address, TLS and bearer token from
+// the common flags, turned into a gRPC channel and per-call contexts.
+#ifndef FANIN_CLIENT_CONNECT_H_
+#define FANIN_CLIENT_CONNECT_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "client/flags.h"
+#include "grpcpp/channel.h"
+#include "grpcpp/client_context.h"
+
+namespace fanin::cli {
+
+inline constexpr char kDefaultServer[] = "127.0.0.1:50051";
+inline constexpr char kServerEnv[] = "FANIN_SERVER";
+
+struct ServerOptions {
+  // "HOST:PORT", "[V6]:PORT" or "unix:PATH".
+  std::string server = kDefaultServer;
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_server_name;
+  std::string token_file;
+};
+
+// The common flags of every subcommand (--server, --tls_*, --token_file).
+std::vector<FlagSpec> ServerFlagSpecs();
+
+// Reads the common flags; --server falls back to $FANIN_SERVER, then to
+// 127.0.0.1:50051. InvalidArgument for --tls_cert without --tls_key (or the
+// reverse) or an empty server.
+absl::StatusOr<ServerOptions> ServerOptionsFromFlags(const ParsedFlags& flags);
+
+// A channel plus the token to send on each call. Thread-safe.
+class ServerConnection {
+ public:
+  // Reads the TLS and token files. Errors name the file that failed
+  // (FailedPrecondition) so the caller can exit with kExitFailure.
+  static absl::StatusOr<ServerConnection> Open(const ServerOptions& options);
+
+  const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
+  const std::string& server() const { return server_; }
+
+  // Adds the bearer token and, when timeout > 0, a deadline.
+  void Prepare(grpc::ClientContext* context, absl::Duration timeout) const;
+
+ private:
+  std::shared_ptr<grpc::Channel> channel_;
+  std::string server_;
+  std::string token_;
+};
+
+}  // namespace fanin::cli
+
+#endif  // FANIN_CLIENT_CONNECT_H_

@@ -1,0 +1,444 @@
+// write, close, list, stats and health: one unary call each (list pages).
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "client/command.h"
+#include "client/exit_codes.h"
+#include "client/format.h"
+#include "fanin/v1/fanin.grpc.pb.h"
+#include "health/v1/health.grpc.pb.h"
+
+namespace fanin::cli {
+namespace {
+
+FlagSpec OutputFlag(std::vector<std::string> choices) {
+  return {.name = "output",
+          .short_name = 'o',
+          .type = FlagType::kString,
+          .value_name = "FORMAT",
+          .help = "output format",
+          .choices = std::move(choices)};
+}
+
+// Opens the channel; on failure prints why and sets *exit_code.
+std::optional<ServerConnection> Connect(const Invocation& inv, int* exit_code) {
+  absl::StatusOr<ServerConnection> connection =
+      ServerConnection::Open(inv.server);
+  if (!connection.ok()) {
+    PrintError(connection.status().message());
+    *exit_code = kExitFailure;
+    return std::nullopt;
+  }
+  return *std::move(connection);
+}
+
+int RpcFailed(const grpc::Status& status, const ServerConnection& connection,
+              absl::string_view what) {
+  PrintError(RpcErrorMessage(status, connection.server(), what));
+  return ExitCodeForStatus(status.error_code());
+}
+
+bool ReadAllStdin(std::string* out) {
+  char buf[65536];
+  while (true) {
+    ssize_t r = read(STDIN_FILENO, buf, sizeof(buf));
+    if (r > 0) {
+      out->append(buf, static_cast<size_t>(r));
+    } else if (r == 0) {
+      return true;
+    } else if (errno != EINTR) {
+      return false;
+    }
+  }
+}
+
+// ---- write ----
+
+int RunWrite(const Invocation& inv) {
+  const auto& args = inv.flags.positional();
+  if (args.empty() || args.size() > 2) {
+    PrintError("write: want ID [DATA] (see fanin write --help)");
+    return kExitUsage;
+  }
+  uint64_t id;
+  if (!ParseConnectionId("write", args[0], &id)) return kExitUsage;
+  std::string data;
+  if (args.size() == 2 && args[1] != "-") {
+    data = args[1];
+  } else if (!ReadAllStdin(&data)) {
+    PrintError(absl::StrCat("write: cannot read stdin: ", strerror(errno)));
+    return kExitFailure;
+  }
+  bool close_after = inv.flags.Bool("close_after");
+  if (data.empty() && !close_after) {
+    PrintError(
+        "write: nothing to write (DATA and stdin are empty); add "
+        "--close-after to only close");
+    return kExitUsage;
+  }
+
+  int code = kExitOk;
+  auto connection = Connect(inv, &code);
+  if (!connection) return code;
+  auto stub = v1::FanIn::NewStub(connection->channel());
+  grpc::ClientContext context;
+  connection->Prepare(&context,
+                      inv.flags.Duration("timeout", kDefaultUnaryTimeout));
+  v1::WriteRequest request;
+  request.set_connection_id(id);
+  request.set_data(data);
+  request.set_close_after(close_after);
+  v1::WriteResponse response;
+  grpc::Status status = stub->Write(&context, request, &response);
+  std::string what = absl::StrCat("write to connection ", id);
+  if (status.error_code() == grpc::StatusCode::NOT_FOUND) {
+    PrintError(absl::StrCat("connection ", id, " not found (",
+                            status.error_message(),
+                            ") \xe2\x80\x94 see `fanin list`"));
+    return kExitNotFound;
+  }
+  if (!status.ok()) return RpcFailed(status, *connection, what);
+
+  Output out(stdout);
+  if (inv.flags.String("output", "text") == "json") {
+    JsonObject o;
+    o.Add("connection_id", id)
+        .Add("bytes", static_cast<uint64_t>(data.size()))
+        .Add("queued_bytes", response.queued_bytes())
+        .Add("close_after", close_after);
+    out.Line(o.str());
+  } else if (!inv.flags.Bool("quiet")) {
+    out.Line(absl::StrCat("wrote ", data.size(), " bytes to connection ", id,
+                          " (", response.queued_bytes(), " bytes queued",
+                          close_after ? ", closing after" : "", ")"));
+  }
+  return out.Flush() ? kExitOk : OutputFailureExit(out);
+}
+
+// ---- close ----
+
+int RunClose(const Invocation& inv) {
+  const auto& args = inv.flags.positional();
+  if (args.size() != 1) {
+    PrintError(
+        "close: want exactly one connection ID (see fanin close --help)");
+    return kExitUsage;
+  }
+  uint64_t id;
+  if (!ParseConnectionId("close", args[0], &id)) return kExitUsage;
+  int code = kExitOk;
+  auto connection = Connect(inv, &code);
+  if (!connection) return code;
+  auto stub = v1::FanIn::NewStub(connection->channel());
+  grpc::ClientContext context;
+  connection->Prepare(&context,
+                      inv.flags.Duration("timeout", kDefaultUnaryTimeout));
+  v1::CloseConnectionRequest request;
+  request.set_connection_id(id);
+  request.set_abort(inv.flags.Bool("abort"));
+  v1::CloseConnectionResponse response;
+  grpc::Status status = stub->CloseConnection(&context, request, &response);
+  if (status.error_code() == grpc::StatusCode::NOT_FOUND) {
+    PrintError(absl::StrCat("connection ", id, " not found (",
+                            status.error_message(),
+                            ") \xe2\x80\x94 see `fanin list`"));
+    return kExitNotFound;
+  }
+  if (!status.ok()) {
+    return RpcFailed(status, *connection,
+                     absl::StrCat("close connection ", id));
+  }
+  Output out(stdout);
+  if (!inv.flags.Bool("quiet")) {
+    out.Line(absl::StrCat(request.abort() ? "aborted" : "closing",
+                          " connection ", id));
+  }
+  return out.Flush() ? kExitOk : OutputFailureExit(out);
+}
+
+// ---- list ----
+
+int RunList(const Invocation& inv) {
+  if (!inv.flags.positional().empty()) {
+    PrintError(
+        "list: takes no arguments; filter with --listener (see fanin "
+        "list --help)");
+    return kExitUsage;
+  }
+  int code = kExitOk;
+  auto connection = Connect(inv, &code);
+  if (!connection) return code;
+  auto stub = v1::FanIn::NewStub(connection->channel());
+  bool json = inv.flags.String("output", "text") == "json";
+  absl::Duration timeout = inv.flags.Duration("timeout", kDefaultUnaryTimeout);
+  uint64_t page_size =
+      std::min<uint64_t>(inv.flags.Uint("page_size", 1000), 1000);
+
+  Output out(stdout);
+  std::vector<v1::Connection> rows;
+  v1::ListConnectionsRequest request;
+  request.set_listener(inv.flags.String("listener", ""));
+  request.set_page_size(static_cast<uint32_t>(page_size));
+  absl::Time now = absl::Now();
+  do {
+    grpc::ClientContext context;
+    connection->Prepare(&context, timeout);
+    v1::ListConnectionsResponse response;
+    grpc::Status status = stub->ListConnections(&context, request, &response);
+    if (!status.ok()) return RpcFailed(status, *connection, "list connections");
+    for (const v1::Connection& c : response.connections()) {
+      if (json) {
+        // Streamed page by page: memory stays flat for any table size.
+        if (!out.Line(FormatConnectionJson(c, now))) {
+          return OutputFailureExit(out);
+        }
+      } else {
+        rows.push_back(c);
+      }
+    }
+    if (json && !out.Flush()) return OutputFailureExit(out);
+    request.set_page_token(response.next_page_token());
+  } while (!request.page_token().empty());
+
+  if (!json) {
+    std::vector<std::vector<std::string>> table = {
+        {"ID", "LISTENER", "REMOTE", "AGE", "IN", "OUT", "QUEUED"}};
+    for (const v1::Connection& c : rows) {
+      absl::Time opened =
+          absl::FromUnixNanos(static_cast<int64_t>(c.opened_unix_nano()));
+      table.push_back(
+          {absl::StrCat(c.connection_id()), EscapeBytes(c.listener()),
+           EscapeBytes(c.remote_address()), FormatAge(now - opened),
+           absl::StrCat(c.bytes_received()), absl::StrCat(c.bytes_sent()),
+           absl::StrCat(c.queued_bytes())});
+    }
+    std::vector<size_t> width(table[0].size(), 0);
+    for (const auto& row : table) {
+      for (size_t i = 0; i < row.size(); ++i) {
+        width[i] = std::max(width[i], row[i].size());
+      }
+    }
+    for (const auto& row : table) {
+      std::string line;
+      for (size_t i = 0; i < row.size(); ++i) {
+        // Numbers right-aligned, text left-aligned, the last column unpadded.
+        bool numeric = i == 0 || i >= 4;
+        if (i + 1 == row.size()) {
+          absl::StrAppendFormat(&line, "%*s", static_cast<int>(width[i]),
+                                row[i]);
+        } else if (numeric) {
+          absl::StrAppendFormat(&line, "%*s  ", static_cast<int>(width[i]),
+                                row[i]);
+        } else {
+          absl::StrAppendFormat(&line, "%-*s  ", static_cast<int>(width[i]),
+                                row[i]);
+        }
+      }
+      if (!out.Line(line)) return OutputFailureExit(out);
+    }
+  }
+  return out.Flush() ? kExitOk : OutputFailureExit(out);
+}
+
+// ---- stats ----
+
+int RunStats(const Invocation& inv) {
+  if (!inv.flags.positional().empty()) {
+    PrintError("stats: takes no arguments (see fanin stats --help)");
+    return kExitUsage;
+  }
+  int code = kExitOk;
+  auto connection = Connect(inv, &code);
+  if (!connection) return code;
+  auto stub = v1::FanIn::NewStub(connection->channel());
+  grpc::ClientContext context;
+  connection->Prepare(&context,
+                      inv.flags.Duration("timeout", kDefaultUnaryTimeout));
+  v1::GetStatsResponse response;
+  grpc::Status status =
+      stub->GetStats(&context, v1::GetStatsRequest(), &response);
+  if (!status.ok()) return RpcFailed(status, *connection, "get stats");
+  Output out(stdout);
+  if (inv.flags.String("output", "text") == "json") {
+    out.Line(FormatStatsJson(response));
+  } else {
+    out.Write(FormatStatsText(response));
+  }
+  return out.Flush() ? kExitOk : OutputFailureExit(out);
+}
+
+// ---- health ----
+
+int RunHealth(const Invocation& inv) {
+  if (!inv.flags.positional().empty()) {
+    PrintError("health: takes no arguments (see fanin health --help)");
+    return kExitUsage;
+  }
+  int code = kExitOk;
+  auto connection = Connect(inv, &code);
+  if (!connection) return code;
+  auto stub = grpc::health::v1::Health::NewStub(connection->channel());
+  grpc::ClientContext context;
+  connection->Prepare(&context,
+                      inv.flags.Duration("timeout", absl::Seconds(5)));
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(inv.flags.String("service", ""));
+  grpc::health::v1::HealthCheckResponse response;
+  grpc::Status status = stub->Check(&context, request, &response);
+  if (!status.ok()) {
+    return RpcFailed(status, *connection, "health check");
+  }
+  std::string name = grpc::health::v1::HealthCheckResponse::ServingStatus_Name(
+      response.status());
+  Output out(stdout);
+  if (!inv.flags.Bool("quiet")) out.Line(name);
+  out.Flush();
+  if (response.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
+    PrintError(absl::StrCat(connection->server(), " answers but is ", name));
+    return kExitNotServing;
+  }
+  return kExitOk;
+}
+
+FlagSpec QuietFlag(absl::string_view what) {
+  return {.name = "quiet",
+          .short_name = 'q',
+          .type = FlagType::kBool,
+          .help = std::string(what)};
+}
+
+}  // namespace
+
+Command WriteCommand() {
+  return {
+      .name = "write",
+      .synopsis = "write ID [DATA|-] [flags]",
+      .summary = "send bytes to a connection (DATA, or stdin)",
+      .description =
+          "Queues bytes for connection ID: DATA as given, or stdin "
+          "(binary-safe,\n"
+          "read to EOF) when DATA is absent or \"-\". Prints how many bytes\n"
+          "were written and how many wait in the connection's outbound "
+          "buffer.\n"
+          "With --close-after the connection is closed gracefully once the\n"
+          "bytes are flushed (DATA may then be empty).\n",
+      .examples =
+          "  fanin write 42 'hello'\n"
+          "  printf 'HTTP/1.0 200 OK\\r\\n\\r\\n' | fanin write 42 "
+          "--close-after\n"
+          "  fanin write 42 - < reply.bin\n"
+          "  fanin write 42 --close-after ''   # just close, after "
+          "pending writes\n",
+      .flags = {{.name = "close_after",
+                 .type = FlagType::kBool,
+                 .help = "close gracefully once these bytes are flushed"},
+                OutputFlag({"text", "json"}),
+                UnaryTimeoutFlag(),
+                QuietFlag("print nothing on success")},
+      .run = RunWrite,
+  };
+}
+
+Command CloseCommand() {
+  return {
+      .name = "close",
+      .synopsis = "close ID [--abort] [flags]",
+      .summary = "close a connection (gracefully, or --abort with a RST)",
+      .description =
+          "Closes connection ID: gracefully (pending writes are flushed, then\n"
+          "FIN), or with --abort at once with a RST, discarding pending "
+          "writes.\n",
+      .examples =
+          "  fanin close 42\n"
+          "  fanin close 42 --abort\n",
+      .flags = {{.name = "abort",
+                 .type = FlagType::kBool,
+                 .help = "reset at once (RST), discarding pending writes"},
+                UnaryTimeoutFlag(),
+                QuietFlag("print nothing on success")},
+      .run = RunClose,
+  };
+}
+
+Command ListCommand() {
+  return {
+      .name = "list",
+      .synopsis = "list [flags]",
+      .summary = "table of open connections (all pages)",
+      .description =
+          "Lists every open connection, paging through the server's table:\n"
+          "id, listener, remote address, age, bytes in (received from the\n"
+          "client), bytes out (sent to it) and bytes queued for it. With\n"
+          "-o json, one JSON object per connection per line.\n",
+      .examples =
+          "  fanin list\n"
+          "  fanin list --listener default -o json | jq "
+          ".connection_id\n",
+      .flags = {{.name = "listener",
+                 .type = FlagType::kString,
+                 .value_name = "NAME",
+                 .help = "only connections of this listener"},
+                {.name = "page_size",
+                 .type = FlagType::kUint,
+                 .value_name = "N",
+                 .help = "connections per call (default and max 1000)"},
+                OutputFlag({"text", "json"}),
+                UnaryTimeoutFlag()},
+      .run = RunList,
+  };
+}
+
+Command StatsCommand() {
+  return {
+      .name = "stats",
+      .synopsis = "stats [flags]",
+      .summary = "server-wide counters",
+      .description =
+          "Prints the server's counters: poller, connections, "
+          "events, bytes,\nsubscribers and the retained seq "
+          "range.\n",
+      .examples =
+          "  fanin stats\n"
+          "  fanin stats -o json | jq .events_lost\n",
+      .flags = {OutputFlag({"text", "json"}), UnaryTimeoutFlag()},
+      .run = RunStats,
+  };
+}
+
+Command HealthCommand() {
+  return {
+      .name = "health",
+      .synopsis = "health [flags]",
+      .summary = "exit 0 when the server is SERVING (a probe)",
+      .description =
+          "Asks the server's grpc.health.v1 service. Prints the status and\n"
+          "exits 0 when SERVING, 12 when the server answers but is not\n"
+          "serving, 3 when it cannot be reached.\n",
+      .examples =
+          "  fanin health\n"
+          "  until fanin health -q; do sleep 1; done\n",
+      .flags = {{.name = "service",
+                 .type = FlagType::kString,
+                 .value_name = "NAME",
+                 .help = "ask about this service (default: the whole "
+                         "server)"},
+                {.name = "timeout",
+                 .type = FlagType::kDuration,
+                 .value_name = "DURATION",
+                 .help = "give up after DURATION (default 5s)"},
+                QuietFlag("print nothing; only the exit code tells")},
+      .run = RunHealth,
+  };
+}
+
+}  // namespace fanin::cli

@@ -1,0 +1,511 @@
+// fanin watch: one blocking Subscribe stream (reconnected with back-off under
+// --follow), printed as text, JSON lines or raw payload bytes.
+#include <pthread.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "client/command.h"
+#include "client/exit_codes.h"
+#include "client/format.h"
+#include "fanin/v1/fanin.grpc.pb.h"
+
+namespace fanin::cli {
+namespace {
+
+constexpr absl::Duration kInitialBackoff = absl::Milliseconds(100);
+constexpr absl::Duration kMaxBackoff = absl::Seconds(5);
+
+// What ends a watch from outside the reading thread: a signal (from
+// SignalWatcher's thread). Cancels the call in flight and wakes the back-off
+// wait.
+class StopControl {
+ public:
+  // The call to cancel on Stop; nullptr between calls. Cancels at once when
+  // a stop already happened.
+  void SetContext(grpc::ClientContext* context) {
+    absl::MutexLock lock(&mu_);
+    context_ = context;
+    if (context_ != nullptr && signal_ != 0) context_->TryCancel();
+  }
+
+  void Stop(int sig) {
+    absl::MutexLock lock(&mu_);
+    if (signal_ == 0) signal_ = sig;
+    if (context_ != nullptr) context_->TryCancel();
+  }
+
+  // The signal that stopped the watch, 0 while none has.
+  int signal() {
+    absl::MutexLock lock(&mu_);
+    return signal_;
+  }
+
+  // Waits for d or until stopped; returns whether stopped.
+  bool SleepFor(absl::Duration d) {
+    absl::MutexLock lock(&mu_);
+    auto stopped = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return signal_ != 0;
+    };
+    mu_.AwaitWithTimeout(absl::Condition(&stopped), d);
+    return signal_ != 0;
+  }
+
+ private:
+  absl::Mutex mu_;
+  grpc::ClientContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;
+  int signal_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Turns SIGINT/SIGTERM into StopControl::Stop on a thread of its own, so
+// that the gRPC calls, which are not async-signal-safe, never run in a
+// signal handler. Construct before any gRPC thread exists: the threads
+// inherit the blocked mask and the signals reach only sigwait here.
+class SignalWatcher {
+ public:
+  explicit SignalWatcher(StopControl* control) {
+    sigemptyset(&set_);
+    sigaddset(&set_, SIGINT);
+    sigaddset(&set_, SIGTERM);
+    sigaddset(&set_, SIGUSR1);  // our own wake-up at exit
+    pthread_sigmask(SIG_BLOCK, &set_, nullptr);
+    thread_ = std::thread([this, control] {
+      while (true) {
+        int sig = 0;
+        if (sigwait(&set_, &sig) != 0) continue;
+        if (sig == SIGUSR1) {
+          if (done_.load()) return;
+          continue;
+        }
+        control->Stop(sig);
+      }
+    });
+  }
+
+  ~SignalWatcher() {
+    done_.store(true);
+    pthread_kill(thread_.native_handle(), SIGUSR1);
+    thread_.join();
+  }
+
+ private:
+  sigset_t set_;
+  std::atomic<bool> done_{false};
+  std::thread thread_;
+};
+
+enum class Mode { kText, kJson, kRaw };
+
+struct WatchOptions {
+  Mode mode = Mode::kText;
+  v1::SubscribeRequest request;  // filters and delivery; resume set per call
+  bool follow = false;
+  uint64_t count = 0;  // 0: no limit
+  absl::Time end = absl::InfiniteFuture();
+  TextOptions text;
+  bool quiet = false;
+};
+
+// Builds the options from flags; prints a usage error and returns nullopt on
+// a bad value.
+std::optional<WatchOptions> ParseWatchOptions(const Invocation& inv) {
+  const ParsedFlags& f = inv.flags;
+  auto usage = [](absl::string_view message) {
+    PrintError(absl::StrCat("watch: ", message, " (see fanin watch --help)"));
+    return std::nullopt;
+  };
+  if (!f.positional().empty()) {
+    return usage(absl::StrCat("unexpected argument \"", f.positional()[0],
+                              "\"; filters are flags"));
+  }
+  WatchOptions o;
+  std::string mode = f.String("output", "text");
+  o.mode = mode == "json"  ? Mode::kJson
+           : mode == "raw" ? Mode::kRaw
+                           : Mode::kText;
+  for (const std::string& kind : f.List("kind")) {
+    absl::StatusOr<v1::EventKind> parsed = ParseKind(kind);
+    if (!parsed.ok()) return usage(parsed.status().message());
+    o.request.add_kinds(*parsed);
+  }
+  for (const std::string& listener : f.List("listener")) {
+    o.request.add_listeners(listener);
+  }
+  for (const std::string& id : f.List("connection")) {
+    uint64_t n;
+    if (id.empty() || !absl::ascii_isdigit(id[0]) ||
+        !absl::SimpleAtoi(id, &n) || n == 0) {
+      return usage(absl::StrCat("--connection wants positive integers, got \"",
+                                id, "\""));
+    }
+    o.request.add_connection_ids(n);
+  }
+  o.request.set_omit_payload(f.Bool("omit_payload"));
+  if (o.mode == Mode::kRaw && o.request.omit_payload()) {
+    return usage(
+        "-o raw prints payloads; it cannot be combined with "
+        "--omit-payload");
+  }
+  uint64_t max_payload = f.Uint("max_payload", 0);
+  if (max_payload > UINT32_MAX) return usage("--max-payload is too large");
+  o.request.set_max_payload_bytes(static_cast<uint32_t>(max_payload));
+  uint64_t max_batch = f.Uint("max_batch", 0);
+  if (max_batch > UINT32_MAX) return usage("--max-batch is too large");
+  o.request.set_max_batch_events(static_cast<uint32_t>(max_batch));
+  o.request.set_delivery(f.Bool("lossless") ? v1::DELIVERY_LOSSLESS
+                                            : v1::DELIVERY_LOSSY);
+  o.request.set_resume_after_seq(f.Uint("resume_after", 0));
+  o.request.set_resume_epoch(f.String("resume_epoch", ""));
+  o.follow = f.Bool("follow");
+  o.count = f.Uint("count", 0);
+  absl::Duration timeout = f.Duration("timeout", absl::ZeroDuration());
+  if (timeout > absl::ZeroDuration()) o.end = absl::Now() + timeout;
+  o.text.preview_bytes = static_cast<size_t>(f.Uint("preview", 64));
+  o.quiet = f.Bool("quiet");
+  return o;
+}
+
+// Errors that another attempt cannot fix.
+bool Retryable(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::INVALID_ARGUMENT:
+    case grpc::StatusCode::OUT_OF_RANGE:
+    case grpc::StatusCode::UNAUTHENTICATED:
+    case grpc::StatusCode::PERMISSION_DENIED:
+    case grpc::StatusCode::UNIMPLEMENTED:
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return false;
+    default:
+      return true;
+  }
+}
+
+class Watcher {
+ public:
+  Watcher(WatchOptions options, const ServerConnection& connection)
+      : o_(std::move(options)),
+        connection_(connection),
+        stub_(v1::FanIn::NewStub(connection.channel())),
+        out_(stdout) {
+    resume_seq_ = o_.request.resume_after_seq();
+    resume_epoch_ = o_.request.resume_epoch();
+  }
+
+  int Run(StopControl* control) {
+    absl::Duration backoff = kInitialBackoff;
+    bool failing = false;  // the previous attempt failed
+    while (true) {
+      if (control->signal() != 0) return 128 + control->signal();
+      if (absl::Now() >= o_.end) return Finish(kExitOk);
+
+      grpc::ClientContext context;
+      connection_.Prepare(&context, absl::ZeroDuration());
+      if (o_.end != absl::InfiniteFuture()) {
+        context.set_deadline(absl::ToChronoTime(o_.end));
+      }
+      v1::SubscribeRequest request = o_.request;
+      request.set_resume_after_seq(resume_seq_);
+      request.set_resume_epoch(resume_epoch_);
+      control->SetContext(&context);
+      bool started = false;
+      bool done = false;  // --count reached or output gone
+      {
+        std::unique_ptr<grpc::ClientReader<v1::SubscribeResponse>> reader =
+            stub_->Subscribe(&context, request);
+        v1::SubscribeResponse response;
+        while (!done && reader->Read(&response)) {
+          if (response.has_started()) {
+            started = true;
+            OnStarted(response.started(), failing);
+            failing = false;
+          } else {
+            done = OnMessage(response);
+          }
+          if (!out_.Flush()) done = true;
+        }
+        // Finish blocks until the server ends the call; end it ourselves.
+        if (done) context.TryCancel();
+        status_ = reader->Finish();
+      }
+      control->SetContext(nullptr);
+
+      if (out_.failed()) return OutputFailureExit(out_);
+      if (done) return Finish(kExitOk);
+      if (control->signal() != 0) {
+        out_.Flush();
+        return 128 + control->signal();
+      }
+      if (absl::Now() >= o_.end ||
+          (status_.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED &&
+           o_.end != absl::InfiniteFuture())) {
+        return Finish(kExitOk);
+      }
+      if (!o_.follow || !Retryable(status_.error_code())) {
+        if (status_.ok()) {
+          Notice(
+              "the server ended the stream (shutting down?); use --follow "
+              "to reconnect and resume");
+          return Finish(kExitOk);
+        }
+        out_.Flush();
+        if (started && status_.error_code() == grpc::StatusCode::UNAVAILABLE) {
+          PrintError(absl::StrCat(
+              "lost the stream from ", connection_.server(), ": ",
+              status_.error_message(),
+              " \xe2\x80\x94 use --follow to reconnect and resume"));
+        } else {
+          PrintError(RpcErrorMessage(status_, connection_.server(), "watch"));
+        }
+        return ExitCodeForStatus(status_.error_code());
+      }
+
+      backoff = started ? kInitialBackoff : std::min(backoff * 2, kMaxBackoff);
+      if (!failing) {
+        Notice(absl::StrCat(
+            started ? "stream ended" : "cannot subscribe", " (",
+            status_.ok() ? "closed by the server"
+                         : absl::StrCat(StatusCodeName(status_.error_code()),
+                                        ": ", status_.error_message()),
+            "); reconnecting to ", connection_.server(),
+            " with back-off, resuming after seq ", resume_seq_));
+        failing = true;
+      }
+      absl::Duration wait = std::min(backoff, o_.end - absl::Now());
+      if (wait > absl::ZeroDuration() && control->SleepFor(wait)) {
+        return 128 + control->signal();
+      }
+    }
+  }
+
+ private:
+  int Finish(int code) {
+    if (!out_.Flush()) return OutputFailureExit(out_);
+    return code;
+  }
+
+  // Informational line on stderr, after what stdout already holds.
+  void Notice(absl::string_view text) {
+    out_.Flush();
+    PrintError(text);
+  }
+
+  void OnStarted(const v1::Started& started, bool reconnect) {
+    if (o_.mode == Mode::kJson) out_.Line(FormatStartedJson(started));
+    const std::string& epoch = started.server_epoch();
+    if (!last_epoch_.empty() && last_epoch_ != epoch) {
+      Notice(absl::StrCat(
+          "the server restarted: new epoch ", epoch, " (was ", last_epoch_,
+          "); events of the old epoch after seq ", resume_seq_,
+          " that were not printed are lost; continuing with the new epoch's "
+          "history from seq ",
+          started.oldest_seq()));
+    } else if (reconnect) {
+      Notice(absl::StrCat("reconnected to ", connection_.server(), " (epoch ",
+                          epoch, "), resuming after seq ", resume_seq_));
+    }
+    last_epoch_ = epoch;
+    stream_epoch_ = epoch;
+    if (resume_epoch_.empty()) {
+      // Started live: a later reconnect resumes from here.
+      resume_epoch_ = epoch;
+      if (resume_seq_ == 0) resume_seq_ = started.head_seq();
+    }
+  }
+
+  // Returns true when the watch is done (--count reached).
+  bool OnMessage(const v1::SubscribeResponse& response) {
+    switch (response.message_case()) {
+      case v1::SubscribeResponse::kBatch:
+        for (const v1::Event& event : response.batch().events()) {
+          if (o_.count > 0 && printed_ >= o_.count) return true;
+          PrintEvent(event);
+          ++printed_;
+          resume_epoch_ = stream_epoch_;
+          resume_seq_ = event.seq();
+        }
+        return o_.count > 0 && printed_ >= o_.count;
+      case v1::SubscribeResponse::kGap: {
+        const v1::Gap& gap = response.gap();
+        if (o_.mode == Mode::kJson) {
+          out_.Line(FormatGapJson(gap));
+        } else {
+          Notice(FormatGapText(gap));
+        }
+        if (gap.reason() != v1::GAP_REASON_EPOCH_CHANGED) {
+          // Lost for good; resuming must not ask for them again.
+          if (resume_epoch_ != stream_epoch_) resume_seq_ = 0;
+          resume_epoch_ = stream_epoch_;
+          resume_seq_ = std::max(resume_seq_, gap.last_seq());
+        }
+        return false;
+      }
+      case v1::SubscribeResponse::kHeartbeat:
+        if (o_.mode == Mode::kJson) {
+          out_.Line(FormatHeartbeatJson(response.heartbeat()));
+        } else if (!o_.quiet) {
+          Notice(FormatHeartbeatText(response.heartbeat()));
+        }
+        return false;
+      default:
+        return false;
+    }
+  }
+
+  void PrintEvent(const v1::Event& event) {
+    switch (o_.mode) {
+      case Mode::kText:
+        out_.Line(FormatEventText(event, o_.text));
+        break;
+      case Mode::kJson:
+        out_.Line(FormatEventJson(event));
+        break;
+      case Mode::kRaw:
+        if (event.has_data()) out_.Write(event.data().payload());
+        break;
+    }
+  }
+
+  WatchOptions o_;
+  const ServerConnection& connection_;
+  std::unique_ptr<v1::FanIn::Stub> stub_;
+  Output out_;
+  grpc::Status status_;
+  uint64_t printed_ = 0;
+  // Where a new stream resumes: after resume_seq_ of resume_epoch_.
+  uint64_t resume_seq_ = 0;
+  std::string resume_epoch_;
+  // The epoch of the stream being read, and of the last Started seen.
+  std::string stream_epoch_;
+  std::string last_epoch_;
+};
+
+int RunWatch(const Invocation& inv) {
+  std::optional<WatchOptions> options = ParseWatchOptions(inv);
+  if (!options) return kExitUsage;
+  StopControl control;
+  // Before the channel exists, so that no gRPC thread can take the signals.
+  SignalWatcher signals(&control);
+  absl::StatusOr<ServerConnection> connection =
+      ServerConnection::Open(inv.server);
+  if (!connection.ok()) {
+    PrintError(connection.status().message());
+    return kExitFailure;
+  }
+  Watcher watcher(*std::move(options), *connection);
+  return watcher.Run(&control);
+}
+
+}  // namespace
+
+Command WatchCommand() {
+  return {
+      .name = "watch",
+      .synopsis = "watch [flags]",
+      .summary = "print events as they arrive (text, JSON lines or raw bytes)",
+      .description =
+          "Subscribes to the server's event stream and prints each event as "
+          "it\n"
+          "arrives. -o text (default) prints one aligned line per event:\n"
+          "time (UTC), seq, connection, listener, kind, and for data the size\n"
+          "and an escaped preview. -o json prints one JSON object per line\n"
+          "(payload in base64; \"type\" is event, started, gap or heartbeat).\n"
+          "-o raw writes only payload bytes, for piping. Gaps and heartbeats\n"
+          "go to stderr in text and raw mode.\n"
+          "\n"
+          "--follow reconnects with back-off (0.1s doubling to 5s) when the\n"
+          "server restarts or the network fails, resuming after the last seq\n"
+          "printed, and reports on stderr what was missed (a gap, or a new\n"
+          "server epoch). Ctrl-C ends the watch after flushing output (exit\n"
+          "130; SIGTERM 143); --count and --timeout end it with exit 0. A\n"
+          "closed pipe (fanin watch | head) ends it quietly.\n",
+      .examples =
+          "  fanin watch\n"
+          "  fanin watch --kind opened,closed --listener default\n"
+          "  fanin watch --connection 42 -o raw > conn42.bin\n"
+          "  fanin watch -o json --follow --lossless | jq -c "
+          "'select(.kind==\"data\")'\n"
+          "  fanin watch --resume-after 1200 --resume-epoch EPOCH --count 100\n"
+          "  fanin watch --timeout 30s --omit-payload\n",
+      .flags =
+          {{.name = "output",
+            .short_name = 'o',
+            .type = FlagType::kString,
+            .value_name = "FORMAT",
+            .help = "output format",
+            .choices = {"text", "json", "raw"}},
+           {.name = "kind",
+            .type = FlagType::kList,
+            .value_name = "KINDS",
+            .help = "only these kinds: opened,data,writable,read_closed,"
+                    "closed,readable (repeatable)"},
+           {.name = "listener",
+            .type = FlagType::kList,
+            .value_name = "NAMES",
+            .help = "only connections of these listeners (repeatable)"},
+           {.name = "connection",
+            .type = FlagType::kList,
+            .value_name = "IDS",
+            .help = "only these connection ids (repeatable)"},
+           {.name = "omit-payload",
+            .type = FlagType::kBool,
+            .help = "data events carry the size only"},
+           {.name = "max-payload",
+            .type = FlagType::kUint,
+            .value_name = "BYTES",
+            .help = "cut payloads to BYTES on the server (0: no cap)"},
+           {.name = "lossless",
+            .type = FlagType::kBool,
+            .help = "never drop events; the server back-pressures the "
+                    "sockets instead"},
+           {.name = "resume-after",
+            .type = FlagType::kUint,
+            .value_name = "SEQ",
+            .help = "replay retained events after SEQ, then continue live"},
+           {.name = "resume-epoch",
+            .type = FlagType::kString,
+            .value_name = "EPOCH",
+            .help = "the server epoch SEQ belongs to (from a started "
+                    "object)"},
+           {.name = "follow",
+            .short_name = 'f',
+            .type = FlagType::kBool,
+            .help = "reconnect and resume after restarts and network faults"},
+           {.name = "count",
+            .short_name = 'n',
+            .type = FlagType::kUint,
+            .value_name = "N",
+            .help = "stop after N events"},
+           {.name = "timeout",
+            .type = FlagType::kDuration,
+            .value_name = "DURATION",
+            .help = "stop after DURATION (default: run until stopped)"},
+           {.name = "preview",
+            .type = FlagType::kUint,
+            .value_name = "BYTES",
+            .help = "payload bytes shown per text line (default 64)"},
+           {.name = "max-batch",
+            .type = FlagType::kUint,
+            .value_name = "N",
+            .help = "ask for at most N events per batch (0: server default)"},
+           {.name = "quiet",
+            .short_name = 'q',
+            .type = FlagType::kBool,
+            .help = "no heartbeat lines on stderr"}},
+      .run = RunWatch,
+  };
+}
+
+}  // namespace fanin::cli
