@@ -250,20 +250,31 @@ void Listener::AcceptSome() {
       case EAGAIN:
         return;  // backlog drained
       case EINTR:
+      case ECONNABORTED:  // that client gave up already
         continue;
       case EMFILE:
       case ENFILE:
+        // accept fails for want of a descriptor before it looks at the
+        // backlog, so whether a client is waiting is not known yet.
+        switch (ShedOneConnection()) {
+          case Shed::kShed:
+            accept_errors_.fetch_add(1, std::memory_order_relaxed);
+            continue;
+          case Shed::kNoneWaiting:
+            return;
+          case Shed::kCannot:
+            BackOff();
+            return;
+        }
+        return;
       case ENOBUFS:
       case ENOMEM:
         accept_errors_.fetch_add(1, std::memory_order_relaxed);
-        if (!ShedOneConnection()) {
-          BackOff();
-          return;
-        }
-        continue;
+        BackOff();
+        return;
       default:
-        // ECONNABORTED, EPROTO, EPERM (firewall)...: that connection is
-        // gone, the next may be fine.
+        // EPROTO, EPERM (firewall)...: that connection is gone, the next
+        // may be fine.
         accept_errors_.fetch_add(1, std::memory_order_relaxed);
         continue;
     }
@@ -273,18 +284,19 @@ void Listener::AcceptSome() {
   if (loop_->edge_triggered()) loop_->Redispatch(fd_, reactor::kReadable);
 }
 
-// Out of descriptors with a connection waiting: level-triggered readiness
-// would report the listener forever. Spend the reserve descriptor to take
-// the connection and close it at once (the client sees it closed), then
-// take the reserve back.
-bool Listener::ShedOneConnection() {
-  if (reserve_fd_ < 0 || (errno != EMFILE && errno != ENFILE)) return false;
+// Out of descriptors: level-triggered readiness would report a waiting
+// connection forever. Spend the reserve descriptor to take it and close it at
+// once (the client sees the connection closed), then take the reserve back.
+Listener::Shed Listener::ShedOneConnection() {
+  if (reserve_fd_ < 0) return Shed::kCannot;
   close(reserve_fd_);
-  reserve_fd_ = -1;
   int fd = accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+  const int accept_errno = errno;
   if (fd >= 0) close(fd);
   reserve_fd_ = OpenReserve();
-  return fd >= 0 && reserve_fd_ >= 0;
+  if (fd >= 0) return reserve_fd_ >= 0 ? Shed::kShed : Shed::kCannot;
+  if (accept_errno == EAGAIN) return Shed::kNoneWaiting;
+  return Shed::kCannot;
 }
 
 // No reserve to shed with (or a memory shortage): stop watching the listener

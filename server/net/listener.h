@@ -63,7 +63,8 @@ class Listener : public reactor::IoHandler {
   const std::string& name() const { return name_; }
   // The actual address: "127.0.0.1:43211", "[::1]:43211" or "unix:/path".
   const std::string& bound_address() const { return bound_address_; }
-  // Accept failures survived (EMFILE/ENFILE, ECONNABORTED, ...). Any thread.
+  // Connections lost to accept failures and survived: those shed for want
+  // of descriptors (EMFILE/ENFILE), ENOBUFS/ENOMEM, EPROTO, ... Any thread.
   uint64_t accept_errors() const {
     return accept_errors_.load(std::memory_order_relaxed);
   }
@@ -78,8 +79,10 @@ class Listener : public reactor::IoHandler {
   Listener(int fd, std::string name, std::string bound_address,
            std::string unix_path, bool is_tcp);
 
+  enum class Shed { kShed, kNoneWaiting, kCannot };
+
   void AcceptSome();
-  bool ShedOneConnection();
+  Shed ShedOneConnection();
   void BackOff();
   void UpdateWatch();
 
