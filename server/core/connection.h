@@ -56,6 +56,9 @@ class Connection : public reactor::IoHandler {
   void ForceClose();
 
   uint64_t id() const { return id_; }
+  const std::string& remote_address() const { return remote_; }
+  // Set by the core when this connection holds a per-IP slot.
+  bool counted_per_ip = false;
   const ListenerInfo& listener() const { return *listener_; }
   void FillInfo(fanin::v1::Connection* out) const;
   // True once a close was requested or under way (the connection is "gone"

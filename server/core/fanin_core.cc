@@ -9,6 +9,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
@@ -53,10 +54,41 @@ void RunOnLoop(reactor::EventLoop* loop, absl::AnyInvocable<void()> fn) {
 
 }  // namespace
 
-void Shard::Erase(uint64_t id) {
-  if (connections.erase(id) > 0) {
-    open_connections->fetch_sub(1, std::memory_order_relaxed);
+std::string IpCounter::HostOf(absl::string_view address) {
+  if (absl::StartsWith(address, "[")) {
+    size_t end = address.find(']');
+    return end == absl::string_view::npos
+               ? ""
+               : std::string(address.substr(1, end - 1));
   }
+  size_t colon = address.rfind(':');
+  if (colon == absl::string_view::npos || address.find('/') == 0) return "";
+  return std::string(address.substr(0, colon));
+}
+
+bool IpCounter::TryAcquire(const std::string& host, size_t limit) {
+  absl::MutexLock lock(&mu_);
+  size_t& n = counts_[host];
+  if (n >= limit) return false;
+  ++n;
+  return true;
+}
+
+void IpCounter::Release(const std::string& host) {
+  absl::MutexLock lock(&mu_);
+  auto it = counts_.find(host);
+  if (it == counts_.end()) return;
+  if (--it->second == 0) counts_.erase(it);
+}
+
+void Shard::Erase(uint64_t id) {
+  auto it = connections.find(id);
+  if (it == connections.end()) return;
+  if (it->second->counted_per_ip) {
+    ip_counter->Release(IpCounter::HostOf(it->second->remote_address()));
+  }
+  connections.erase(it);
+  open_connections->fetch_sub(1, std::memory_order_relaxed);
 }
 
 FaninCore::FaninCore(CoreOptions options, fanout::EventHub* hub)
@@ -115,6 +147,7 @@ absl::StatusOr<std::unique_ptr<FaninCore>> FaninCore::Create(
     shard->loop = core->loops_->loop(i);
     shard->index = i;
     shard->open_connections = &core->open_;
+    shard->ip_counter = &core->ip_counter_;
     shard->read_buffer.resize(opts.read_chunk_bytes);
     core->shards_.push_back(std::move(shard));
   }
@@ -178,25 +211,42 @@ void FaninCore::OnAccept(ListenerInfo* info, int fd) {
                         ") reached"));
     return;
   }
+  bool counted_per_ip = false;
+  if (options_.max_connections_per_ip > 0) {
+    std::string host = IpCounter::HostOf(net::PeerAddressOf(fd));
+    if (!host.empty()) {
+      if (!ip_counter_.TryAcquire(host, options_.max_connections_per_ip)) {
+        Reject(info, id, fd,
+               absl::StrCat("max_connections_per_ip (",
+                            options_.max_connections_per_ip, ") reached for ",
+                            host));
+        return;
+      }
+      counted_per_ip = true;
+    }
+  }
   open_.fetch_add(1, std::memory_order_relaxed);
   Shard* shard = ShardFor(id);
   if (shard->loop == info->loop) {
-    Adopt(shard, info, id, fd);
+    Adopt(shard, info, id, fd, counted_per_ip);
     return;
   }
-  shard->loop->Post(
-      [this, shard, info, id, fd] { Adopt(shard, info, id, fd); });
+  shard->loop->Post([this, shard, info, id, fd, counted_per_ip] {
+    Adopt(shard, info, id, fd, counted_per_ip);
+  });
 }
 
 void FaninCore::Adopt(Shard* shard, const ListenerInfo* info, uint64_t id,
-                      int fd) {
-  if (shard->shutting_down) {
-    ::close(fd);
-    open_.fetch_sub(1, std::memory_order_relaxed);
-    return;
-  }
+                      int fd, bool counted_per_ip) {
   auto conn = std::make_unique<Connection>(
       shard, info, id, fd, net::PeerAddressOf(fd), net::LocalAddressOf(fd));
+  conn->counted_per_ip = counted_per_ip;
+  if (shard->shutting_down) {
+    // Counted in open_ and maybe per IP: Erase undoes both and closes fd.
+    shard->connections.emplace(id, std::move(conn));
+    shard->Erase(id);
+    return;
+  }
   Connection* c = conn.get();
   shard->connections.emplace(id, std::move(conn));
   absl::Status status = c->Start();

@@ -41,6 +41,7 @@ struct CoreOptions {
   reactor::PollerKind poller = reactor::PollerKind::kEpollLevel;
   int loops = 0;  // 0 = one per core
   size_t max_connections = 100000;
+  size_t max_connections_per_ip = 0;                   // 0 = no per-IP limit
   size_t max_outbound_bytes = size_t{4} << 20;         // per connection
   size_t read_chunk_bytes = 64 << 10;                  // per read, per wake-up
   absl::Duration idle_timeout = absl::ZeroDuration();  // zero = off
@@ -103,7 +104,8 @@ class FaninCore {
  private:
   FaninCore(CoreOptions options, fanout::EventHub* hub);
   void OnAccept(ListenerInfo* info, int fd);
-  void Adopt(Shard* shard, const ListenerInfo* info, uint64_t id, int fd);
+  void Adopt(Shard* shard, const ListenerInfo* info, uint64_t id, int fd,
+             bool counted_per_ip);
   void Reject(const ListenerInfo* info, uint64_t id, int fd,
               const std::string& why);
   void OnPauseChange();
@@ -117,6 +119,7 @@ class FaninCore {
   std::vector<std::unique_ptr<ListenerInfo>> listeners_;
   std::unique_ptr<reactor::LoopGroup> loops_;
   std::vector<std::unique_ptr<Shard>> shards_;
+  IpCounter ip_counter_;
   std::atomic<uint64_t> next_id_{1};
   std::atomic<int64_t> open_{0};
   std::atomic<uint64_t> accepted_{0};

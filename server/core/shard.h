@@ -11,6 +11,8 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "server/core/connection.h"
 #include "server/fanout/event_hub.h"
 #include "server/net/listener.h"
@@ -19,6 +21,20 @@
 namespace fanin::core {
 
 struct CoreOptions;
+
+// Connections per client IP, for --max_connections_per_ip. Any thread.
+class IpCounter {
+ public:
+  // "1.2.3.4" of "1.2.3.4:5", "::1" of "[::1]:5"; empty for unix peers.
+  static std::string HostOf(absl::string_view address);
+  // False (and nothing counted) when `host` already has `limit`.
+  bool TryAcquire(const std::string& host, size_t limit);
+  void Release(const std::string& host);
+
+ private:
+  absl::Mutex mu_;
+  absl::flat_hash_map<std::string, size_t> counts_ ABSL_GUARDED_BY(mu_);
+};
 
 // A listener and what connections need to know about it. Immutable once the
 // core has started, except `listener`, which only its loop touches.
@@ -37,6 +53,7 @@ struct Shard {
   int index = 0;
   // Called after a connection is removed (loop thread).
   std::atomic<int64_t>* open_connections = nullptr;
+  IpCounter* ip_counter = nullptr;
 
   absl::flat_hash_map<uint64_t, std::unique_ptr<Connection>> connections;
   absl::flat_hash_set<uint64_t> read_paused;

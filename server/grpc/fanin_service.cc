@@ -253,11 +253,12 @@ void FaninService::BeginDrain() {
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* FaninService::Subscribe(
-    grpc::CallbackServerContext* /*context*/, const grpc::ByteBuffer* request) {
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
   fanin::v1::SubscribeRequest req;
-  grpc::Status status;
+  grpc::Status status = Authorize(context, Access::kRead);
   std::vector<grpc::Slice> slices;
-  if (!request->Dump(&slices).ok()) {
+  if (!status.ok()) {
+  } else if (!request->Dump(&slices).ok()) {
     status = InvalidArgument("request: cannot read the SubscribeRequest");
   } else {
     std::string bytes;
@@ -307,6 +308,7 @@ grpc::ServerUnaryReactor* FaninService::Write(
     const fanin::v1::WriteRequest* request,
     fanin::v1::WriteResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (Denied(context, Access::kWrite, reactor)) return reactor;
   if (request->connection_id() == 0) {
     reactor->Finish(
         InvalidArgument("connection_id: required (ids start at 1)"));
@@ -331,6 +333,7 @@ grpc::ServerUnaryReactor* FaninService::CloseConnection(
     const fanin::v1::CloseConnectionRequest* request,
     fanin::v1::CloseConnectionResponse* /*response*/) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (Denied(context, Access::kWrite, reactor)) return reactor;
   if (request->connection_id() == 0) {
     reactor->Finish(
         InvalidArgument("connection_id: required (ids start at 1)"));
@@ -346,6 +349,7 @@ grpc::ServerUnaryReactor* FaninService::ListConnections(
     const fanin::v1::ListConnectionsRequest* request,
     fanin::v1::ListConnectionsResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (Denied(context, Access::kRead, reactor)) return reactor;
   const auto& names = core_->listener_names();
   if (!request->listener().empty() &&
       std::find(names.begin(), names.end(), request->listener()) ==
@@ -389,6 +393,8 @@ grpc::ServerUnaryReactor* FaninService::GetStats(
     grpc::CallbackServerContext* context,
     const fanin::v1::GetStatsRequest* /*request*/,
     fanin::v1::GetStatsResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (Denied(context, Access::kRead, reactor)) return reactor;
   core::CoreStats c = core_->GetStats();
   fanout::EventHub::Stats h = hub_->GetStats();
   response->set_poller(c.poller);
@@ -402,7 +408,6 @@ grpc::ServerUnaryReactor* FaninService::GetStats(
   response->set_events_lost(h.events_lost);
   response->set_head_seq(h.head_seq);
   response->set_oldest_seq(h.oldest_seq);
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
@@ -411,6 +416,7 @@ grpc::ServerUnaryReactor* FaninService::Read(
     grpc::CallbackServerContext* context, const fanin::v1::ReadRequest* request,
     fanin::v1::ReadResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (Denied(context, Access::kRead, reactor)) return reactor;
   if (request->connection_id() == 0) {
     reactor->Finish(
         InvalidArgument("connection_id: required (ids start at 1)"));

@@ -18,6 +18,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <thread>
 
@@ -32,6 +33,10 @@
 
 namespace fanin::grpc_api {
 
+// What an RPC does: Subscribe, ListConnections, GetStats and Read observe;
+// Write and CloseConnection act on connections.
+enum class Access { kRead, kWrite };
+
 struct ServiceOptions {
   uint32_t default_batch_events = 256;
   uint32_t max_batch_events = 4096;
@@ -39,6 +44,9 @@ struct ServiceOptions {
   size_t max_batch_bytes = size_t{1} << 20;
   absl::Duration heartbeat_interval = absl::Seconds(5);
   uint32_t max_subscribers = 1024;
+  // Checked first on every FanIn RPC; a non-OK status (UNAUTHENTICATED,
+  // PERMISSION_DENIED) ends the RPC before it has any effect. Empty: allow.
+  std::function<grpc::Status(grpc::CallbackServerContext*, Access)> authorize;
 };
 
 class SubscribeStream;
@@ -86,6 +94,19 @@ class FaninService final
   void Register(const std::shared_ptr<SubscribeStream>& stream);
   void Unregister(SubscribeStream* stream);
   void HeartbeatLoop();
+  grpc::Status Authorize(grpc::CallbackServerContext* context,
+                         Access access) const {
+    return options_.authorize ? options_.authorize(context, access)
+                              : grpc::Status::OK;
+  }
+  // Finishes `reactor` with the authorization failure, if any.
+  bool Denied(grpc::CallbackServerContext* context, Access access,
+              grpc::ServerUnaryReactor* reactor) const {
+    grpc::Status s = Authorize(context, access);
+    if (s.ok()) return false;
+    reactor->Finish(s);
+    return true;
+  }
 
   core::FaninCore* const core_;
   fanout::EventHub* const hub_;
