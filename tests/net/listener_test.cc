@@ -38,9 +38,15 @@ using ::fanin::testing::ProcessCpuTime;
 using ::fanin::testing::RunLoopUntil;
 using ::fanin::testing::WaitFor;
 
+// A unix socket path short enough for sun_path (Bazel's TEST_TMPDIR may not
+// be), unique per process.
 std::string TempPath(absl::string_view name) {
   const char* dir = getenv("TEST_TMPDIR");
-  return absl::StrCat(dir != nullptr ? dir : "/tmp", "/", name, ".", getpid());
+  std::string path = absl::StrCat(dir != nullptr ? dir : "/tmp", "/", name);
+  if (path.size() >= sizeof(sockaddr_un::sun_path)) {
+    path = absl::StrCat("/tmp/fanin-", name, ".", getpid());
+  }
+  return path;
 }
 
 // A blocking client connected to "host:port" or "unix:/path"; -1 on error.
@@ -169,7 +175,8 @@ TEST_P(ListenerTest, UnixListenerReplacesAStaleSocketAndCleansUp) {
     int s = socket(AF_UNIX, SOCK_STREAM, 0);
     sockaddr_un un{};
     un.sun_family = AF_UNIX;
-    strcpy(un.sun_path, path.c_str());
+    ASSERT_LT(path.size(), sizeof(un.sun_path));
+    memcpy(un.sun_path, path.data(), path.size());
     ASSERT_EQ(bind(s, reinterpret_cast<sockaddr*>(&un), sizeof(un)), 0);
     close(s);
   }
