@@ -140,6 +140,7 @@ uint64_t EventHub::Publish(std::shared_ptr<StoredEvent> event) {
     absl::MutexLock lock(&mu_);
     seq = event->seq = ++head_;
     ++published_;
+    ++by_kind_[event->kind & 7];
     const size_t cost = event->MemoryBytes();
     history_bytes_ += cost;
     for (const auto& sub : subs_) {
@@ -315,6 +316,7 @@ EventHub::Stats EventHub::GetStats() const {
   s.paused_subscribers = static_cast<uint32_t>(paused_count_.load());
   s.history_events = history_.size();
   s.history_bytes = history_bytes_;
+  for (int i = 0; i < 8; ++i) s.events_by_kind[i] = by_kind_[i];
   return s;
 }
 

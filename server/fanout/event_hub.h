@@ -98,6 +98,8 @@ class EventHub {
     uint32_t paused_subscribers = 0;
     size_t history_events = 0;
     size_t history_bytes = 0;
+    // Published events by fanin::v1::EventKind value.
+    uint64_t events_by_kind[8] = {};
   };
 
   explicit EventHub(HubOptions options);
@@ -156,6 +158,7 @@ class EventHub {
   uint64_t head_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t published_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t lost_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t by_kind_[8] ABSL_GUARDED_BY(mu_) = {};
   std::vector<std::shared_ptr<Subscription>> subs_ ABSL_GUARDED_BY(mu_);
 
   absl::Mutex observer_mu_;

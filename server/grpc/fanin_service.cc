@@ -136,6 +136,9 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
         delivered_ += batch_.events.size();
         std::string wire;
         fanout::AppendBatchResponse(batch_.events, policy_, &wire);
+        if (service_->options_.on_batch_sent) {
+          service_->options_.on_batch_sent(batch_.events);
+        }
         batch_.events.clear();
         Send(wire);
         return;

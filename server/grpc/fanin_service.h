@@ -21,6 +21,7 @@
 #include <functional>
 #include <memory>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -47,6 +48,9 @@ struct ServiceOptions {
   // Checked first on every FanIn RPC; a non-OK status (UNAUTHENTICATED,
   // PERMISSION_DENIED) ends the RPC before it has any effect. Empty: allow.
   std::function<grpc::Status(grpc::CallbackServerContext*, Access)> authorize;
+  // Called with every batch a stream starts writing (for delivery-latency
+  // metrics); on a gRPC or publishing thread. Must be quick. Empty: none.
+  std::function<void(const std::vector<fanout::EventPtr>&)> on_batch_sent;
 };
 
 class SubscribeStream;
