@@ -1,6 +1,7 @@
 #include "client/flags.h"
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -78,7 +79,7 @@ absl::Status CheckValue(const FlagSpec& spec, absl::string_view value) {
 bool ParseDurationValue(absl::string_view text, absl::Duration* out) {
   double seconds;
   if (absl::SimpleAtod(text, &seconds)) {
-    if (seconds < 0 || !(seconds == seconds)) return false;
+    if (!std::isfinite(seconds) || seconds < 0) return false;
     *out = absl::Seconds(seconds);
     return true;
   }

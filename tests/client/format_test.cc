@@ -1,0 +1,308 @@
+// Output formatting: escapes, base64, JSON encoding (checked by python3's
+// strict parser), time and age, and the event renderings.
+#include "client/format.h"
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/client/json_lines.h"
+
+namespace fanin::cli {
+namespace {
+
+using ::fanin::testing::Base64Decode;
+using ::fanin::testing::JsonBool;
+using ::fanin::testing::JsonStr;
+using ::fanin::testing::JsonUint;
+using ::fanin::testing::ParseJsonLines;
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+// True when s holds only printable ASCII: nothing a terminal would act on.
+bool TerminalSafe(absl::string_view s) {
+  for (char c : s) {
+    if (c < 0x20 || c >= 0x7f) return false;
+  }
+  return true;
+}
+
+std::string AllBytes() {
+  std::string s;
+  for (int i = 0; i < 256; ++i) s.push_back(static_cast<char>(i));
+  return s;
+}
+
+TEST(EscapeBytes, KeepsPrintableAsciiAndEscapesTheRest) {
+  EXPECT_EQ(EscapeBytes("hello world"), "hello world");
+  EXPECT_EQ(EscapeBytes(std::string("a\n\r\t\\\"\0\x1b[2J\x7f\xff", 13)),
+            "a\\n\\r\\t\\\\\\\"\\x00\\x1b[2J\\x7f\\xff");
+  EXPECT_EQ(EscapeBytes("abcdef", 3), "abc");
+  EXPECT_TRUE(TerminalSafe(EscapeBytes(AllBytes())));
+}
+
+TEST(Base64Encode, MatchesTheRfc4648Vectors) {
+  EXPECT_EQ(Base64Encode(""), "");
+  EXPECT_EQ(Base64Encode("f"), "Zg==");
+  EXPECT_EQ(Base64Encode("fo"), "Zm8=");
+  EXPECT_EQ(Base64Encode("foo"), "Zm9v");
+  EXPECT_EQ(Base64Encode("foob"), "Zm9vYg==");
+  EXPECT_EQ(Base64Encode("fooba"), "Zm9vYmE=");
+  EXPECT_EQ(Base64Encode("foobar"), "Zm9vYmFy");
+  auto back = Base64Decode(Base64Encode(AllBytes()));
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, AllBytes());
+}
+
+TEST(JsonString, ProducesAsciiThatPythonDecodesToTheSameText) {
+  std::vector<std::string> inputs = {
+      "plain", "quote \" backslash \\ slash /",
+      std::string("ctl \x01\x1f\x7f\n\r\t\b\f end\0z", 18),
+      "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80",  // é € 😀
+  };
+  std::string lines;
+  for (const std::string& s : inputs) {
+    std::string encoded = JsonString(s);
+    EXPECT_TRUE(TerminalSafe(encoded)) << encoded;
+    JsonObject o;
+    o.Add("v", s);
+    absl::StrAppend(&lines, o.str(), "\n");
+  }
+  auto parsed = ParseJsonLines(lines);
+  ASSERT_TRUE(parsed.ok()) << parsed.status() << "\n" << lines;
+  ASSERT_EQ(parsed->size(), inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    EXPECT_EQ(JsonStr((*parsed)[i], "v"), inputs[i]) << i;
+  }
+}
+
+TEST(JsonString, ReplacesInvalidUtf8) {
+  EXPECT_EQ(JsonString("a\xff"
+                       "b"),
+            "\"a\\ufffdb\"");
+  EXPECT_EQ(JsonString("\xc0\x80"), "\"\\ufffd\\ufffd\"");  // overlong NUL
+  EXPECT_EQ(JsonString("\xed\xa0\x80"),                     // a surrogate
+            "\"\\ufffd\\ufffd\\ufffd\"");
+  EXPECT_EQ(JsonString("\xe2\x82"), "\"\\ufffd\\ufffd\"");  // truncated
+}
+
+TEST(JsonObject, EncodesEveryValueType) {
+  JsonObject o;
+  o.Add("s", "x").Add("n", uint64_t{18446744073709551615u}).Add("b", true);
+  o.Add("f", 1.5).Add("neg", -3);
+  EXPECT_EQ(o.str(),
+            "{\"s\":\"x\",\"n\":18446744073709551615,\"b\":true,"
+            "\"f\":1.500,\"neg\":0}");
+  auto parsed = ParseJsonLines(o.str());
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(JsonUint((*parsed)[0], "n"), 18446744073709551615u);
+  EXPECT_TRUE(JsonBool((*parsed)[0], "b"));
+  EXPECT_EQ(JsonObject().str(), "{}");
+}
+
+TEST(FormatTime, Rfc3339AndTimeOfDayInUtc) {
+  uint64_t t = 1795765373123456789u;  // 2026-11-27 07:42:53.123456789 UTC
+  EXPECT_EQ(FormatTimeRfc3339(t), "2026-11-27T07:42:53.123456789Z");
+  EXPECT_EQ(FormatTimeOfDay(t), "07:42:53.123456Z");
+  EXPECT_EQ(FormatTimeRfc3339(0), "1970-01-01T00:00:00.000000000Z");
+}
+
+TEST(FormatAge, PicksTheTwoLargestUnits) {
+  EXPECT_EQ(FormatAge(absl::Milliseconds(850)), "850ms");
+  EXPECT_EQ(FormatAge(absl::Seconds(42)), "42s");
+  EXPECT_EQ(FormatAge(absl::Seconds(187)), "3m07s");
+  EXPECT_EQ(FormatAge(absl::Hours(5) + absl::Minutes(2)), "5h02m");
+  EXPECT_EQ(FormatAge(absl::Hours(51)), "2d03h");
+  EXPECT_EQ(FormatAge(-absl::Seconds(3)), "0ms");
+}
+
+TEST(ParseKind, AcceptsNamesInAnyCaseAndTheEnumName) {
+  EXPECT_EQ(*ParseKind("data"), v1::EVENT_KIND_DATA);
+  EXPECT_EQ(*ParseKind("READ-CLOSED"), v1::EVENT_KIND_READ_CLOSED);
+  EXPECT_EQ(*ParseKind("read_closed"), v1::EVENT_KIND_READ_CLOSED);
+  EXPECT_EQ(*ParseKind("EVENT_KIND_OPENED"), v1::EVENT_KIND_OPENED);
+  EXPECT_FALSE(ParseKind("dat").ok());
+  EXPECT_FALSE(ParseKind("unspecified").ok());
+  for (auto kind : {v1::EVENT_KIND_OPENED, v1::EVENT_KIND_DATA,
+                    v1::EVENT_KIND_WRITABLE, v1::EVENT_KIND_READ_CLOSED,
+                    v1::EVENT_KIND_CLOSED, v1::EVENT_KIND_READABLE}) {
+    EXPECT_EQ(*ParseKind(KindName(kind)), kind);
+  }
+}
+
+v1::Event DataEvent(absl::string_view payload, uint32_t size) {
+  v1::Event e;
+  e.set_seq(12);
+  e.set_time_unix_nano(1795765373123456789u);
+  e.set_connection_id(3);
+  e.set_listener("default");
+  e.mutable_data()->set_payload(std::string(payload));
+  e.mutable_data()->set_size(size);
+  return e;
+}
+
+TEST(FormatEventText, DataLineIsAlignedAndEscaped) {
+  std::string line = FormatEventText(DataEvent("hi\n\x1b", 4));
+  EXPECT_EQ(line,
+            "07:42:53.123456Z  seq=12        conn=3      default    DATA"
+            "        4 B \"hi\\n\\x1b\"");
+  EXPECT_TRUE(TerminalSafe(line));
+}
+
+TEST(FormatEventText, MarksCutAndOmittedPayloads) {
+  EXPECT_THAT(FormatEventText(DataEvent("abcdef", 6), {.preview_bytes = 3}),
+              HasSubstr("6 B \"abc\"..."));
+  EXPECT_THAT(FormatEventText(DataEvent("ab", 100)),
+              HasSubstr("100 B \"ab\"..."));
+  EXPECT_THAT(FormatEventText(DataEvent("", 100)),
+              HasSubstr("100 B (payload omitted)"));
+}
+
+TEST(FormatEventText, EveryKindHasItsDetail) {
+  v1::Event e;
+  e.set_seq(1);
+  e.set_connection_id(9);
+  e.set_listener("bad\x1b]0;title\x07");
+  e.mutable_opened()->set_remote_address("127.0.0.1:5000");
+  e.mutable_opened()->set_local_address("127.0.0.1:4000");
+  std::string opened = FormatEventText(e);
+  EXPECT_THAT(opened, HasSubstr("OPENED"));
+  EXPECT_THAT(opened, HasSubstr("from 127.0.0.1:5000 to 127.0.0.1:4000"));
+  EXPECT_TRUE(TerminalSafe(opened)) << opened;
+
+  e.mutable_closed()->set_reason(v1::CLOSE_REASON_RESET);
+  e.mutable_closed()->set_detail("read: Connection reset by peer");
+  e.mutable_closed()->set_bytes_received(5);
+  e.mutable_closed()->set_bytes_sent(7);
+  EXPECT_THAT(FormatEventText(e),
+              HasSubstr("CLOSED      reset in=5 out=7 \"read: Connection "
+                        "reset by peer\""));
+  e.mutable_read_closed();
+  EXPECT_THAT(FormatEventText(e), HasSubstr("READ_CLOSED peer sent FIN"));
+  e.mutable_writable();
+  EXPECT_THAT(FormatEventText(e), HasSubstr("WRITABLE"));
+  e.mutable_readable();
+  EXPECT_THAT(FormatEventText(e), HasSubstr("READABLE"));
+}
+
+TEST(FormatEventJson, DataEventRoundTripsThroughPython) {
+  std::string payload("\0\x01\xff binary \n", 12);
+  auto parsed = ParseJsonLines(FormatEventJson(DataEvent(payload, 20)));
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const auto& o = (*parsed)[0];
+  EXPECT_EQ(JsonStr(o, "type"), "event");
+  EXPECT_EQ(JsonUint(o, "seq"), 12u);
+  EXPECT_EQ(JsonStr(o, "time"), "2026-11-27T07:42:53.123456789Z");
+  EXPECT_EQ(JsonUint(o, "time_unix_nano"), 1795765373123456789u);
+  EXPECT_EQ(JsonUint(o, "connection_id"), 3u);
+  EXPECT_EQ(JsonStr(o, "listener"), "default");
+  EXPECT_EQ(JsonStr(o, "kind"), "data");
+  EXPECT_EQ(JsonUint(o, "size"), 20u);
+  EXPECT_EQ(*Base64Decode(JsonStr(o, "payload")), payload);
+  EXPECT_TRUE(JsonBool(o, "payload_truncated"));
+}
+
+TEST(FormatEventJson, OpenedClosedGapHeartbeatStartedFields) {
+  v1::Event opened;
+  opened.set_seq(1);
+  opened.set_connection_id(2);
+  opened.set_listener("l");
+  opened.mutable_opened()->set_remote_address("[::1]:5");
+  opened.mutable_opened()->set_local_address("[::1]:6");
+  v1::Event closed = opened;
+  closed.mutable_closed()->set_reason(v1::CLOSE_REASON_CLOSED_BY_SUBSCRIBER);
+  closed.mutable_closed()->set_bytes_received(10);
+  closed.mutable_closed()->set_bytes_sent(11);
+  v1::Gap gap;
+  gap.set_first_seq(5);
+  gap.set_last_seq(9);
+  gap.set_lost(3);
+  gap.set_reason(v1::GAP_REASON_SUBSCRIBER_TOO_SLOW);
+  v1::Heartbeat hb;
+  hb.set_head_seq(100);
+  hb.set_delivered(90);
+  hb.set_lost(3);
+  v1::Started started;
+  started.set_server_epoch("e1");
+  started.set_oldest_seq(1);
+  started.set_head_seq(100);
+  auto parsed = ParseJsonLines(
+      absl::StrCat(FormatEventJson(opened), "\n", FormatEventJson(closed), "\n",
+                   FormatGapJson(gap), "\n", FormatHeartbeatJson(hb), "\n",
+                   FormatStartedJson(started), "\n"));
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  ASSERT_EQ(parsed->size(), 5u);
+  EXPECT_EQ(JsonStr((*parsed)[0], "kind"), "opened");
+  EXPECT_EQ(JsonStr((*parsed)[0], "remote_address"), "[::1]:5");
+  EXPECT_EQ(JsonStr((*parsed)[0], "local_address"), "[::1]:6");
+  EXPECT_EQ(JsonStr((*parsed)[1], "kind"), "closed");
+  EXPECT_EQ(JsonStr((*parsed)[1], "reason"), "closed_by_subscriber");
+  EXPECT_EQ(JsonUint((*parsed)[1], "bytes_received"), 10u);
+  EXPECT_EQ(JsonUint((*parsed)[1], "bytes_sent"), 11u);
+  EXPECT_EQ(JsonStr((*parsed)[2], "type"), "gap");
+  EXPECT_EQ(JsonUint((*parsed)[2], "first_seq"), 5u);
+  EXPECT_EQ(JsonUint((*parsed)[2], "last_seq"), 9u);
+  EXPECT_EQ(JsonUint((*parsed)[2], "lost"), 3u);
+  EXPECT_EQ(JsonStr((*parsed)[2], "reason"), "subscriber_too_slow");
+  EXPECT_EQ(JsonStr((*parsed)[3], "type"), "heartbeat");
+  EXPECT_EQ(JsonUint((*parsed)[3], "head_seq"), 100u);
+  EXPECT_EQ(JsonUint((*parsed)[3], "delivered"), 90u);
+  EXPECT_EQ(JsonStr((*parsed)[4], "type"), "started");
+  EXPECT_EQ(JsonStr((*parsed)[4], "server_epoch"), "e1");
+  EXPECT_EQ(JsonUint((*parsed)[4], "head_seq"), 100u);
+}
+
+TEST(FormatGapText, SaysWhatWasLostAndWhy) {
+  v1::Gap gap;
+  gap.set_first_seq(5);
+  gap.set_last_seq(9);
+  gap.set_lost(3);
+  gap.set_reason(v1::GAP_REASON_SUBSCRIBER_TOO_SLOW);
+  EXPECT_THAT(FormatGapText(gap), StartsWith("gap: 3 events lost (seq 5..9)"));
+  gap.set_reason(v1::GAP_REASON_EPOCH_CHANGED);
+  EXPECT_THAT(FormatGapText(gap), HasSubstr("restarted"));
+}
+
+TEST(FormatStats, TextAndJsonCarryEveryCounter) {
+  v1::GetStatsResponse s;
+  s.set_poller("epoll");
+  s.set_connections_open(3);
+  s.set_events_published(77);
+  s.set_head_seq(77);
+  std::string text = FormatStatsText(s);
+  EXPECT_THAT(text, HasSubstr("poller                epoll\n"));
+  EXPECT_THAT(text, HasSubstr("connections open      3\n"));
+  auto parsed = ParseJsonLines(FormatStatsJson(s));
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const auto& o = (*parsed)[0];
+  EXPECT_EQ(JsonStr(o, "poller"), "epoll");
+  EXPECT_EQ(JsonUint(o, "connections_open"), 3u);
+  EXPECT_EQ(JsonUint(o, "events_published"), 77u);
+  EXPECT_EQ(o.size(), 11u);
+}
+
+TEST(FormatConnectionJson, HasEveryColumnAndTheAge) {
+  v1::Connection c;
+  c.set_connection_id(4);
+  c.set_listener("default");
+  c.set_remote_address("127.0.0.1:1");
+  c.set_local_address("127.0.0.1:2");
+  c.set_opened_unix_nano(1795765373000000000u);
+  c.set_bytes_received(5);
+  c.set_bytes_sent(6);
+  c.set_queued_bytes(7);
+  absl::Time now = absl::FromUnixSeconds(1795765373 + 90);
+  auto parsed = ParseJsonLines(FormatConnectionJson(c, now));
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const auto& o = (*parsed)[0];
+  EXPECT_EQ(JsonUint(o, "connection_id"), 4u);
+  EXPECT_EQ(JsonStr(o, "remote_address"), "127.0.0.1:1");
+  EXPECT_EQ(JsonStr(o, "opened"), "2026-11-27T07:42:53.000000000Z");
+  EXPECT_EQ(o.at("age_seconds").text, "90.0");
+  EXPECT_EQ(JsonUint(o, "queued_bytes"), 7u);
+}
+
+}  // namespace
+}  // namespace fanin::cli
