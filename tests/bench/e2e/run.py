@@ -279,6 +279,7 @@ class Harness:
         # Each stream carries its own events: loss is checked per stream total.
         r = summarize("ceiling", sent, results, cpu, sum(s["events"] for s in streams))
         r["lost"] = sum(s["events"] for s in streams) - sum(x["messages"] for x in results)
+        r["ok"] = ok(r)
         return r
 
     def run_fanin(self, conns, rate, duration, poller="epoll", subscribers=1, py=False,
@@ -339,9 +340,13 @@ def summarize(system, sent, subs, cpu, events):
         "cpu_us_per_message": cpu * 1e6 / max(1, msgs[0] if msgs else 1),
         "batches": subs[0].get("batches", subs[0].get("reads", 0)),
     }
-    r["ok"] = (r["errors"] == 0 and r["lost"] == 0 and r["gap_lost"] == 0
-               and r["complete"] and r["failed_connections"] == 0)
+    r["ok"] = ok(r)
     return r
+
+
+def ok(r):
+    return (r["errors"] == 0 and r["lost"] == 0 and r["gap_lost"] == 0
+            and r["complete"] and r["failed_connections"] == 0)
 
 
 # ---------------------------------------------------------------- reporting
