@@ -72,7 +72,8 @@ shift || true
 case "$cmd" in
   serve)
     ensure_packages
-    bazel build //server:fanin_server
+    bazel build //server:fanin_server //client:fanin
+    echo "quickstart: watch events with: bazel-bin/client/fanin watch" >&2
     exec bazel-bin/server/fanin_server "$@"
     ;;
   test)
