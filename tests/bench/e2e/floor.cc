@@ -14,6 +14,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -160,15 +161,19 @@ int Main(int argc, char** argv) {
   const std::string cdf = absl::GetFlag(FLAGS_latency_cdf);
   if (!cdf.empty()) WriteFileAtomically(cdf, verifier.latency().CdfText(1e3));
   const int64_t accept_span = last_accept - first_accept;
+  rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  const double cpu_s = usage.ru_utime.tv_sec + usage.ru_stime.tv_sec +
+                       (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
   absl::PrintF(
       "{\"event\":\"done\",\"role\":\"floor\",%s,\"reads\":%llu,"
       "\"accepted\":%llu,\"closed\":%llu,\"timed_out\":%s,\"accept_s\":%.6f,"
-      "\"accept_per_s\":%.1f}\n",
+      "\"accept_per_s\":%.1f,\"cpu_s\":%.6f}\n",
       VerifierJsonFields(verifier), static_cast<unsigned long long>(reads),
       static_cast<unsigned long long>(accepted),
       static_cast<unsigned long long>(closed), timed_out ? "true" : "false",
       accept_span / 1e9,
-      accept_span > 0 ? (accepted - 1) * 1e9 / accept_span : 0.0);
+      accept_span > 0 ? (accepted - 1) * 1e9 / accept_span : 0.0, cpu_s);
   return 0;
 }
 
