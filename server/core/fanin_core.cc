@@ -206,7 +206,7 @@ void FaninCore::OnAccept(ListenerInfo* info, int fd) {
   const uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
   if (open_.load(std::memory_order_relaxed) >=
       static_cast<int64_t>(options_.max_connections)) {
-    Reject(info, id, fd,
+    Reject(info, id, fd, kMaxConnections,
            absl::StrCat("max_connections (", options_.max_connections,
                         ") reached"));
     return;
@@ -216,7 +216,7 @@ void FaninCore::OnAccept(ListenerInfo* info, int fd) {
     std::string host = IpCounter::HostOf(net::PeerAddressOf(fd));
     if (!host.empty()) {
       if (!ip_counter_.TryAcquire(host, options_.max_connections_per_ip)) {
-        Reject(info, id, fd,
+        Reject(info, id, fd, kPerIp,
                absl::StrCat("max_connections_per_ip (",
                             options_.max_connections_per_ip, ") reached for ",
                             host));
@@ -252,6 +252,7 @@ void FaninCore::Adopt(Shard* shard, const ListenerInfo* info, uint64_t id,
   absl::Status status = c->Start();
   if (!status.ok()) {
     shard->connections_rejected.fetch_add(1, std::memory_order_relaxed);
+    rejected_[kPoller].fetch_add(1, std::memory_order_relaxed);
     std::fprintf(stderr, "fanin: rejected connection %llu on %s: %s\n",
                  static_cast<unsigned long long>(id), info->name.c_str(),
                  std::string(status.message()).c_str());
@@ -262,7 +263,7 @@ void FaninCore::Adopt(Shard* shard, const ListenerInfo* info, uint64_t id,
 }
 
 void FaninCore::Reject(const ListenerInfo* info, uint64_t id, int fd,
-                       const std::string& why) {
+                       RejectReason reason, const std::string& why) {
   fanin::v1::Event event;
   event.set_connection_id(id);
   event.set_listener(info->name);
@@ -276,6 +277,7 @@ void FaninCore::Reject(const ListenerInfo* info, uint64_t id, int fd,
   event.mutable_closed()->set_detail(why);
   hub_->Publish(fanout::MakeEvent(event, info->index));
   shards_[0]->connections_rejected.fetch_add(1, std::memory_order_relaxed);
+  rejected_[reason].fetch_add(1, std::memory_order_relaxed);
   std::fprintf(stderr, "fanin: rejected connection %llu on %s: %s\n",
                static_cast<unsigned long long>(id), info->name.c_str(),
                why.c_str());
@@ -424,6 +426,12 @@ CoreStats FaninCore::GetStats() const {
     s.connections_rejected += shard->connections_rejected.load();
     s.bytes_received += shard->bytes_received.load();
     s.bytes_sent += shard->bytes_sent.load();
+  }
+  s.rejected_max_connections = rejected_[kMaxConnections].load();
+  s.rejected_per_ip = rejected_[kPerIp].load();
+  s.rejected_poller = rejected_[kPoller].load();
+  for (const auto& l : listeners_) {
+    if (l->listener) s.accept_errors += l->listener->accept_errors();
   }
   return s;
 }

@@ -55,6 +55,13 @@ struct CoreStats {
   uint64_t connections_open = 0;
   uint64_t connections_accepted = 0;
   uint64_t connections_rejected = 0;
+  // connections_rejected by reason (they add up to it).
+  uint64_t rejected_max_connections = 0;
+  uint64_t rejected_per_ip = 0;
+  uint64_t rejected_poller = 0;  // the poller refused the fd
+  // Lost to accept() failures (EMFILE shedding and the like); not in
+  // connections_rejected since no connection id was given.
+  uint64_t accept_errors = 0;
   uint64_t bytes_received = 0;
   uint64_t bytes_sent = 0;
 };
@@ -106,8 +113,9 @@ class FaninCore {
   void OnAccept(ListenerInfo* info, int fd);
   void Adopt(Shard* shard, const ListenerInfo* info, uint64_t id, int fd,
              bool counted_per_ip);
+  enum RejectReason { kMaxConnections, kPerIp, kPoller, kNumRejectReasons };
   void Reject(const ListenerInfo* info, uint64_t id, int fd,
-              const std::string& why);
+              RejectReason reason, const std::string& why);
   void OnPauseChange();
   Shard* ShardFor(uint64_t id) const {
     return shards_[id % shards_.size()].get();
@@ -123,6 +131,7 @@ class FaninCore {
   std::atomic<uint64_t> next_id_{1};
   std::atomic<int64_t> open_{0};
   std::atomic<uint64_t> accepted_{0};
+  std::atomic<uint64_t> rejected_[kNumRejectReasons] = {};
   std::atomic<bool> started_{false};
   std::atomic<bool> stopped_{false};
 };
