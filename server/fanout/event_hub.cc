@@ -316,6 +316,9 @@ EventHub::Stats EventHub::GetStats() const {
   s.paused_subscribers = static_cast<uint32_t>(paused_count_.load());
   s.history_events = history_.size();
   s.history_bytes = history_bytes_;
+  for (const auto& sub : subs_) {
+    if (sub->lossless) s.lossless_pending_bytes += sub->pending_bytes;
+  }
   for (int i = 0; i < 8; ++i) s.events_by_kind[i] = by_kind_[i];
   return s;
 }

@@ -98,6 +98,8 @@ class EventHub {
     uint32_t paused_subscribers = 0;
     size_t history_events = 0;
     size_t history_bytes = 0;
+    // Sum over lossless subscriptions of their unread matching bytes.
+    size_t lossless_pending_bytes = 0;
     // Published events by fanin::v1::EventKind value.
     uint64_t events_by_kind[8] = {};
   };
