@@ -118,7 +118,10 @@ void EventLoop::Post(absl::AnyInvocable<void() &&> fn) {
   // One eventfd write per batch of posts: later posters see wake_armed_ and
   // skip the syscall. The loop thread never needs one: it checks the queue
   // before it blocks.
-  if (wake && !IsInLoopThread()) WakeUp();
+  if (wake && !IsInLoopThread()) {
+    wakeups_.fetch_add(1, std::memory_order_relaxed);
+    WakeUp();
+  }
 }
 
 absl::Status EventLoop::Watch(int fd, uint32_t interest, IoHandler* handler) {

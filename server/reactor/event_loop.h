@@ -112,6 +112,9 @@ class EventLoop {
   // Any thread (atomic): when the current/last iteration started; a value far
   // in the past while running means a stuck handler (health checks).
   absl::Time last_iteration_start() const;
+  // Any thread (atomic): eventfd wake-ups written by Post from other threads
+  // (one per batch of posts; for metrics).
+  uint64_t wakeups() const { return wakeups_.load(std::memory_order_relaxed); }
 
   // Number of watched fds (loop thread; for tests and stats).
   size_t watched_count() const { return watched_count_; }
@@ -171,6 +174,7 @@ class EventLoop {
   std::atomic<std::thread::id> loop_thread_{};
   std::atomic<bool> running_{false};
   std::atomic<uint64_t> iterations_{0};
+  std::atomic<uint64_t> wakeups_{0};
   std::atomic<int64_t> last_iteration_start_ns_{0};
 
   // Loop-thread state.
