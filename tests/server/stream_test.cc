@@ -1,0 +1,602 @@
+// Subscribe end to end, on every poller: byte-exact lossless delivery under
+// back-pressure, lossy gap accounting, filters and payload options, resume,
+// Started and heartbeats.
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "fanin/v1/fanin.grpc.pb.h"
+#include "gtest/gtest.h"
+#include "server/fanin_server.h"
+#include "tests/server/e2e_util.h"
+#include "tests/testing/subprocess.h"
+#include "tests/testing/tcp_client.h"
+
+namespace fanin::servertest {
+namespace {
+
+using fanin::testing::ConnectTcp;
+using fanin::testing::WaitFor;
+using fanin::v1::Event;
+using fanin::v1::EventKind;
+using fanin::v1::SubscribeRequest;
+
+class StreamTest : public ::testing::TestWithParam<reactor::PollerKind> {};
+
+// Seqs strictly increase along one stream.
+void ExpectSeqIncreasing(const std::vector<Event>& events,
+                         const std::string& who) {
+  for (size_t i = 1; i < events.size(); ++i) {
+    if (events[i].seq() <= events[i - 1].seq()) {
+      ADD_FAILURE() << who << ": seq " << events[i].seq() << " after "
+                    << events[i - 1].seq() << " at index " << i;
+      return;
+    }
+  }
+}
+
+std::vector<uint64_t> SeqsOf(const std::vector<Event>& events) {
+  std::vector<uint64_t> out;
+  for (const Event& e : events) out.push_back(e.seq());
+  return out;
+}
+
+// One client's life as a subscriber must see it: Opened first, its bytes in
+// order, ReadClosed, Closed(PEER_CLOSED) last with the right totals.
+void ExpectPeerClosedLife(const std::vector<Event>& all, uint64_t id,
+                          const std::string& sent, const std::string& who) {
+  std::vector<Event> mine = EventsOf(all, id);
+  ASSERT_GE(mine.size(), 3u) << who << " connection " << id;
+  EXPECT_TRUE(mine.front().has_opened()) << who << " connection " << id;
+  EXPECT_TRUE(mine.back().has_closed()) << who << " connection " << id;
+  EXPECT_EQ(mine.back().closed().reason(), fanin::v1::CLOSE_REASON_PEER_CLOSED);
+  EXPECT_EQ(mine.back().closed().bytes_received(), sent.size());
+  EXPECT_TRUE(mine[mine.size() - 2].has_read_closed())
+      << who << " connection " << id << ": ReadClosed must precede Closed";
+  for (size_t i = 1; i + 2 < mine.size(); ++i) {
+    EXPECT_TRUE(mine[i].has_data()) << who << " connection " << id << " event "
+                                    << i << " is " << KindName(KindOf(mine[i]));
+    EXPECT_EQ(mine[i].data().size(), mine[i].data().payload().size());
+  }
+  std::string got = PayloadOf(mine, id);
+  EXPECT_EQ(got.size(), sent.size()) << who << " connection " << id;
+  EXPECT_TRUE(got == sent)
+      << who << " connection " << id << ": bytes differ (first difference at "
+      << std::mismatch(got.begin(), got.end(), sent.begin(), sent.end()).first -
+             got.begin()
+      << ")";
+}
+
+// Hundreds of clients stream random bytes in random-sized writes; one
+// lossless subscriber keeps up, another is held until the hub reports it
+// paused (with a small queue bound and history, so the overflow queue and
+// socket pause really engage), then drains. Both must see every byte of every
+// connection, in order, with no gap.
+TEST_P(StreamTest, LosslessByteExactUnderBackPressure) {
+  constexpr int kClients = 200;
+  ServerConfig config = BaseConfig(GetParam());
+  config.hub.lossless_queue_bytes = 256 << 10;
+  config.hub.history_events = 512;
+  auto server = StartServer(config);
+  ASSERT_NE(server, nullptr);
+  const std::string address = server->grpc_address();
+
+  auto fast = Subscriber::Start(address, Lossless());
+  SubscribeRequest slow_request = Lossless();
+  slow_request.set_max_batch_events(16);
+  auto slow = Subscriber::Start(address, slow_request);
+  ASSERT_TRUE(fast->WaitStarted(Deadline()).ok());
+  ASSERT_TRUE(slow->WaitStarted(Deadline()).ok());
+  // The slow subscriber stops reading its stream: the behaviour under test.
+  slow->Hold();
+
+  const std::string listen = ListenAddress(*server, "default");
+  std::vector<TcpClient> clients;
+  std::vector<SendJob> jobs;
+  std::vector<std::string> remotes;
+  for (int i = 0; i < kClients; ++i) {
+    auto client = ConnectTcp(listen);
+    ASSERT_TRUE(client.ok()) << client.status();
+    remotes.push_back(LocalAddressOf(client->fd()));
+    size_t size = (16 << 10) + (static_cast<size_t>(i) * 7919) % (48 << 10);
+    jobs.push_back({client->fd(), RandomBytes(size, 1000 + i)});
+    clients.push_back(*std::move(client));
+  }
+  std::atomic<bool> sent{false};
+  absl::Status send_status;
+  std::thread sender([&] {
+    send_status =
+        SendAllInterleaved(jobs, 4096, 7, Deadline(absl::Seconds(90)));
+    for (TcpClient& c : clients) c.ShutdownWrite().IgnoreError();
+    sent = true;
+  });
+
+  bool paused = WaitFor(
+      [&] { return server->hub()->GetStats().paused_subscribers > 0 || sent; },
+      Deadline(absl::Seconds(60)));
+  paused = paused && server->hub()->GetStats().paused_subscribers > 0;
+  slow->Release();
+  sender.join();
+  ASSERT_TRUE(send_status.ok()) << send_status;
+  EXPECT_TRUE(paused) << "the held lossless subscriber never paused reading";
+
+  auto all_closed = [&](const Subscriber::State& s) {
+    return s.closed.size() >= kClients || s.done;
+  };
+  ASSERT_TRUE(fast->WaitUntil(all_closed, Deadline(absl::Seconds(60))));
+  ASSERT_TRUE(slow->WaitUntil(all_closed, Deadline(absl::Seconds(60))));
+  Subscriber::State f = fast->Snapshot();
+  Subscriber::State s = slow->Snapshot();
+  EXPECT_FALSE(f.done) << f.status.error_message();
+  EXPECT_FALSE(s.done) << s.status.error_message();
+  EXPECT_TRUE(f.gaps.empty());
+  EXPECT_TRUE(s.gaps.empty());
+  ExpectSeqIncreasing(f.events, "fast");
+  ExpectSeqIncreasing(s.events, "slow");
+  EXPECT_EQ(SeqsOf(f.events), SeqsOf(s.events));
+  for (int n : s.batch_sizes) ASSERT_LE(n, 16);
+
+  // Ids: one per client, never reused.
+  EXPECT_EQ(f.opened.size(), static_cast<size_t>(kClients));
+  absl::flat_hash_set<uint64_t> ids;
+  for (const Event& e : f.events) {
+    if (e.has_opened()) {
+      EXPECT_TRUE(ids.insert(e.connection_id()).second)
+          << "id " << e.connection_id() << " opened twice";
+    }
+  }
+  for (int i = 0; i < kClients; ++i) {
+    auto it = f.id_by_remote.find(remotes[i]);
+    ASSERT_NE(it, f.id_by_remote.end()) << "no Opened for " << remotes[i];
+    ExpectPeerClosedLife(f.events, it->second, jobs[i].data, "fast");
+    ExpectPeerClosedLife(s.events, it->second, jobs[i].data, "slow");
+    if (::testing::Test::HasFailure()) break;
+  }
+}
+
+// A stalled lossy subscriber with a small history: afterwards its Gaps' lost
+// counts plus what it received equal exactly what it matched, for an
+// unfiltered and a filtered subscription; the server's events_lost agrees.
+TEST_P(StreamTest, LossyGapsAccountForEveryMissedEvent) {
+  constexpr int kClients = 100;
+  ServerConfig config = BaseConfig(GetParam());
+  config.hub.history_events = 64;
+  auto server = StartServer(config);
+  ASSERT_NE(server, nullptr);
+  const std::string address = server->grpc_address();
+
+  auto reference = Subscriber::Start(address, Lossless());
+  auto lossy_all = Subscriber::Start(address, SubscribeRequest());
+  SubscribeRequest filtered;
+  filtered.add_kinds(fanin::v1::EVENT_KIND_DATA);
+  filtered.add_kinds(fanin::v1::EVENT_KIND_CLOSED);
+  filtered.set_delivery(fanin::v1::DELIVERY_LOSSY);
+  auto lossy_some = Subscriber::Start(address, filtered);
+  auto started_all = lossy_all->WaitStarted(Deadline());
+  auto started_some = lossy_some->WaitStarted(Deadline());
+  ASSERT_TRUE(reference->WaitStarted(Deadline()).ok());
+  ASSERT_TRUE(started_all.ok()) << started_all.status();
+  ASSERT_TRUE(started_some.ok()) << started_some.status();
+  // Stalled while events flow: the behaviour under test.
+  lossy_all->Hold();
+  lossy_some->Hold();
+
+  const std::string listen = ListenAddress(*server, "default");
+  std::vector<TcpClient> clients;
+  std::vector<SendJob> jobs;
+  for (int i = 0; i < kClients; ++i) {
+    auto client = ConnectTcp(listen);
+    ASSERT_TRUE(client.ok()) << client.status();
+    jobs.push_back({client->fd(), RandomBytes(64 << 10, i)});
+    clients.push_back(*std::move(client));
+  }
+  ASSERT_TRUE(SendAllInterleaved(jobs, 8192, 3, Deadline()).ok());
+  for (TcpClient& c : clients) ASSERT_TRUE(c.ShutdownWrite().ok());
+  ASSERT_TRUE(reference->WaitUntil(
+      [&](const Subscriber::State& s) {
+        return s.closed.size() >= kClients || s.done;
+      },
+      Deadline()));
+  const uint64_t head = server->hub()->head_seq();
+
+  lossy_all->Release();
+  lossy_some->Release();
+  auto covered = [&](const Subscriber::State& s) {
+    return s.covered_seq >= head || s.done;
+  };
+  ASSERT_TRUE(lossy_all->WaitUntil(covered, Deadline()));
+  ASSERT_TRUE(lossy_some->WaitUntil(covered, Deadline()));
+
+  Subscriber::State ref = reference->Snapshot();
+  ASSERT_EQ(ref.events.size(), head) << "the reference starts at seq 1";
+  struct Case {
+    const char* name;
+    Subscriber::State state;
+    uint64_t start_head;
+    std::function<bool(const Event&)> matches;
+  };
+  Case cases[] = {
+      {"unfiltered", lossy_all->Snapshot(), started_all->head_seq(),
+       [](const Event&) { return true; }},
+      {"DATA+CLOSED", lossy_some->Snapshot(), started_some->head_seq(),
+       [](const Event& e) { return e.has_data() || e.has_closed(); }},
+  };
+  uint64_t total_lost = 0;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    uint64_t matched = 0;
+    for (const Event& e : ref.events) {
+      if (e.seq() > c.start_head && c.matches(e)) ++matched;
+    }
+    EXPECT_FALSE(c.state.done) << c.state.status.error_message();
+    EXPECT_GT(c.state.lost, 0u) << "the stall lost nothing: test too weak";
+    EXPECT_GT(c.state.events.size(), 0u);
+    EXPECT_EQ(c.state.events.size() + c.state.lost, matched);
+    ExpectSeqIncreasing(c.state.events, c.name);
+    for (const fanin::v1::Gap& gap : c.state.gaps) {
+      EXPECT_EQ(gap.reason(), fanin::v1::GAP_REASON_SUBSCRIBER_TOO_SLOW);
+      EXPECT_LE(gap.first_seq(), gap.last_seq());
+      EXPECT_LE(gap.lost(), gap.last_seq() - gap.first_seq() + 1);
+      uint64_t in_range = 0;
+      for (const Event& e : ref.events) {
+        if (e.seq() >= gap.first_seq() && e.seq() <= gap.last_seq() &&
+            c.matches(e)) {
+          ++in_range;
+        }
+      }
+      EXPECT_EQ(gap.lost(), in_range)
+          << "gap " << gap.first_seq() << ".." << gap.last_seq();
+      for (const Event& e : c.state.events) {
+        EXPECT_FALSE(e.seq() >= gap.first_seq() && e.seq() <= gap.last_seq())
+            << "event " << e.seq() << " inside a gap";
+      }
+    }
+    // Received events are the reference's, unchanged.
+    for (const Event& e : c.state.events) {
+      ASSERT_TRUE(c.matches(e));
+      const Event& r = ref.events[e.seq() - 1];
+      ASSERT_EQ(r.seq(), e.seq());
+      EXPECT_EQ(r.SerializeAsString(), e.SerializeAsString());
+    }
+    total_lost += c.state.lost;
+  }
+  auto stub = NewStub(address);
+  fanin::v1::GetStatsResponse stats;
+  auto context = NewContext();
+  ASSERT_TRUE(stub->GetStats(context.get(), {}, &stats).ok());
+  EXPECT_EQ(stats.events_lost(), total_lost);
+}
+
+// Filters by kind, listener and connection, payload options and batch size,
+// each compared with an unfiltered lossless reference.
+TEST_P(StreamTest, FiltersAndPayloadOptions) {
+  ServerConfig config = BaseConfig(GetParam());
+  config.core.listen.push_back({"other", "127.0.0.1:0"});
+  auto server = StartServer(config);
+  ASSERT_NE(server, nullptr);
+  const std::string address = server->grpc_address();
+  auto reference = Subscriber::Start(address, Lossless());
+  ASSERT_TRUE(reference->WaitStarted(Deadline()).ok());
+
+  // Client A first, so the connection filter can name its id.
+  auto a = ConnectTcp(ListenAddress(*server, "default"));
+  ASSERT_TRUE(a.ok());
+  const uint64_t a_id =
+      reference->WaitOpened(LocalAddressOf(a->fd()), Deadline());
+  ASSERT_NE(a_id, 0u);
+  const uint64_t a_opened_seq =
+      reference->WaitEvent(a_id, fanin::v1::EVENT_KIND_OPENED, Deadline())
+          ->seq();
+
+  SubscribeRequest kinds = Lossless();
+  kinds.add_kinds(fanin::v1::EVENT_KIND_OPENED);
+  kinds.add_kinds(fanin::v1::EVENT_KIND_CLOSED);
+  SubscribeRequest listeners = Lossless();
+  listeners.add_listeners("other");
+  SubscribeRequest one = Lossless();
+  one.add_connection_ids(a_id);
+  one.set_resume_after_seq(a_opened_seq - 1);  // Replays A's Opened.
+  SubscribeRequest omit = Lossless();
+  omit.set_omit_payload(true);
+  SubscribeRequest cap = Lossless();
+  cap.set_max_payload_bytes(5);
+  struct Case {
+    const char* name;
+    SubscribeRequest request;
+    std::function<bool(const Event&)> matches;
+    std::unique_ptr<Subscriber> sub;
+    uint64_t after = 0;
+  };
+  std::vector<Case> cases;
+  cases.push_back({"kinds", kinds, [](const Event& e) {
+                     return e.has_opened() || e.has_closed();
+                   }});
+  cases.push_back({"listeners", listeners,
+                   [](const Event& e) { return e.listener() == "other"; }});
+  cases.push_back({"connection_ids", one, [a_id](const Event& e) {
+                     return e.connection_id() == a_id;
+                   }});
+  cases.push_back({"omit_payload", omit, [](const Event&) { return true; }});
+  cases.push_back(
+      {"max_payload_bytes", cap, [](const Event&) { return true; }});
+  for (Case& c : cases) {
+    c.sub = Subscriber::Start(address, c.request);
+    auto started = c.sub->WaitStarted(Deadline());
+    ASSERT_TRUE(started.ok()) << c.name << ": " << started.status();
+    c.after = c.request.resume_after_seq() != 0 ? c.request.resume_after_seq()
+                                                : started->head_seq();
+  }
+
+  std::vector<TcpClient> clients;
+  clients.push_back(*std::move(a));
+  for (const char* listener : {"default", "other", "other"}) {
+    auto c = ConnectTcp(ListenAddress(*server, listener));
+    ASSERT_TRUE(c.ok());
+    clients.push_back(*std::move(c));
+  }
+  for (size_t i = 0; i < clients.size(); ++i) {
+    ASSERT_TRUE(
+        clients[i].SendAll(absl::StrCat("client ", i, " says hello")).ok());
+    ASSERT_TRUE(clients[i].ShutdownWrite().ok());
+  }
+  ASSERT_TRUE(reference->WaitUntil(
+      [&](const Subscriber::State& s) { return s.closed.size() >= 4; },
+      Deadline()));
+  Subscriber::State ref = reference->Snapshot();
+
+  for (Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    std::vector<Event> want;
+    for (const Event& e : ref.events) {
+      if (e.seq() > c.after && c.matches(e)) want.push_back(e);
+    }
+    ASSERT_FALSE(want.empty());
+    ASSERT_TRUE(c.sub->WaitUntil(
+        [&](const Subscriber::State& s) {
+          return s.events.size() >= want.size() || s.done;
+        },
+        Deadline()));
+    Subscriber::State got = c.sub->Snapshot();
+    ASSERT_EQ(SeqsOf(got.events), SeqsOf(want));
+    for (size_t i = 0; i < want.size(); ++i) {
+      const Event& w = want[i];
+      const Event& g = got.events[i];
+      ASSERT_EQ(KindOf(g), KindOf(w));
+      EXPECT_EQ(g.connection_id(), w.connection_id());
+      EXPECT_EQ(g.listener(), w.listener());
+      if (!w.has_data()) {
+        EXPECT_EQ(g.SerializeAsString(), w.SerializeAsString());
+        continue;
+      }
+      EXPECT_EQ(g.data().size(), w.data().size());
+      if (c.request.omit_payload()) {
+        EXPECT_EQ(g.data().payload(), "");
+      } else if (c.request.max_payload_bytes() > 0) {
+        EXPECT_EQ(g.data().payload(),
+                  w.data().payload().substr(0, c.request.max_payload_bytes()));
+      } else {
+        EXPECT_EQ(g.data().payload(), w.data().payload());
+      }
+    }
+  }
+
+  // max_batch_events: a replay of everything is available at once, so the
+  // server could send it in one batch; it must cut batches at 3.
+  SubscribeRequest batched = Lossless();
+  batched.set_max_batch_events(3);
+  batched.set_resume_after_seq(1);
+  auto batch_sub = Subscriber::Start(address, batched);
+  ASSERT_TRUE(batch_sub->WaitUntil(
+      [&](const Subscriber::State& s) {
+        return s.events.size() >= ref.events.size() - 1 || s.done;
+      },
+      Deadline()));
+  Subscriber::State b = batch_sub->Snapshot();
+  EXPECT_EQ(SeqsOf(b.events), SeqsOf(std::vector<Event>(ref.events.begin() + 1,
+                                                        ref.events.end())));
+  ASSERT_FALSE(b.batch_sizes.empty());
+  EXPECT_EQ(*std::max_element(b.batch_sizes.begin(), b.batch_sizes.end()), 3);
+}
+
+// Invalid subscriptions fail with INVALID_ARGUMENT naming the field.
+TEST_P(StreamTest, BadSubscribeRequestsNameTheField) {
+  auto server = StartServer(BaseConfig(GetParam()));
+  ASSERT_NE(server, nullptr);
+  struct Case {
+    SubscribeRequest request;
+    const char* field;
+  };
+  std::vector<Case> cases(3);
+  cases[0].request.add_listeners("nope");
+  cases[0].field = "listeners";
+  cases[1].request.add_kinds(static_cast<EventKind>(99));
+  cases[1].field = "kinds";
+  cases[2].request.set_delivery(static_cast<fanin::v1::Delivery>(7));
+  cases[2].field = "delivery";
+  for (const Case& c : cases) {
+    auto sub = Subscriber::Start(server->grpc_address(), c.request);
+    auto started = sub->WaitStarted(Deadline());
+    ASSERT_FALSE(started.ok()) << c.field;
+    EXPECT_EQ(started.status().code(), absl::StatusCode::kInvalidArgument)
+        << started.status();
+    EXPECT_NE(started.status().message().find(c.field), std::string::npos)
+        << started.status();
+  }
+}
+
+// Started, resume inside history, beyond history (HISTORY_EXPIRED), beyond
+// head (OUT_OF_RANGE) and from another epoch (EPOCH_CHANGED).
+TEST_P(StreamTest, StartedAndResume) {
+  ServerConfig config = BaseConfig(GetParam());
+  config.hub.history_events = 40;
+  auto server = StartServer(config);
+  ASSERT_NE(server, nullptr);
+  const std::string address = server->grpc_address();
+  const std::string listen = ListenAddress(*server, "default");
+
+  auto reference = Subscriber::Start(address, Lossless());
+  auto first = reference->WaitStarted(Deadline());
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_FALSE(first->server_epoch().empty());
+  EXPECT_EQ(first->oldest_seq(), 0u) << "empty history";
+  EXPECT_EQ(first->head_seq(), 0u);
+
+  // Each client: Opened, Data, ReadClosed, Closed.
+  int closed_so_far = 0;
+  auto run_clients = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      auto c = ConnectTcp(listen);
+      ASSERT_TRUE(c.ok());
+      ASSERT_TRUE(c->SendAll("x").ok());
+      ASSERT_TRUE(c->ShutdownWrite().ok());
+      std::string drained;
+      // The server closes once it has read our FIN.
+      ASSERT_TRUE(c->WaitForPeerClose(Deadline(), &drained));
+      ++closed_so_far;
+      ASSERT_TRUE(reference->WaitUntil(
+          [&](const Subscriber::State& s) {
+            return static_cast<int>(s.closed.size()) >= closed_so_far;
+          },
+          Deadline()));
+    }
+  };
+  run_clients(5);
+  Subscriber::State ref = reference->Snapshot();
+  ASSERT_EQ(ref.events.size(), 20u);
+  ExpectSeqIncreasing(ref.events, "reference");
+  EXPECT_EQ(ref.events.front().seq(), 1u);
+
+  {
+    auto sub = Subscriber::Start(address, Lossless());
+    auto started = sub->WaitStarted(Deadline());
+    ASSERT_TRUE(started.ok());
+    EXPECT_EQ(started->server_epoch(), first->server_epoch());
+    EXPECT_EQ(started->oldest_seq(), 1u);
+    EXPECT_EQ(started->head_seq(), 20u);
+  }
+  {
+    SubscribeRequest r = Lossless();
+    r.set_resume_after_seq(7);
+    r.set_resume_epoch(first->server_epoch());
+    auto sub = Subscriber::Start(address, r);
+    ASSERT_TRUE(sub->WaitUntil(
+        [](const Subscriber::State& s) { return s.events.size() >= 13; },
+        Deadline()));
+    Subscriber::State s = sub->Snapshot();
+    EXPECT_TRUE(s.gaps.empty());
+    ASSERT_EQ(s.events.size(), 13u);
+    for (size_t i = 0; i < 13; ++i) {
+      EXPECT_EQ(s.events[i].SerializeAsString(),
+                ref.events[7 + i].SerializeAsString());
+    }
+  }
+  {
+    SubscribeRequest r;
+    r.set_resume_after_seq(21);
+    auto sub = Subscriber::Start(address, r);
+    auto started = sub->WaitStarted(Deadline());
+    ASSERT_FALSE(started.ok());
+    EXPECT_EQ(started.status().code(), absl::StatusCode::kOutOfRange);
+    EXPECT_NE(started.status().message().find("resume_after_seq"),
+              std::string::npos)
+        << started.status();
+  }
+  // resume_after_seq == head: nothing replayed, the next live event first.
+  SubscribeRequest at_head = Lossless();
+  at_head.set_resume_after_seq(20);
+  auto live = Subscriber::Start(address, at_head);
+  ASSERT_TRUE(live->WaitStarted(Deadline()).ok());
+
+  run_clients(10);  // 40 more events: history now holds 21..60.
+  ref = reference->Snapshot();
+  ASSERT_EQ(ref.events.size(), 60u);
+  ASSERT_TRUE(live->WaitUntil(
+      [](const Subscriber::State& s) { return s.events.size() >= 40; },
+      Deadline()));
+  EXPECT_EQ(live->Snapshot().events.front().seq(), 21u);
+
+  {
+    SubscribeRequest r = Lossless();
+    r.set_resume_after_seq(5);
+    auto sub = Subscriber::Start(address, r);
+    auto started = sub->WaitStarted(Deadline());
+    ASSERT_TRUE(started.ok());
+    EXPECT_EQ(started->oldest_seq(), 21u);
+    EXPECT_EQ(started->head_seq(), 60u);
+    ASSERT_TRUE(sub->WaitUntil(
+        [](const Subscriber::State& s) { return s.events.size() >= 40; },
+        Deadline()));
+    Subscriber::State s = sub->Snapshot();
+    ASSERT_EQ(s.gaps.size(), 1u);
+    EXPECT_EQ(s.gaps[0].reason(), fanin::v1::GAP_REASON_HISTORY_EXPIRED);
+    EXPECT_EQ(s.gaps[0].first_seq(), 6u);
+    EXPECT_EQ(s.gaps[0].last_seq(), 20u);
+    EXPECT_EQ(s.gaps[0].lost(), 15u) << "every expired seq counts";
+    ASSERT_TRUE(s.messages.front().has_gap()) << "the gap comes first";
+    ASSERT_EQ(s.events.size(), 40u);
+    for (size_t i = 0; i < 40; ++i) {
+      EXPECT_EQ(s.events[i].SerializeAsString(),
+                ref.events[20 + i].SerializeAsString());
+    }
+  }
+  {
+    SubscribeRequest r = Lossless();
+    r.set_resume_after_seq(3);
+    r.set_resume_epoch("not-" + first->server_epoch());
+    auto sub = Subscriber::Start(address, r);
+    ASSERT_TRUE(sub->WaitUntil(
+        [](const Subscriber::State& s) { return !s.events.empty() || s.done; },
+        Deadline()));
+    Subscriber::State s = sub->Snapshot();
+    ASSERT_FALSE(s.messages.empty());
+    ASSERT_TRUE(s.messages.front().has_gap());
+    EXPECT_EQ(s.messages.front().gap().reason(),
+              fanin::v1::GAP_REASON_EPOCH_CHANGED);
+    EXPECT_EQ(s.messages.front().gap().lost(), 0u)
+        << "fanin.proto: for EPOCH_CHANGED lost is 0 (unknowable)";
+    ASSERT_FALSE(s.events.empty());
+    EXPECT_EQ(s.events.front().seq(), 21u) << "the oldest retained event";
+  }
+}
+
+// An idle stream gets heartbeats carrying head_seq and its delivered count.
+TEST_P(StreamTest, HeartbeatOnIdleStream) {
+  ServerConfig config = BaseConfig(GetParam());
+  config.service.heartbeat_interval = absl::Milliseconds(200);
+  auto server = StartServer(config);
+  ASSERT_NE(server, nullptr);
+  auto sub = Subscriber::Start(server->grpc_address(), Lossless());
+  ASSERT_TRUE(sub->WaitStarted(Deadline()).ok());
+  auto client = ConnectTcp(ListenAddress(*server, "default"));
+  ASSERT_TRUE(client.ok());
+  ASSERT_TRUE(client->SendAll("ping").ok());
+  uint64_t id = sub->WaitOpened(LocalAddressOf(client->fd()), Deadline());
+  ASSERT_TRUE(sub->WaitEvent(id, fanin::v1::EVENT_KIND_DATA, Deadline()));
+  const uint64_t head = server->hub()->head_seq();
+  ASSERT_TRUE(sub->WaitUntil(
+      [&](const Subscriber::State& s) {
+        return !s.heartbeats.empty() && s.heartbeats.back().delivered() >= 2;
+      },
+      Deadline()));
+  Subscriber::State s = sub->Snapshot();
+  const fanin::v1::Heartbeat& hb = s.heartbeats.back();
+  EXPECT_EQ(hb.head_seq(), head);
+  EXPECT_EQ(hb.delivered(), s.events.size());
+  EXPECT_EQ(hb.lost(), 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllPollers, StreamTest,
+                         ::testing::ValuesIn(AllPollers()), PollerTestName);
+
+}  // namespace
+}  // namespace fanin::servertest
