@@ -71,12 +71,13 @@ absl::StatusOr<std::shared_ptr<EventHub::Subscription>> EventHub::Subscribe(
     started->head_seq = head_;
     if (!spec.resume_epoch.empty() && spec.resume_epoch != epoch_) {
       // The seq belongs to an earlier lifetime: start at the oldest retained
-      // event; what this epoch already expired is reported as the gap.
+      // event. What the subscriber missed is unknowable (the seqs are from
+      // another numbering), so lost is 0 as fanin.proto specifies.
       sub->cursor = oldest;
       sub->pending_gap =
-          oldest > 1 ? MakeGap(1, oldest - 1, oldest - 1,
-                               fanin::v1::GAP_REASON_EPOCH_CHANGED)
-                     : MakeGap(0, 0, 0, fanin::v1::GAP_REASON_EPOCH_CHANGED);
+          oldest > 1
+              ? MakeGap(1, oldest - 1, 0, fanin::v1::GAP_REASON_EPOCH_CHANGED)
+              : MakeGap(0, 0, 0, fanin::v1::GAP_REASON_EPOCH_CHANGED);
     } else if (spec.resume_after_seq == 0) {
       sub->cursor = head_ + 1;
     } else if (spec.resume_after_seq > head_) {
