@@ -127,7 +127,9 @@ TEST_P(EventLoopTest, ReportsBackendName) {
 }
 
 TEST_P(EventLoopTest, DeliversDataThenEof) {
-  auto [a, b] = UnixPair();
+  const std::pair<int, int> a_b = UnixPair();
+  const int a = a_b.first;
+  const int b = a_b.second;
   Conn conn(loop_.get(), a);
   ASSERT_TRUE(loop_->Watch(a, kReadable, &conn).ok());
   EXPECT_EQ(loop_->Watch(a, kReadable, &conn).code(),
@@ -145,7 +147,9 @@ TEST_P(EventLoopTest, DeliversDataThenEof) {
 // byte must reach the handler before the half-close does, on every backend,
 // even with a small read budget (edge mode: via Redispatch).
 TEST_P(EventLoopTest, HalfCloseWithUnreadDataDeliversDataFirst) {
-  auto [client, server] = TcpPair();
+  const std::pair<int, int> client_server = TcpPair();
+  const int client = client_server.first;
+  const int server = client_server.second;
   std::string sent(256 * 1024, '\0');
   for (size_t i = 0; i < sent.size(); ++i) sent[i] = static_cast<char>(i * 7);
   Conn conn(loop_.get(), server, /*budget=*/4096);
@@ -172,7 +176,9 @@ TEST_P(EventLoopTest, HalfCloseWithUnreadDataDeliversDataFirst) {
 }
 
 TEST_P(EventLoopTest, ResetIsReportedAndHandlerStopsIt) {
-  auto [client, server] = TcpPair();
+  const std::pair<int, int> client_server = TcpPair();
+  const int client = client_server.first;
+  const int server = client_server.second;
   Conn conn(loop_.get(), server);
   ASSERT_TRUE(loop_->Watch(server, kReadable, &conn).ok());
   linger lg{1, 0};
@@ -203,9 +209,15 @@ TEST_P(EventLoopTest, NoBusyLoopOnIgnoredOrDeadFds) {
       }
     }
   };
-  auto [a, b] = UnixPair();           // data left unread, interest removed
-  auto [c, d] = UnixPair();           // hung up, interest removed
-  auto [client, server] = TcpPair();  // reset, unwatched
+  const std::pair<int, int> a_b = UnixPair();
+  const int a = a_b.first;
+  const int b = a_b.second;  // data left unread, interest removed
+  const std::pair<int, int> c_d = UnixPair();
+  const int c = c_d.first;
+  const int d = c_d.second;  // hung up, interest removed
+  const std::pair<int, int> client_server = TcpPair();
+  const int client = client_server.first;
+  const int server = client_server.second;  // reset, unwatched
   Quiet qa, qc, qs;
   qa.loop = qc.loop = qs.loop = loop_.get();
   qa.fd = a;
@@ -285,9 +297,15 @@ TEST_P(EventLoopTest, ReusedFdNeverGetsStaleEvents) {
     }
   };
   for (int round = 0; round < 20; ++round) {
-    auto [a, a_peer] = UnixPair();
-    auto [b, b_peer] = UnixPair();
-    auto [f, f_peer] = UnixPair();
+    const std::pair<int, int> a_a_peer = UnixPair();
+    const int a = a_a_peer.first;
+    const int a_peer = a_a_peer.second;
+    const std::pair<int, int> b_b_peer = UnixPair();
+    const int b = b_b_peer.first;
+    const int b_peer = b_b_peer.second;
+    const std::pair<int, int> f_f_peer = UnixPair();
+    const int f = f_f_peer.first;
+    const int f_peer = f_f_peer.second;
     ASSERT_EQ(write(a_peer, "x", 1), 1);
     ASSERT_EQ(write(b_peer, "x", 1), 1);
     ASSERT_EQ(write(f_peer, "x", 1), 1);
@@ -326,7 +344,9 @@ TEST_P(EventLoopTest, ReusedFdNeverGetsStaleEvents) {
 // gets a bounded slice per iteration and, in edge mode, keeps being called
 // through Redispatch until drained, with no new readiness edge.
 TEST_P(EventLoopTest, FireHoseDoesNotStarveOthers) {
-  auto [hose, hose_peer] = UnixPair();
+  const std::pair<int, int> hose_hose_peer = UnixPair();
+  const int hose = hose_hose_peer.first;
+  const int hose_peer = hose_hose_peer.second;
   int big = 4 << 20;
   setsockopt(hose_peer, SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
   setsockopt(hose, SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
@@ -377,7 +397,9 @@ TEST_P(EventLoopTest, RedispatchMergesAndIsDroppedAfterUnwatch) {
     std::vector<uint32_t> events;
     void OnIo(uint32_t e) override { events.push_back(e); }
   };
-  auto [a, b] = UnixPair();
+  const std::pair<int, int> a_b = UnixPair();
+  const int a = a_b.first;
+  const int b = a_b.second;
   Recorder rec;
   ASSERT_TRUE(loop_->Watch(a, 0, &rec).ok());
   loop_->Redispatch(a, kReadable);
