@@ -185,7 +185,7 @@ absl::Status Listener::Start(reactor::EventLoop* loop,
     return absl::FailedPreconditionError(
         absl::StrCat("listener ", name_, " already started"));
   }
-  absl::Status s = loop->Watch(fd_, reactor::kReadable, this);
+  absl::Status s = loop->Watch(fd_, paused_ ? 0 : reactor::kReadable, this);
   if (!s.ok()) return s;
   loop_ = loop;
   on_accept_ = std::move(on_accept);

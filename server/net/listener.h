@@ -53,7 +53,8 @@ class Listener : public reactor::IoHandler {
   // Loop thread: starts accepting on loop. FailedPrecondition if already
   // started or closed; else the loop's Watch status.
   absl::Status Start(reactor::EventLoop* loop, AcceptCallback on_accept);
-  // Loop thread: stop accepting (the kernel backlog then pushes back).
+  // Loop thread (or before Start): stop accepting (the kernel backlog then
+  // pushes back on clients).
   void Pause();
   // Loop thread: accept again after Pause.
   void Resume();

@@ -85,7 +85,8 @@ bool EventLoop::IsInLoopThread() const {
 }
 
 void EventLoop::Run() {
-  ABSL_RAW_CHECK(!running_.exchange(true), "EventLoop::Run called twice");
+  const bool already_running = running_.exchange(true);
+  ABSL_RAW_CHECK(!already_running, "EventLoop::Run called twice");
   loop_thread_.store(std::this_thread::get_id());
   do {
     RunOneIteration();
@@ -171,7 +172,8 @@ void EventLoop::Unwatch(int fd) {
     return;
   }
   absl::Status s = poller_->Unwatch(fd);
-  // EBADF: closed before Unwatch; epoll already forgot it, nothing to undo.
+  // The slot is freed whatever the poller says; a failure here means the fd
+  // was closed before Unwatch (a caller bug worth seeing in the log).
   if (!s.ok() && !absl::IsNotFound(s) && !absl::IsInvalidArgument(s)) {
     ABSL_RAW_LOG(WARNING, "EventLoop::Unwatch: %s", s.ToString().c_str());
   }
@@ -203,6 +205,10 @@ uint64_t EventLoop::iterations() const {
 }
 
 absl::Time EventLoop::last_iteration_start() const {
+  if (running_.load(std::memory_order_relaxed) &&
+      waiting_.load(std::memory_order_relaxed)) {
+    return absl::Now();
+  }
   return absl::FromUnixNanos(
       last_iteration_start_ns_.load(std::memory_order_relaxed));
 }
@@ -223,8 +229,6 @@ absl::Duration EventLoop::NextTimeout(bool has_posted) {
 
 void EventLoop::RunOneIteration() {
   const uint64_t iteration = iterations_.load(std::memory_order_relaxed) + 1;
-  last_iteration_start_ns_.store(absl::ToUnixNanos(absl::Now()),
-                                 std::memory_order_relaxed);
   bool has_posted;
   {
     absl::MutexLock lock(&mu_);
@@ -234,14 +238,16 @@ void EventLoop::RunOneIteration() {
                                      ? absl::ZeroDuration()
                                      : NextTimeout(has_posted);
   ready_.clear();
+  waiting_.store(true, std::memory_order_relaxed);
   absl::Status s = poller_->Wait(timeout, &ready_);
-  if (!s.ok()) {
+  last_iteration_start_ns_.store(absl::ToUnixNanos(absl::Now()),
+                                 std::memory_order_relaxed);
+  waiting_.store(false, std::memory_order_relaxed);
+  if (!s.ok() && wait_failures_++ % 1000 == 0) {
     // Not expected once the fds are valid; log sparsely rather than flood.
-    static std::atomic<uint64_t> failures{0};
-    if (failures.fetch_add(1) % 1000 == 0) {
-      ABSL_RAW_LOG(ERROR, "EventLoop(%s): %s",
-                   std::string(poller_->name()).c_str(), s.ToString().c_str());
-    }
+    ABSL_RAW_LOG(ERROR, "EventLoop(%s): %s (%llu failures)",
+                 std::string(poller_->name()).c_str(), s.ToString().c_str(),
+                 static_cast<unsigned long long>(wait_failures_));  // NOLINT
   }
   DispatchIo(iteration);
   RunTimers(MonotonicNow());

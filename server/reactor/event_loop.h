@@ -85,6 +85,8 @@ class EventLoop {
   absl::Status Watch(int fd, uint32_t interest, IoHandler* handler);
   // Loop thread. Changes the interest of a watched fd (0 = nothing at all:
   // not even kHangup/kError are reported). NotFound if fd is not watched.
+  // The same interest again is a no-op (it does not re-arm an edge; use
+  // Redispatch for that).
   absl::Status Rewatch(int fd, uint32_t interest);
   // Loop thread. From now on the handler gets nothing, even events already
   // collected in this iteration (generation tag). No-op if not watched. Call
@@ -109,8 +111,12 @@ class EventLoop {
 
   // Any thread (atomic): completed loop iterations.
   uint64_t iterations() const;
-  // Any thread (atomic): when the current/last iteration started; a value far
-  // in the past while running means a stuck handler (health checks).
+  // Any thread (atomic): when the loop last woke up to work (the start of the
+  // current or last iteration's processing). While the loop is blocked
+  // waiting for events it returns absl::Now(): an idle loop is not stuck. So
+  // absl::Now() - last_iteration_start() is how long the loop has been busy
+  // without coming back to wait; a large value means a stuck handler.
+  // absl::UnixEpoch() before the first Run.
   absl::Time last_iteration_start() const;
   // Any thread (atomic): eventfd wake-ups written by Post from other threads
   // (one per batch of posts; for metrics).
@@ -176,6 +182,8 @@ class EventLoop {
   std::atomic<uint64_t> iterations_{0};
   std::atomic<uint64_t> wakeups_{0};
   std::atomic<int64_t> last_iteration_start_ns_{0};
+  std::atomic<bool> waiting_{false};  // blocked in Poller::Wait
+  uint64_t wait_failures_ = 0;
 
   // Loop-thread state.
   std::vector<Slot> slots_;  // indexed by fd

@@ -522,6 +522,30 @@ TEST_P(EventLoopTest, StopFromAnotherThreadWakesABlockedLoop) {
   EXPECT_EQ(loop_->iterations(), before + 1);
 }
 
+// For health checks: an idle loop (blocked waiting) looks fresh, a loop stuck
+// in a handler looks older and older.
+TEST_P(EventLoopTest, LastIterationStartShowsAStuckLoopNotAnIdleOne) {
+  EXPECT_EQ(loop_->last_iteration_start(), absl::UnixEpoch());
+  LoopThread thread(loop_.get());
+  absl::SleepFor(absl::Milliseconds(100));  // idle for a while
+  EXPECT_LT(absl::Now() - loop_->last_iteration_start(),
+            absl::Milliseconds(50));
+  absl::Notification entered, release;
+  loop_->Post([&] {
+    entered.Notify();
+    release.WaitForNotification();  // a handler that blocks: a stuck loop
+  });
+  entered.WaitForNotification();
+  EXPECT_TRUE(WaitFor([&] {
+    return absl::Now() - loop_->last_iteration_start() >=
+           absl::Milliseconds(100);
+  }));
+  release.Notify();
+  EXPECT_TRUE(WaitFor([&] {
+    return absl::Now() - loop_->last_iteration_start() < absl::Milliseconds(50);
+  }));
+}
+
 TEST_P(EventLoopTest, TasksLeftAtDestructionAreDestroyedNotRun) {
   auto token = std::make_shared<int>(7);
   bool ran = false;
