@@ -438,10 +438,8 @@ std::string FormatHeartbeatJson(const v1::Heartbeat& heartbeat) {
 std::string FormatGapText(const v1::Gap& gap) {
   switch (gap.reason()) {
     case v1::GAP_REASON_EPOCH_CHANGED:
-      return absl::StrCat(
-          "gap: the server restarted (new epoch); events of the old epoch "
-          "after the resume point are lost (seq ",
-          gap.first_seq(), "..", gap.last_seq(), ")");
+      return "gap: the server restarted (new epoch); events of the old "
+             "epoch that were not delivered are lost";
     case v1::GAP_REASON_HISTORY_EXPIRED:
       return absl::StrCat("gap: seq ", gap.first_seq(), "..", gap.last_seq(),
                           " expired from the server's history (", gap.lost(),

@@ -62,6 +62,17 @@ bool ReadAllStdin(std::string* out) {
   }
 }
 
+int ConnectionNotFound(uint64_t id, const grpc::Status& status) {
+  std::string detail;
+  if (!status.error_message().empty() &&
+      status.error_message().find("not found") == std::string::npos) {
+    detail = absl::StrCat(" (", status.error_message(), ")");
+  }
+  PrintError(absl::StrCat("connection ", id, " not found", detail,
+                          " \xe2\x80\x94 see `fanin list`"));
+  return kExitNotFound;
+}
+
 // ---- write ----
 
 int RunWrite(const Invocation& inv) {
@@ -102,10 +113,7 @@ int RunWrite(const Invocation& inv) {
   grpc::Status status = stub->Write(&context, request, &response);
   std::string what = absl::StrCat("write to connection ", id);
   if (status.error_code() == grpc::StatusCode::NOT_FOUND) {
-    PrintError(absl::StrCat("connection ", id, " not found (",
-                            status.error_message(),
-                            ") \xe2\x80\x94 see `fanin list`"));
-    return kExitNotFound;
+    return ConnectionNotFound(id, status);
   }
   if (!status.ok()) return RpcFailed(status, *connection, what);
 
@@ -149,10 +157,7 @@ int RunClose(const Invocation& inv) {
   v1::CloseConnectionResponse response;
   grpc::Status status = stub->CloseConnection(&context, request, &response);
   if (status.error_code() == grpc::StatusCode::NOT_FOUND) {
-    PrintError(absl::StrCat("connection ", id, " not found (",
-                            status.error_message(),
-                            ") \xe2\x80\x94 see `fanin list`"));
-    return kExitNotFound;
+    return ConnectionNotFound(id, status);
   }
   if (!status.ok()) {
     return RpcFailed(status, *connection,

@@ -28,6 +28,8 @@ namespace {
 
 constexpr absl::Duration kInitialBackoff = absl::Milliseconds(100);
 constexpr absl::Duration kMaxBackoff = absl::Seconds(5);
+// How often a wait for the channel checks for Ctrl-C.
+constexpr absl::Duration kSignalCheck = absl::Milliseconds(100);
 
 // What ends a watch from outside the reading thread: a signal (from
 // SignalWatcher's thread). Cancels the call in flight and wakes the back-off
@@ -283,14 +285,37 @@ class Watcher {
             " with back-off, resuming after seq ", resume_seq_));
         failing = true;
       }
-      absl::Duration wait = std::min(backoff, o_.end - absl::Now());
-      if (wait > absl::ZeroDuration() && control->SleepFor(wait)) {
+      if (WaitToRetry(std::min(backoff, o_.end - absl::Now()), control)) {
         return 128 + control->signal();
       }
     }
   }
 
  private:
+  // Waits up to `wait` before the next attempt; returns true when a signal
+  // stopped the watch. While the channel is down this ends as soon as it is
+  // READY again, so a restarted server is picked up within gRPC's own
+  // reconnect back-off rather than after our whole back-off.
+  bool WaitToRetry(absl::Duration wait, StopControl* control) {
+    const std::shared_ptr<grpc::Channel>& channel = connection_.channel();
+    if (channel->GetState(false) == GRPC_CHANNEL_READY) {
+      // The call failed on a healthy channel (e.g. the server ended it):
+      // a plain pause keeps this from spinning.
+      return wait > absl::ZeroDuration() && control->SleepFor(wait);
+    }
+    absl::Time until = absl::Now() + wait;
+    while (control->signal() == 0) {
+      absl::Time now = absl::Now();
+      if (now >= until) break;
+      grpc_connectivity_state state = channel->GetState(true);
+      if (state == GRPC_CHANNEL_READY) break;
+      // Short steps: a Ctrl-C cannot interrupt WaitForStateChange.
+      channel->WaitForStateChange(
+          state, absl::ToChronoTime(std::min(until, now + kSignalCheck)));
+    }
+    return control->signal() != 0;
+  }
+
   int Finish(int code) {
     if (!out_.Flush()) return OutputFailureExit(out_);
     return code;
@@ -309,9 +334,8 @@ class Watcher {
       Notice(absl::StrCat(
           "the server restarted: new epoch ", epoch, " (was ", last_epoch_,
           "); events of the old epoch after seq ", resume_seq_,
-          " that were not printed are lost; continuing with the new epoch's "
-          "history from seq ",
-          started.oldest_seq()));
+          " that were not printed are lost; continuing from the new epoch's "
+          "oldest retained event"));
     } else if (reconnect) {
       Notice(absl::StrCat("reconnected to ", connection_.server(), " (epoch ",
                           epoch, "), resuming after seq ", resume_seq_));
