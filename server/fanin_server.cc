@@ -1,21 +1,58 @@
 #include "server/fanin_server.h"
 
+#include <fstream>
+#include <sstream>
+
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
+#include "server/ops/log.h"
 
 namespace fanin {
 namespace {
 
 constexpr char kServiceName[] = "fanin.v1.FanIn";
 
-void SetServing(grpc::Server* server, bool serving) {
-  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
-  if (health == nullptr) return;
-  health->SetServingStatus("", serving);
-  health->SetServingStatus(kServiceName, serving);
+absl::StatusOr<std::string> ReadPem(const char* flag, const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  if (!in || buffer.str().empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, "=", path, ": cannot read the PEM file"));
+  }
+  return buffer.str();
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials(
+    const TlsFiles& tls) {
+  if (tls.cert_file.empty() && tls.key_file.empty() &&
+      tls.client_ca_file.empty()) {
+    return grpc::InsecureServerCredentials();
+  }
+  if (tls.cert_file.empty() || tls.key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls_cert and --tls_key go together (and --tls_client_ca needs "
+        "both)");
+  }
+  auto cert = ReadPem("tls_cert", tls.cert_file);
+  if (!cert.ok()) return cert.status();
+  auto key = ReadPem("tls_key", tls.key_file);
+  if (!key.ok()) return key.status();
+  grpc::SslServerCredentialsOptions options(
+      tls.client_ca_file.empty()
+          ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+          : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  if (!tls.client_ca_file.empty()) {
+    auto ca = ReadPem("tls_client_ca", tls.client_ca_file);
+    if (!ca.ok()) return ca.status();
+    options.pem_root_certs = *ca;
+  }
+  options.pem_key_cert_pairs.push_back({*key, *cert});
+  return grpc::SslServerCredentials(options);
 }
 
 }  // namespace
@@ -25,6 +62,30 @@ absl::StatusOr<std::unique_ptr<FaninServer>> FaninServer::Start(
   auto server = absl::WrapUnique(new FaninServer());
   server->config_ = std::move(config);
   ServerConfig& c = server->config_;
+  auto credentials = MakeCredentials(c.tls);
+  if (!credentials.ok()) return credentials.status();
+  c.auth.mtls = !c.tls.client_ca_file.empty();
+  auto auth = ops::Authorizer::Create(c.auth);
+  if (!auth.ok()) return auth.status();
+  server->auth_ = *std::move(auth);
+  if (server->auth_->enabled()) {
+    ops::Authorizer* a = server->auth_.get();
+    c.service.authorize = [a](grpc::CallbackServerContext* context,
+                              grpc_api::Access access) {
+      return a->Check(context, access);
+    };
+  }
+  server->metrics_ = std::make_shared<ops::Metrics>();
+  {
+    ops::Metrics* m = server->metrics_.get();
+    auto previous = std::move(c.service.on_batch_sent);
+    c.service.on_batch_sent =
+        [m, previous](const std::vector<fanout::EventPtr>& events) {
+          m->OnBatchSent(events);
+          if (previous) previous(events);
+        };
+  }
+
   server->hub_ = std::make_unique<fanout::EventHub>(c.hub);
   auto core = core::FaninCore::Create(c.core, server->hub_.get());
   if (!core.ok()) return core.status();
@@ -36,8 +97,7 @@ absl::StatusOr<std::unique_ptr<FaninServer>> FaninServer::Start(
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(c.grpc_address, grpc::InsecureServerCredentials(),
-                           &port);
+  builder.AddListeningPort(c.grpc_address, *credentials, &port);
   builder.RegisterService(server->service_.get());
   builder.SetMaxReceiveMessageSize(c.max_grpc_message_bytes);
   builder.SetMaxSendMessageSize(c.max_grpc_message_bytes);
@@ -56,21 +116,88 @@ absl::StatusOr<std::unique_ptr<FaninServer>> FaninServer::Start(
   }
   absl::Status started = server->core_->Start();
   if (!started.ok()) return started;
-  SetServing(server->server_.get(), true);
+
+  FaninServer* self = server.get();
+  server->watchdog_ = std::make_unique<ops::Watchdog>(
+      server->core_->loops(), c.watchdog, [self](bool healthy) {
+        {
+          absl::MutexLock lock(&self->health_mu_);
+          self->loops_healthy_ = healthy;
+        }
+        self->UpdateHealth();
+      });
+  server->metrics_->SetSources({.core = server->core_.get(),
+                                .hub = server->hub_.get(),
+                                .service = server->service_.get(),
+                                .auth = server->auth_.get(),
+                                .watchdog = server->watchdog_.get(),
+                                .serving = [self] { return self->serving(); }});
+  if (!c.metrics_address.empty()) {
+    absl::Status metrics = server->metrics_->Serve(c.metrics_address);
+    if (!metrics.ok()) return metrics;
+  }
+  {
+    absl::MutexLock lock(&server->health_mu_);
+    server->health_started_ = true;
+  }
+  server->UpdateHealth();
+  server->watchdog_->Start();
+  ops::Log(ops::LogLevel::kInfo, "serving",
+           {{"grpc", server->grpc_address_},
+            {"tls", c.tls.cert_file.empty()        ? "off"
+                    : c.tls.client_ca_file.empty() ? "tls"
+                                                   : "mtls"},
+            {"auth", server->auth_->enabled() ? "on" : "off"},
+            {"metrics", server->metrics_->bound_address()},
+            {"poller", server->core_->GetStats().poller},
+            {"loops", server->core_->loops()->size()},
+            {"epoch", server->hub_->epoch()}});
   return server;
 }
 
 FaninServer::~FaninServer() { Shutdown(); }
 
+bool FaninServer::serving() const {
+  absl::MutexLock lock(&health_mu_);
+  return health_started_ && !draining_ && loops_healthy_;
+}
+
+void FaninServer::UpdateHealth() {
+  // Under the lock so two updaters cannot publish in the wrong order.
+  absl::MutexLock lock(&health_mu_);
+  if (server_ == nullptr) return;
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  if (health == nullptr) return;
+  const bool serving = health_started_ && !draining_ && loops_healthy_;
+  health->SetServingStatus("", serving);
+  health->SetServingStatus(kServiceName, serving);
+}
+
+absl::Status FaninServer::ReloadCredentials() {
+  if (auth_ == nullptr) return absl::OkStatus();
+  return auth_->Reload();
+}
+
 void FaninServer::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
   if (server_ == nullptr) {
+    if (watchdog_) watchdog_->Stop();
+    if (metrics_) metrics_->Stop();
     if (core_) core_->Shutdown(absl::ZeroDuration());
     return;
   }
   const absl::Time deadline = absl::Now() + config_.drain_timeout;
-  SetServing(server_.get(), false);
+  {
+    absl::MutexLock lock(&health_mu_);
+    draining_ = true;
+  }
+  UpdateHealth();
+  watchdog_->Stop();
+  ops::Log(ops::LogLevel::kInfo, "draining",
+           {{"connections", core_->GetStats().connections_open},
+            {"streams", service_->active_streams()},
+            {"timeout_ms", absl::ToInt64Milliseconds(config_.drain_timeout)}});
   // Connections first, so their CLOSED(SERVER_SHUTDOWN) events reach the
   // streams before those drain.
   core_->Shutdown(config_.drain_timeout / 2);
@@ -78,8 +205,12 @@ void FaninServer::Shutdown() {
   while (service_->active_streams() > 0 && absl::Now() < deadline) {
     absl::SleepFor(absl::Milliseconds(5));
   }
+  const size_t unfinished = service_->active_streams();
   server_->Shutdown(absl::ToChronoTime(std::max(deadline, absl::Now())));
   server_->Wait();
+  metrics_->Stop();
+  ops::Log(unfinished == 0 ? ops::LogLevel::kInfo : ops::LogLevel::kWarning,
+           "drained", {{"streams_cut", unfinished}});
 }
 
 }  // namespace fanin

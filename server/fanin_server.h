@@ -17,20 +17,40 @@
 #include <utility>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "server/core/fanin_core.h"
 #include "server/fanout/event_hub.h"
 #include "server/grpc/fanin_service.h"
+#include "server/ops/auth.h"
+#include "server/ops/metrics.h"
+#include "server/ops/watchdog.h"
 
 namespace fanin {
+
+// PEM files for gRPC over TLS. All empty: plaintext (the default, for a
+// sidecar or a unix socket). cert and key go together; client_ca turns on
+// mutual TLS (client certificates required and verified against it).
+struct TlsFiles {
+  std::string cert_file;
+  std::string key_file;
+  std::string client_ca_file;
+};
 
 struct ServerConfig {
   core::CoreOptions core;
   fanout::HubOptions hub;
   grpc_api::ServiceOptions service;
   std::string grpc_address = "127.0.0.1:50051";
+  TlsFiles tls;
+  // Access control (see ops/auth.h); auth.mtls is set from tls.client_ca_file.
+  ops::AuthOptions auth;
+  // "HOST:PORT" for the Prometheus endpoint (/metrics); empty: none.
+  std::string metrics_address;
+  ops::Watchdog::Options watchdog;
   // Bound on the whole graceful shutdown.
   absl::Duration drain_timeout = absl::Seconds(10);
   int max_grpc_message_bytes = 4 << 20;
@@ -39,12 +59,18 @@ struct ServerConfig {
 class FaninServer {
  public:
   // Binds everything and starts serving; health is SERVING on return.
+  // INVALID_ARGUMENT for unreadable TLS files or a bad tokens file,
+  // UNAVAILABLE when an address cannot be bound.
   static absl::StatusOr<std::unique_ptr<FaninServer>> Start(
       ServerConfig config);
   ~FaninServer();
 
   // "127.0.0.1:41234" (the chosen port when 0 was asked) or "unix:PATH".
   const std::string& grpc_address() const { return grpc_address_; }
+  // "127.0.0.1:9464" of the metrics endpoint; empty without one.
+  std::string metrics_address() const {
+    return metrics_ ? metrics_->bound_address() : std::string();
+  }
   // (listener name, bound address) in listener order.
   std::vector<std::pair<std::string, std::string>> listen_addresses() const {
     return core_->bound_addresses();
@@ -53,14 +79,24 @@ class FaninServer {
   // Graceful drain, bounded by drain_timeout: health NOT_SERVING, stop
   // accepting, flush and close connections (CLOSED(SERVER_SHUTDOWN) events),
   // let every stream deliver what it is owed and finish OK, then stop gRPC.
-  // Idempotent; blocks.
+  // Idempotent; blocks. Call from one thread.
   void Shutdown();
+
+  // Re-reads the tokens file (SIGHUP); the old credentials stay on error.
+  // Any thread.
+  absl::Status ReloadCredentials();
+
+  // What grpc.health.v1 says now: listeners up, every loop turning, not
+  // draining. Any thread.
+  bool serving() const;
 
   core::FaninCore* core() const { return core_.get(); }
   fanout::EventHub* hub() const { return hub_.get(); }
 
  private:
   FaninServer() = default;
+  // Publishes serving() to the health service.
+  void UpdateHealth();
 
   ServerConfig config_;
   std::string grpc_address_;
@@ -68,7 +104,15 @@ class FaninServer {
   std::unique_ptr<core::FaninCore> core_;
   std::unique_ptr<grpc_api::FaninService> service_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<ops::Authorizer> auth_;
+  std::shared_ptr<ops::Metrics> metrics_;
+  std::unique_ptr<ops::Watchdog> watchdog_;
   bool shut_down_ = false;
+
+  mutable absl::Mutex health_mu_;
+  bool draining_ ABSL_GUARDED_BY(health_mu_) = false;
+  bool loops_healthy_ ABSL_GUARDED_BY(health_mu_) = true;
+  bool health_started_ ABSL_GUARDED_BY(health_mu_) = false;
 };
 
 }  // namespace fanin

@@ -1,4 +1,8 @@
 // fanin_server: see README.md, or run with --help.
+//
+// Signals: SIGTERM/SIGINT drain gracefully (bounded by --drain_timeout) and
+// exit 0; a second one exits at once with 1. SIGHUP re-reads
+// --auth_tokens_file.
 #include <signal.h>
 #include <unistd.h>
 
@@ -10,9 +14,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/fanin_server.h"
+#include "server/ops/log.h"
 #include "server/server_flags.h"
 
 namespace {
+
+using fanin::ops::Log;
+using fanin::ops::LogLevel;
 
 bool WriteReadyFile(const std::string& path, const fanin::FaninServer& server) {
   std::string tmp = path + ".tmp";
@@ -36,54 +44,62 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
   auto flags = fanin::ParseServerFlags(argc, argv);
   if (!flags.ok()) {
+    // Before the log format is known: plain text for a human at a terminal.
     std::fprintf(stderr, "fanin_server: %s\n",
                  std::string(flags.status().message()).c_str());
     return 2;
   }
+  fanin::ops::ConfigureLogging(flags->log_level, flags->log_format);
   auto server = fanin::FaninServer::Start(flags->config);
   if (!server.ok()) {
-    std::fprintf(stderr, "fanin_server: %s\n",
-                 std::string(server.status().message()).c_str());
+    Log(LogLevel::kError, "cannot start",
+        {{"error", std::string(server.status().message())}});
     return 1;
   }
+  const auto& pull = flags->config.core.pull_listeners;
   for (const auto& [name, address] : (*server)->listen_addresses()) {
-    std::fprintf(stderr, "fanin_server: listener %s on %s%s\n", name.c_str(),
-                 address.c_str(),
-                 std::find(flags->config.core.pull_listeners.begin(),
-                           flags->config.core.pull_listeners.end(),
-                           name) != flags->config.core.pull_listeners.end()
-                     ? " (pull mode)"
-                     : "");
+    Log(LogLevel::kInfo, "listener bound",
+        {{"listener", name},
+         {"address", address},
+         {"mode", std::find(pull.begin(), pull.end(), name) != pull.end()
+                      ? "pull"
+                      : "push"}});
   }
-  std::fprintf(stderr, "fanin_server: gRPC on %s (poller %s, epoch %s)\n",
-               (*server)->grpc_address().c_str(),
-               (*server)->core()->GetStats().poller.c_str(),
-               (*server)->hub()->epoch().c_str());
   if (!flags->ready_file.empty() &&
       !WriteReadyFile(flags->ready_file, **server)) {
-    std::fprintf(stderr, "fanin_server: cannot write --ready_file %s\n",
-                 flags->ready_file.c_str());
+    Log(LogLevel::kError, "cannot write --ready_file",
+        {{"path", flags->ready_file}});
     return 1;
   }
 
   int sig = 0;
-  sigwait(&signals, &sig);
-  std::fprintf(stderr,
-               "fanin_server: %s, draining (a second signal exits now)\n",
-               strsignal(sig));
+  for (;;) {
+    sigwait(&signals, &sig);
+    if (sig != SIGHUP) break;
+    absl::Status reloaded = (*server)->ReloadCredentials();
+    if (!reloaded.ok()) {
+      Log(LogLevel::kError, "credentials not reloaded; the old ones stay",
+          {{"error", std::string(reloaded.message())}});
+    }
+  }
+  Log(LogLevel::kInfo, "signal received, draining",
+      {{"signal", strsignal(sig)}, {"second_signal", "exits at once"}});
   std::thread([signals] {
     int again = 0;
-    sigwait(&signals, &again);
-    std::fprintf(stderr, "fanin_server: %s again, exiting now\n",
-                 strsignal(again));
+    do {
+      sigwait(&signals, &again);
+    } while (again == SIGHUP);
+    Log(LogLevel::kWarning, "second signal, exiting without drain",
+        {{"signal", strsignal(again)}});
     _exit(1);
   }).detach();
   (*server)->Shutdown();
-  std::fprintf(stderr, "fanin_server: stopped\n");
+  Log(LogLevel::kInfo, "stopped");
   return 0;
 }

@@ -13,6 +13,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "server/net/address.h"
+#include "server/ops/auth.h"
+#include "server/ops/log.h"
 #include "server/reactor/poller.h"
 
 ABSL_FLAG(std::string, grpc_address, "127.0.0.1:50051",
@@ -51,6 +53,32 @@ ABSL_FLAG(int, default_batch_events, 256,
           "events per batch when the subscriber does not say");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(10),
           "bound on graceful shutdown after SIGTERM/SIGINT");
+ABSL_FLAG(int64_t, max_connections_per_ip, 0,
+          "raw connections held at once from one source IP; more are "
+          "accepted and closed (CLOSED with reason REJECTED); 0 = no limit");
+ABSL_FLAG(int64_t, max_grpc_message_bytes, 4 << 20,
+          "largest gRPC message received or sent (a bigger Write is refused "
+          "with RESOURCE_EXHAUSTED)");
+ABSL_FLAG(std::string, tls_cert, "",
+          "serve gRPC over TLS with this certificate chain (PEM; needs "
+          "--tls_key)");
+ABSL_FLAG(std::string, tls_key, "", "private key of --tls_cert (PEM)");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "mutual TLS: require client certificates signed by these CAs (PEM)");
+ABSL_FLAG(std::string, auth_tokens_file, "",
+          "access control: lines 'ROLE CREDENTIAL' (role reader or writer; "
+          "credential a bearer token or cert:IDENTITY); re-read on SIGHUP");
+ABSL_FLAG(std::string, tls_client_role, "reader",
+          "role of a verified client certificate not named in "
+          "--auth_tokens_file: none, reader or writer");
+ABSL_FLAG(std::string, metrics_address, "",
+          "serve Prometheus metrics at http://HOST:PORT/metrics (empty: off)");
+ABSL_FLAG(absl::Duration, watchdog_timeout, absl::Seconds(5),
+          "health turns NOT_SERVING when a reactor loop has not run a probe "
+          "for this long");
+ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
+ABSL_FLAG(std::string, log_format, "text",
+          "text (human-readable) or json (one object per line)");
 ABSL_FLAG(std::string, ready_file, "",
           "once serving, write the bound addresses here (lines 'grpc ADDR' and "
           "'listen NAME ADDR')");
@@ -169,6 +197,7 @@ absl::StatusOr<ServerFlags> ParseServerFlags(int argc, char** argv) {
     int64_t value;
   } sizes[] = {
       {"max_connections", absl::GetFlag(FLAGS_max_connections)},
+      {"max_grpc_message_bytes", absl::GetFlag(FLAGS_max_grpc_message_bytes)},
       {"max_outbound_bytes", absl::GetFlag(FLAGS_max_outbound_bytes)},
       {"read_chunk_bytes", absl::GetFlag(FLAGS_read_chunk_bytes)},
       {"subscriber_queue_bytes", absl::GetFlag(FLAGS_subscriber_queue_bytes)},
@@ -187,6 +216,16 @@ absl::StatusOr<ServerFlags> ParseServerFlags(int argc, char** argv) {
   }
   c.core.loops = absl::GetFlag(FLAGS_loops);
   c.core.max_connections = absl::GetFlag(FLAGS_max_connections);
+  if (absl::GetFlag(FLAGS_max_connections_per_ip) < 0) {
+    return absl::InvalidArgumentError("--max_connections_per_ip must be >= 0");
+  }
+  if (absl::GetFlag(FLAGS_max_grpc_message_bytes) > (int64_t{1} << 30)) {
+    return absl::InvalidArgumentError(
+        "--max_grpc_message_bytes must be at most 1 GiB");
+  }
+  c.core.max_connections_per_ip = absl::GetFlag(FLAGS_max_connections_per_ip);
+  c.max_grpc_message_bytes =
+      static_cast<int>(absl::GetFlag(FLAGS_max_grpc_message_bytes));
   c.core.max_outbound_bytes = absl::GetFlag(FLAGS_max_outbound_bytes);
   c.core.read_chunk_bytes = absl::GetFlag(FLAGS_read_chunk_bytes);
   c.core.idle_timeout = absl::GetFlag(FLAGS_idle_timeout);
@@ -206,6 +245,45 @@ absl::StatusOr<ServerFlags> ParseServerFlags(int argc, char** argv) {
   }
   c.grpc_address = absl::GetFlag(FLAGS_grpc_address);
   c.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
+  if (c.drain_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--drain_timeout must be positive");
+  }
+  c.tls.cert_file = absl::GetFlag(FLAGS_tls_cert);
+  c.tls.key_file = absl::GetFlag(FLAGS_tls_key);
+  c.tls.client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
+  if (c.tls.cert_file.empty() != c.tls.key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls_cert and --tls_key go together: give both or neither");
+  }
+  if (!c.tls.client_ca_file.empty() && c.tls.cert_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls_client_ca needs --tls_cert and --tls_key (mutual TLS is TLS)");
+  }
+  c.auth.tokens_file = absl::GetFlag(FLAGS_auth_tokens_file);
+  auto role = ops::ParseRole(absl::GetFlag(FLAGS_tls_client_role));
+  if (!role.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--tls_client_role: ", role.status().message()));
+  }
+  c.auth.cert_default_role = *role;
+  c.metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  c.watchdog.stuck_after = absl::GetFlag(FLAGS_watchdog_timeout);
+  if (c.watchdog.stuck_after <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--watchdog_timeout must be positive");
+  }
+  c.watchdog.period = std::min(absl::Seconds(1), c.watchdog.stuck_after / 4);
+  auto level = ops::ParseLogLevel(absl::GetFlag(FLAGS_log_level));
+  if (!level.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--log_level: ", level.status().message()));
+  }
+  auto format = ops::ParseLogFormat(absl::GetFlag(FLAGS_log_format));
+  if (!format.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--log_format: ", format.status().message()));
+  }
+  out.log_level = *level;
+  out.log_format = *format;
   out.ready_file = absl::GetFlag(FLAGS_ready_file);
   return out;
 }
