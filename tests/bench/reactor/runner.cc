@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <string>
@@ -14,6 +15,15 @@
 #include "absl/strings/str_cat.h"
 
 namespace fanin::bench {
+namespace {
+
+absl::Duration ThreadCpu() {
+  timespec ts;
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return absl::DurationFromTimespec(ts);
+}
+
+}  // namespace
 
 absl::StatusOr<Sample> MeasureOnce(const Impl& impl, const SocketPairs& pairs,
                                    int active, int64_t writes) {
@@ -22,16 +32,22 @@ absl::StatusOr<Sample> MeasureOnce(const Impl& impl, const SocketPairs& pairs,
     std::unique_ptr<Runner> runner = impl.make();
     if (absl::Status s = runner->Init(); !s.ok()) return s;
     Chain chain(&pairs, active, writes);
+    const absl::Duration c0 = ThreadCpu();
     const absl::Time t0 = absl::Now();
     if (absl::Status s = runner->Arm(&chain); !s.ok()) return s;
     const absl::Time t1 = absl::Now();
+    const absl::Duration c1 = ThreadCpu();
     if (absl::Status s = chain.Start(); !s.ok()) return s;
+    const absl::Duration c2 = ThreadCpu();
     const absl::Time t2 = absl::Now();
     if (absl::Status s = runner->Run(); !s.ok()) return s;
     const absl::Time t3 = absl::Now();
+    const absl::Duration c3 = ThreadCpu();
     if (absl::Status s = chain.Verify(); !s.ok()) return s;
     sample.setup = t1 - t0;
     sample.run = t3 - t2;
+    sample.setup_cpu = c1 - c0;
+    sample.run_cpu = c3 - c2;
     sample.events = chain.reads();
     sample.empty_reads = chain.empty_reads();
   }

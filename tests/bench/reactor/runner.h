@@ -56,10 +56,16 @@ struct Impl {
 // poll, select), libev (epoll, poll, select) and libuv (epoll).
 std::vector<Impl> AllImpls();
 
+// Wall time is CLOCK_MONOTONIC (absl::Now). CPU time is the calling thread's
+// (CLOCK_THREAD_CPUTIME_ID): every run keeps its one thread busy (a ready fd is
+// always pending), so on an idle machine the two agree, while on a shared one
+// the CPU figure leaves out the time spent waiting for a core.
 struct Sample {
-  absl::Duration setup;  // Arm()
-  absl::Duration run;    // Run()
-  int64_t events = 0;    // bytes read = active + writes
+  absl::Duration setup;      // Arm(), wall
+  absl::Duration run;        // Run(), wall
+  absl::Duration setup_cpu;  // Arm(), thread CPU
+  absl::Duration run_cpu;    // Run(), thread CPU
+  int64_t events = 0;        // bytes read = active + writes
   int64_t empty_reads = 0;
 };
 
