@@ -487,6 +487,23 @@ TEST_P(EventLoopTest, PostFromManyThreadsRunsEverythingInOrder) {
   EXPECT_FALSE(loop_->IsInLoopThread());
 }
 
+// One eventfd write per batch: posts from other threads wake the loop, posts
+// from the loop itself never write the eventfd.
+TEST_P(EventLoopTest, WakeupsAreCountedOncePerBatchAndNotFromTheLoop) {
+  EXPECT_EQ(loop_->wakeups(), 0u);
+  int ran = 0;
+  for (int i = 0; i < 100; ++i) loop_->Post([&] { ++ran; });
+  EXPECT_EQ(loop_->wakeups(), 1u);  // the loop is not running: one batch
+  bool done = false;
+  loop_->Post([&] {
+    for (int i = 0; i < 100; ++i) loop_->Post([&] { ++ran; });
+    loop_->Post([&] { done = true; });
+  });
+  ASSERT_TRUE(RunLoopUntil(loop_.get(), [&] { return done; }));
+  EXPECT_EQ(ran, 200);
+  EXPECT_EQ(loop_->wakeups(), 1u);
+}
+
 TEST_P(EventLoopTest, PostFromLoopRunsNextIteration) {
   uint64_t first = 0, second = 0;
   loop_->Post([&] {
