@@ -355,6 +355,7 @@ void Subscriber::Run(fanin::v1::SubscribeRequest request) {
             s.id_by_remote[e.opened().remote_address()] = e.connection_id();
           }
           if (e.has_closed()) s.closed[e.connection_id()] = s.events.size();
+          if (e.has_data()) s.data_bytes += e.data().size();
           s.events.push_back(e);
         }
         msg.mutable_batch()->clear_events();  // Kept once, in events.

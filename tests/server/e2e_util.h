@@ -104,8 +104,9 @@ class Subscriber {
     std::vector<fanin::v1::Gap> gaps;
     std::vector<fanin::v1::Heartbeat> heartbeats;
     std::vector<int> batch_sizes;
-    // Sum of Gap.lost.
+    // Sum of Gap.lost, and of Data.size.
     uint64_t lost = 0;
+    uint64_t data_bytes = 0;
     // Highest seq covered by an event or a gap.
     uint64_t covered_seq = 0;
     // id -> index in events of its Opened, remote address -> id.
