@@ -1,0 +1,118 @@
+// Health follows the loops: a loop blocked on purpose turns grpc.health.v1
+// NOT_SERVING, and releasing it turns it SERVING again; draining turns it
+// NOT_SERVING for good.
+#include <memory>
+#include <string>
+
+#include "absl/synchronization/notification.h"
+#include "gtest/gtest.h"
+#include "server/fanin_server.h"
+#include "server/ops/watchdog.h"
+#include "tests/ops/ops_util.h"
+#include "tests/testing/subprocess.h"
+
+namespace fanin::opstest {
+namespace {
+
+using fanin::testing::WaitFor;
+
+constexpr int kServing = 1;
+constexpr int kNotServing = 2;
+
+std::unique_ptr<FaninServer> StartServer() {
+  ServerConfig config;
+  config.core.listen = {{"default", "127.0.0.1:0"}};
+  config.core.loops = 2;
+  config.grpc_address = "127.0.0.1:0";
+  config.drain_timeout = absl::Seconds(2);
+  config.watchdog = {.period = absl::Milliseconds(50),
+                     .stuck_after = absl::Milliseconds(300)};
+  auto server = FaninServer::Start(std::move(config));
+  EXPECT_TRUE(server.ok()) << server.status();
+  return server.ok() ? *std::move(server) : nullptr;
+}
+
+bool HealthIs(const std::shared_ptr<grpc::Channel>& channel, int want) {
+  auto h = HealthCheck(channel);
+  return h.ok() && *h == want;
+}
+
+TEST(HealthTest, StuckLoopTurnsNotServingUntilReleased) {
+  auto server = StartServer();
+  ASSERT_NE(server, nullptr);
+  auto channel = NewChannel(server->grpc_address());
+  ASSERT_TRUE(HealthIs(channel, kServing));
+  // Healthy over several watchdog periods while idle: idle is not stuck.
+  const uint64_t before = server->core()->loops()->loop(1)->iterations();
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return server->core()->loops()->loop(1)->iterations() >= before + 10;
+      },
+      Deadline()));
+  EXPECT_TRUE(HealthIs(channel, kServing));
+  EXPECT_TRUE(server->serving());
+
+  for (int round = 0; round < 2; ++round) {
+    absl::Notification release, blocked;
+    server->core()->loops()->loop(1)->Post([&] {
+      blocked.Notify();
+      release.WaitForNotification();
+    });
+    ASSERT_TRUE(blocked.WaitForNotificationWithTimeout(absl::Seconds(10)));
+    EXPECT_TRUE(
+        WaitFor([&] { return HealthIs(channel, kNotServing); }, Deadline()))
+        << "round " << round;
+    EXPECT_FALSE(server->serving());
+    release.Notify();
+    EXPECT_TRUE(
+        WaitFor([&] { return HealthIs(channel, kServing); }, Deadline()))
+        << "round " << round;
+    EXPECT_TRUE(server->serving());
+  }
+}
+
+TEST(HealthTest, ShutdownTurnsNotServingForGood) {
+  auto server = StartServer();
+  ASSERT_NE(server, nullptr);
+  auto channel = NewChannel(server->grpc_address());
+  ASSERT_TRUE(HealthIs(channel, kServing));
+  // A stream keeps the server draining a moment; health must already say no.
+  auto watch = EventReader::Start(server->grpc_address(), LosslessRequest());
+  ASSERT_TRUE(watch->WaitStarted(Deadline()));
+  std::thread stopper([&] { server->Shutdown(); });
+  EXPECT_TRUE(WaitFor([&] { return !server->serving(); }, Deadline()));
+  stopper.join();
+  EXPECT_FALSE(server->serving());
+  EXPECT_TRUE(watch->WaitDone(Deadline()).ok());
+}
+
+TEST(WatchdogTest, CountsEachStuckLoop) {
+  auto group = reactor::LoopGroup::Create(reactor::PollerKind::kPoll, 3);
+  ASSERT_TRUE(group.ok()) << group.status();
+  (*group)->Start();
+  std::atomic<int> changes{0};
+  std::atomic<bool> last{true};
+  ops::Watchdog dog(group->get(),
+                    {.period = absl::Milliseconds(20),
+                     .stuck_after = absl::Milliseconds(150)},
+                    [&](bool healthy) {
+                      last.store(healthy);
+                      changes.fetch_add(1);
+                    });
+  dog.Start();
+  absl::Notification release;
+  for (int i : {0, 2}) {
+    (*group)->loop(i)->Post([&] { release.WaitForNotification(); });
+  }
+  EXPECT_TRUE(WaitFor([&] { return dog.stuck_loops() == 2; }, Deadline()));
+  EXPECT_FALSE(last.load());
+  release.Notify();
+  EXPECT_TRUE(WaitFor([&] { return dog.healthy(); }, Deadline()));
+  EXPECT_TRUE(WaitFor([&] { return last.load(); }, Deadline()));
+  EXPECT_EQ(changes.load(), 2);
+  dog.Stop();
+  (*group)->Stop();
+}
+
+}  // namespace
+}  // namespace fanin::opstest
