@@ -353,6 +353,9 @@ void Subscriber::Run(fanin::v1::SubscribeRequest request) {
           if (e.has_opened()) {
             s.opened[e.connection_id()] = s.events.size();
             s.id_by_remote[e.opened().remote_address()] = e.connection_id();
+            s.id_by_ends[absl::StrCat(e.opened().remote_address(), "|",
+                                      e.opened().local_address())] =
+                e.connection_id();
           }
           if (e.has_closed()) s.closed[e.connection_id()] = s.events.size();
           if (e.has_data()) s.data_bytes += e.data().size();
@@ -404,13 +407,14 @@ absl::StatusOr<fanin::v1::Started> Subscriber::WaitStarted(
   return FromGrpc(state_.status);
 }
 
-uint64_t Subscriber::WaitOpened(const std::string& remote,
-                                absl::Time deadline) {
+uint64_t Subscriber::WaitOpened(int client_fd, absl::Time deadline) {
+  const std::string ends = absl::StrCat(net::LocalAddressOf(client_fd), "|",
+                                        net::PeerAddressOf(client_fd));
   uint64_t id = 0;
   WaitUntil(
       [&](const State& s) {
-        auto it = s.id_by_remote.find(remote);
-        if (it != s.id_by_remote.end()) id = it->second;
+        auto it = s.id_by_ends.find(ends);
+        if (it != s.id_by_ends.end()) id = it->second;
         return id != 0 || s.done;
       },
       deadline);

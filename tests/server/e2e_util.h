@@ -9,7 +9,7 @@
 //   auto sub = Subscriber::Start(server->grpc_address(), {});
 //   ASSERT_TRUE(sub->WaitStarted(Deadline()).ok());
 //   auto client = ConnectTcp(ListenAddress(*server, "default")).value();
-//   uint64_t id = sub->WaitOpened(LocalAddressOf(client.fd()), Deadline());
+//   uint64_t id = sub->WaitOpened(client.fd(), Deadline());
 //
 // Every wait takes a deadline; nothing sleeps for a fixed time.
 #ifndef FANIN_TESTS_SERVER_E2E_UTIL_H_
@@ -109,9 +109,12 @@ class Subscriber {
     uint64_t data_bytes = 0;
     // Highest seq covered by an event or a gap.
     uint64_t covered_seq = 0;
-    // id -> index in events of its Opened, remote address -> id.
+    // id -> index in events of its Opened; remote address -> id (the last
+    // one: clients of different listeners may share a port); and
+    // "remote|local" -> id, which tells those apart.
     absl::flat_hash_map<uint64_t, size_t> opened;
     absl::flat_hash_map<std::string, uint64_t> id_by_remote;
+    absl::flat_hash_map<std::string, uint64_t> id_by_ends;
     absl::flat_hash_map<uint64_t, size_t> closed;
     bool done = false;
     grpc::Status status;
@@ -131,8 +134,9 @@ class Subscriber {
                  absl::Time deadline);
   // Started, or the error that ended the stream first.
   absl::StatusOr<fanin::v1::Started> WaitStarted(absl::Time deadline);
-  // The id whose Opened names `remote` as its peer; 0 at the deadline.
-  uint64_t WaitOpened(const std::string& remote, absl::Time deadline);
+  // The id of the connection whose client end is `client_fd` (matched by
+  // both addresses); 0 at the deadline.
+  uint64_t WaitOpened(int client_fd, absl::Time deadline);
   // Waits for the Closed event of `id`; nullopt at the deadline.
   std::optional<fanin::v1::Event> WaitClosed(uint64_t id, absl::Time deadline);
   // Waits for an event of `kind` on `id`; nullopt at the deadline.

@@ -57,7 +57,7 @@ class LimitsTest : public ::testing::TestWithParam<reactor::PollerKind> {
   // The client's connection was refused: Opened then Closed(REJECTED), and
   // the socket is closed under it.
   void ExpectRejected(TcpClient& client) {
-    uint64_t id = watch_->WaitOpened(LocalAddressOf(client.fd()), Deadline());
+    uint64_t id = watch_->WaitOpened(client.fd(), Deadline());
     ASSERT_NE(id, 0u);
     auto closed = watch_->WaitClosed(id, Deadline());
     ASSERT_TRUE(closed.has_value());
@@ -87,7 +87,7 @@ TEST_P(LimitsTest, MaxConnectionsRejectsTheFourth) {
   for (int i = 0; i < 3; ++i) {
     auto c = ConnectTcp(listen);
     ASSERT_TRUE(c.ok());
-    ids.push_back(watch_->WaitOpened(LocalAddressOf(c->fd()), Deadline()));
+    ids.push_back(watch_->WaitOpened(c->fd(), Deadline()));
     ASSERT_NE(ids.back(), 0u);
     clients.push_back(*std::move(c));
   }
@@ -105,7 +105,7 @@ TEST_P(LimitsTest, MaxConnectionsRejectsTheFourth) {
   ASSERT_TRUE(watch_->WaitClosed(ids[0], Deadline()).has_value());
   auto fifth = ConnectTcp(listen);
   ASSERT_TRUE(fifth.ok());
-  uint64_t id = watch_->WaitOpened(LocalAddressOf(fifth->fd()), Deadline());
+  uint64_t id = watch_->WaitOpened(fifth->fd(), Deadline());
   ASSERT_NE(id, 0u);
   ExpectServed(*fifth, id, "welcome");
   EXPECT_EQ(Stats().connections_rejected(), 1u);
@@ -121,7 +121,7 @@ TEST_P(LimitsTest, MaxConnectionsPerIp) {
   for (const char* source : {"127.0.0.1", "127.0.0.1", "127.0.0.2"}) {
     TcpClient c = ConnectFrom(source, listen);
     ASSERT_GE(c.fd(), 0);
-    ids.push_back(watch_->WaitOpened(LocalAddressOf(c.fd()), Deadline()));
+    ids.push_back(watch_->WaitOpened(c.fd(), Deadline()));
     ASSERT_NE(ids.back(), 0u);
     clients.push_back(std::move(c));
   }
@@ -141,7 +141,7 @@ TEST_P(LimitsTest, IdleTimeoutClosesASilentConnection) {
   Start(config);
   auto client = ConnectTcp(ListenAddress(*server_, "default"));
   ASSERT_TRUE(client.ok());
-  uint64_t id = watch_->WaitOpened(LocalAddressOf(client->fd()), Deadline());
+  uint64_t id = watch_->WaitOpened(client->fd(), Deadline());
   ASSERT_NE(id, 0u);
   auto closed = watch_->WaitClosed(id, Deadline());
   ASSERT_TRUE(closed.has_value());

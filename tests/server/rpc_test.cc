@@ -86,12 +86,14 @@ TEST_P(RpcTest, ListConnectionsPagesEveryConnectionOnce) {
   ASSERT_TRUE(watch->WaitStarted(Deadline()).ok());
   constexpr int kDefault = 150, kOther = 100;
   std::vector<TcpClient> clients;
-  absl::flat_hash_map<std::string, std::string> listener_of;  // by remote
+  // By "remote|local": clients of different listeners may share a port.
+  absl::flat_hash_map<std::string, std::string> listener_of;
   for (int i = 0; i < kDefault + kOther; ++i) {
     const char* listener = i < kDefault ? "default" : "other";
     auto c = ConnectTcp(ListenAddress(*server_, listener));
     ASSERT_TRUE(c.ok()) << c.status();
-    listener_of[LocalAddressOf(c->fd())] = listener;
+    listener_of[absl::StrCat(LocalAddressOf(c->fd()), "|",
+                             ListenAddress(*server_, listener))] = listener;
     clients.push_back(*std::move(c));
   }
   ASSERT_TRUE(watch->WaitUntil(
@@ -112,7 +114,8 @@ TEST_P(RpcTest, ListConnectionsPagesEveryConnectionOnce) {
     }
     EXPECT_TRUE(seen.insert(c.connection_id()).second);
     EXPECT_TRUE(state.opened.contains(c.connection_id()));
-    auto it = listener_of.find(c.remote_address());
+    auto it = listener_of.find(
+        absl::StrCat(c.remote_address(), "|", c.local_address()));
     ASSERT_NE(it, listener_of.end()) << c.remote_address();
     EXPECT_EQ(c.listener(), it->second);
     EXPECT_EQ(c.local_address(), ListenAddress(*server_, c.listener()));
@@ -160,7 +163,7 @@ TEST_P(RpcTest, GetStatsCountersMove) {
     auto c = ConnectTcp(ListenAddress(*server_, "default"));
     ASSERT_TRUE(c.ok());
     ASSERT_TRUE(c->SendAll(std::string(100, 'a' + i)).ok());
-    ids.push_back(watch->WaitOpened(LocalAddressOf(c->fd()), Deadline()));
+    ids.push_back(watch->WaitOpened(c->fd(), Deadline()));
     ASSERT_NE(ids.back(), 0u);
     clients.push_back(*std::move(c));
   }

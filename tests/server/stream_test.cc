@@ -291,8 +291,7 @@ TEST_P(StreamTest, FiltersAndPayloadOptions) {
   // Client A first, so the connection filter can name its id.
   auto a = ConnectTcp(ListenAddress(*server, "default"));
   ASSERT_TRUE(a.ok());
-  const uint64_t a_id =
-      reference->WaitOpened(LocalAddressOf(a->fd()), Deadline());
+  const uint64_t a_id = reference->WaitOpened(a->fd(), Deadline());
   ASSERT_NE(a_id, 0u);
   const uint64_t a_opened_seq =
       reference->WaitEvent(a_id, fanin::v1::EVENT_KIND_OPENED, Deadline())
@@ -580,7 +579,7 @@ TEST_P(StreamTest, HeartbeatOnIdleStream) {
   auto client = ConnectTcp(ListenAddress(*server, "default"));
   ASSERT_TRUE(client.ok());
   ASSERT_TRUE(client->SendAll("ping").ok());
-  uint64_t id = sub->WaitOpened(LocalAddressOf(client->fd()), Deadline());
+  uint64_t id = sub->WaitOpened(client->fd(), Deadline());
   ASSERT_TRUE(sub->WaitEvent(id, fanin::v1::EVENT_KIND_DATA, Deadline()));
   const uint64_t head = server->hub()->head_seq();
   ASSERT_TRUE(sub->WaitUntil(

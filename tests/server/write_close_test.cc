@@ -43,7 +43,7 @@ class WriteCloseTest : public ::testing::TestWithParam<reactor::PollerKind> {
     auto client = ConnectTcp(ListenAddress(*server_, listener));
     EXPECT_TRUE(client.ok()) << client.status();
     if (!client.ok()) return {TcpClient(), 0};
-    uint64_t id = watch_->WaitOpened(LocalAddressOf(client->fd()), Deadline());
+    uint64_t id = watch_->WaitOpened(client->fd(), Deadline());
     EXPECT_NE(id, 0u);
     return {*std::move(client), id};
   }
