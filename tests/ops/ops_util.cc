@@ -1,6 +1,7 @@
 #include "tests/ops/ops_util.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -9,7 +10,11 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/synchronization/notification.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "gtest/gtest.h"
@@ -65,6 +70,68 @@ std::string LocalAddressOf(int fd) {
   char ip[INET_ADDRSTRLEN] = {};
   inet_ntop(AF_INET, &addr.sin_addr, ip, sizeof(ip));
   return absl::StrCat(ip, ":", ntohs(addr.sin_port));
+}
+
+absl::StatusOr<fanin::testing::TcpClient> ConnectFrom(
+    const std::string& source_ip, const std::string& address) {
+  size_t colon = address.rfind(':');
+  int port = 0;
+  if (colon == std::string::npos ||
+      !absl::SimpleAtoi(address.substr(colon + 1), &port)) {
+    return absl::InvalidArgumentError(absl::StrCat("bad address ", address));
+  }
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return absl::ErrnoToStatus(errno, "socket");
+  fanin::testing::TcpClient client(fd);
+  sockaddr_in src = {};
+  src.sin_family = AF_INET;
+  inet_pton(AF_INET, source_ip.c_str(), &src.sin_addr);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&src), sizeof(src)) != 0) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("bind ", source_ip));
+  }
+  sockaddr_in dst = {};
+  dst.sin_family = AF_INET;
+  dst.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, address.substr(0, colon).c_str(), &dst.sin_addr);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&dst), sizeof(dst)) != 0) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("connect ", address));
+  }
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  return client;
+}
+
+absl::StatusOr<std::string> HttpGet(const std::string& address,
+                                    const std::string& path) {
+  auto client = fanin::testing::ConnectTcp(address);
+  if (!client.ok()) return client.status();
+  absl::Status sent =
+      client->SendAll(absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: ", address,
+                                   "\r\nConnection: close\r\n\r\n"));
+  if (!sent.ok()) return sent;
+  auto response = client->RecvUntilEof();
+  if (!response.ok()) return response.status();
+  size_t body = response->find("\r\n\r\n");
+  if (!absl::StartsWith(*response, "HTTP/1.") || body == std::string::npos) {
+    return absl::DataLossError(absl::StrCat("not HTTP: ", *response));
+  }
+  std::string status_line = response->substr(0, response->find("\r\n"));
+  if (!absl::StrContains(status_line, " 200")) {
+    return absl::UnavailableError(status_line);
+  }
+  return response->substr(body + 4);
+}
+
+absl::StatusOr<double> MetricValue(const std::string& text,
+                                   const std::string& series) {
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (!absl::ConsumePrefix(&line, series)) continue;
+    if (!absl::ConsumePrefix(&line, " ")) continue;
+    double value = 0;
+    if (absl::SimpleAtod(absl::StripAsciiWhitespace(line), &value)) {
+      return value;
+    }
+  }
+  return absl::NotFoundError(absl::StrCat("no sample ", series));
 }
 
 absl::StatusOr<TestPki> MakeTestPki(const std::string& dir) {

@@ -21,6 +21,7 @@
 #include "absl/time/time.h"
 #include "fanin/v1/fanin.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
+#include "tests/testing/tcp_client.h"
 
 namespace fanin::opstest {
 
@@ -109,6 +110,20 @@ class EventReader {
 };
 
 fanin::v1::SubscribeRequest LosslessRequest();
+
+// A TCP client bound to `source_ip` (any 127.x.y.z) connected to
+// "HOST:PORT"; an error status when it cannot connect.
+absl::StatusOr<fanin::testing::TcpClient> ConnectFrom(
+    const std::string& source_ip, const std::string& address);
+
+// GET http://ADDRESS/PATH with HTTP/1.0; the body on status 200.
+absl::StatusOr<std::string> HttpGet(const std::string& address,
+                                    const std::string& path);
+
+// The value of the sample `series` (e.g. `fanin_connections_open` or
+// `fanin_events_total{kind="data"}`) in Prometheus text; NotFound if absent.
+absl::StatusOr<double> MetricValue(const std::string& text,
+                                   const std::string& series);
 
 // getsockname of a client socket, formatted as fanin formats a peer.
 std::string LocalAddressOf(int fd);
