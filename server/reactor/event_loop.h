@@ -100,7 +100,8 @@ class EventLoop {
   bool edge_triggered() const;
   absl::string_view poller_name() const;
 
-  // Loop thread. Runs fn once after delay (<= 0: next iteration).
+  // Loop thread. Runs fn once after delay (<= 0: as soon as possible, at the
+  // latest in the next iteration).
   TimerId RunAfter(absl::Duration delay, absl::AnyInvocable<void()> fn);
   // Loop thread. Runs fn every period (clamped to >= 1ms), first after one
   // period. A late loop does not run missed ticks in a burst.
