@@ -10,6 +10,7 @@
 // once, the order rotated each round so machine noise hits all alike. Prints
 // medians and their ratio to the floor's median as Markdown tables.
 
+#include <sched.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/select.h>
@@ -46,7 +47,7 @@ ABSL_FLAG(std::vector<std::string>, n,
           "socketpair counts N (capped to what fits RLIMIT_NOFILE)");
 ABSL_FLAG(std::vector<std::string>, a, std::vector<std::string>({"1", "100"}),
           "active token counts A");
-ABSL_FLAG(int, rounds, 7,
+ABSL_FLAG(int, rounds, 9,
           "measured rounds per cell (medians over them; at least 5 for the "
           "targets)");
 ABSL_FLAG(int, run_ms, 60,
@@ -167,6 +168,17 @@ void PrintHeader(int nofile) {
       "- host: %s %s, %ld online CPUs, load average %.2f at start; "
       "RLIMIT_NOFILE %d\n",
       u.sysname, u.release, ::sysconf(_SC_NPROCESSORS_ONLN), load[0], nofile);
+  const int policy = ::sched_getscheduler(0);
+  sched_param param = {};
+  ::sched_getparam(0, &param);
+  std::printf(
+      "- scheduling: %s\n",
+      policy == SCHED_FIFO
+          ? absl::StrCat("SCHED_FIFO priority ", param.sched_priority,
+                         " (run.sh: other processes wait, the figures keep "
+                         "only this process's own cost)")
+                .c_str()
+          : "SCHED_OTHER (other processes' load shows in the wall times)");
   std::printf("- peers: libevent %s, libev %d.%d, libuv %s\n",
               event_get_version(), ev_version_major(), ev_version_minor(),
               uv_version_string());
