@@ -7,6 +7,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -87,7 +88,7 @@ namespace fanin {
 namespace {
 
 constexpr char kUsage[] =
-    "fanin_server: raw TCP/unix sockets in, one ordered gRPC event stream "
+    "raw TCP/unix sockets in, one ordered gRPC event stream "
     "out.\n"
     "\n"
     "  fanin_server [--listen=[NAME=]HOST:PORT|unix:PATH]... [--pull=NAME]...\n"
@@ -111,6 +112,13 @@ bool IsRepeated(absl::string_view name) {
 
 absl::StatusOr<ServerFlags> ParseServerFlags(int argc, char** argv) {
   absl::SetProgramUsageMessage(kUsage);
+  // --help lists fanin's own flags (they live here, not in main.cc).
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view file) {
+    return absl::StrContains(file, "server_flags");
+  };
+  usage.contains_helpshort_flags = usage.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage);
   // --listen / --pull repeat, which absl flags do not; take them out first.
   std::vector<std::string> listen, pull;
   std::vector<std::string> rest = {argv[0]};
