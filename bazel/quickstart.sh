@@ -11,7 +11,7 @@ PACKAGES=(
   protobuf-compiler libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-grpcio python3-protobuf socat netcat-openbsd
   libevent-dev libev-dev libuv1-dev clang clang-format libclang-rt-14-dev pkg-config
-  openssl prometheus-cpp-dev prometheus gnuplot-nox
+  openssl prometheus-cpp-dev prometheus gnuplot-nox python3-yaml
 )
 
 ensure_packages() {
