@@ -1,4 +1,10 @@
+#include "tests/bench/reactor/impls.h"
+
 #include <ev.h>
+
+#include <memory>
+#include <string>
+#include <utility>
 
 #include "tests/bench/reactor/fanin_runner.h"
 #include "tests/bench/reactor/runner.h"

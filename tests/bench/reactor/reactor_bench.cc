@@ -40,6 +40,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "tests/bench/reactor/chain.h"
+#include "tests/bench/reactor/impls.h"
 #include "tests/bench/reactor/runner.h"
 
 ABSL_FLAG(std::vector<std::string>, n,

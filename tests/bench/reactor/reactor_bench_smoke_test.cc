@@ -10,8 +10,8 @@
 #include "absl/status/status.h"
 #include "gtest/gtest.h"
 #include "tests/bench/reactor/chain.h"
+#include "tests/bench/reactor/impls.h"
 #include "tests/bench/reactor/runner.h"
-#include "tests/bench/reactor/runners.h"
 
 namespace fanin::bench {
 namespace {

@@ -51,11 +51,6 @@ struct Impl {
   std::function<std::unique_ptr<Runner>()> make;
 };
 
-// Every implementation, floor first: the hand-written epoll floor, fanin's
-// epoll (level, edge), poll and select through EventLoop, libevent (epoll,
-// poll, select), libev (epoll, poll, select) and libuv (epoll).
-std::vector<Impl> AllImpls();
-
 // Wall time is CLOCK_MONOTONIC (absl::Now). CPU time is the calling thread's
 // (CLOCK_THREAD_CPUTIME_ID): every run keeps its one thread busy (a ready fd is
 // always pending), so on an idle machine the two agree, while on a shared one
