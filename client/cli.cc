@@ -34,6 +34,15 @@ std::vector<FlagSpec> Concat(std::vector<FlagSpec> a,
   return a;
 }
 
+FlagSpec TimeoutFlag() {
+  return {.name = "timeout",
+          .type = FlagType::kDuration,
+          .value_name = "DURATION",
+          .help =
+              "unary calls: give up after DURATION (default 10s); watch: "
+              "stop after DURATION"};
+}
+
 std::string MainHelp() {
   std::string out =
       "fanin - watch and steer a running fanin server (fanin.v1 API).\n"
@@ -45,7 +54,8 @@ std::string MainHelp() {
     absl::StrAppendFormat(&out, "  %-8s %s\n", c.name, c.summary);
   }
   absl::StrAppend(&out, "\nCommon flags (every command accepts them):\n",
-                  FlagsHelp(Concat(ServerFlagSpecs(), HelpFlags())),
+                  FlagsHelp(Concat(ServerFlagSpecs(),
+                                   Concat({TimeoutFlag()}, HelpFlags()))),
                   "\nEnvironment:\n"
                   "  FANIN_SERVER  default for --server\n\n",
                   ExitCodesHelp(),
@@ -148,7 +158,10 @@ int RunCli(const std::vector<std::string>& args) {
   signal(SIGPIPE, SIG_IGN);
 
   std::vector<FlagSpec> common = Concat(ServerFlagSpecs(), HelpFlags());
-  absl::StatusOr<ParsedFlags> pre = ParseFlags(common, args, true);
+  // Before the command name, --timeout is accepted too; its meaning is the
+  // command's (a call deadline, or how long watch runs).
+  std::vector<FlagSpec> before_command = Concat(common, {TimeoutFlag()});
+  absl::StatusOr<ParsedFlags> pre = ParseFlags(before_command, args, true);
   if (!pre.ok()) return Usage(pre.status().message(), "fanin --help");
   if (pre->Bool("version")) {
     printf("fanin %s (API fanin.v1, gRPC %s)\n", kVersion,
@@ -187,7 +200,7 @@ int RunCli(const std::vector<std::string>& args) {
   // The common flags given before the command name.
   std::vector<std::string> prefix(args.begin(),
                                   args.end() - static_cast<long>(rest.size()));
-  absl::StatusOr<ParsedFlags> flags = ParseFlags(common, prefix);
+  absl::StatusOr<ParsedFlags> flags = ParseFlags(before_command, prefix);
   std::vector<std::string> after(rest.begin() + 1, rest.end());
   absl::StatusOr<ParsedFlags> own =
       ParseFlags(Concat(command->flags, common), after);

@@ -336,7 +336,8 @@ Command WriteCommand() {
           "were written and how many wait in the connection's outbound "
           "buffer.\n"
           "With --close-after the connection is closed gracefully once the\n"
-          "bytes are flushed (DATA may then be empty).\n",
+          "bytes are flushed (DATA may then be empty). DATA that starts with\n"
+          "'-' goes after \"--\": fanin write 42 -- -x.\n",
       .examples =
           "  fanin write 42 'hello'\n"
           "  printf 'HTTP/1.0 200 OK\\r\\n\\r\\n' | fanin write 42 "

@@ -462,7 +462,8 @@ TEST_F(CliE2eTest, StatsTextAndJson) {
   EXPECT_THAT(r.stdout_data, HasSubstr("connections open      2\n"));
   EXPECT_THAT(r.stdout_data, HasSubstr("connections accepted  2\n"));
 
-  r = Fanin({"stats", "-o", "json"});
+  // --timeout may also come before the command.
+  r = Fanin({"--timeout=5s", "stats", "-o", "json"});
   ASSERT_EQ(r.exit_code, 0) << r.stderr_data;
   auto parsed = ParseJsonLines(r.stdout_data);
   ASSERT_TRUE(parsed.ok()) << parsed.status();
@@ -802,6 +803,40 @@ TEST_F(CliWatchTest, WithoutFollowAServerShutdownEndsTheWatch) {
   EXPECT_TRUE(result->exit_code == 0 || result->exit_code == 3)
       << result->exit_code << ": " << result->stderr_data;
   EXPECT_THAT(result->stderr_data, HasSubstr("--follow"));
+}
+
+TEST_F(CliWatchTest, ExpiredHistoryIsReportedAsAGap) {
+  server_.reset();
+  StartServer({"--listen=127.0.0.1:0", "--history_events=8"});
+  for (int i = 0; i < 5; ++i) Connect().Close();
+  WaitForHead(10);
+  WaitFor([&] { return Stats().connections_open() == 0; }, Deadline());
+  v1::GetStatsResponse stats = Stats();
+  ASSERT_GT(stats.oldest_seq(), 2u) << "history did not expire";
+
+  // JSON: a gap object naming the expired range, then the retained events.
+  CommandResult r =
+      Fanin({"watch", "-o", "json", "--resume-after", "1", "-n", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.stderr_data;
+  auto parsed = ParseJsonLines(r.stdout_data);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  ASSERT_TRUE(HasObject(*parsed, "gap")) << r.stdout_data;
+  for (const auto& o : *parsed) {
+    if (JsonStr(o, "type") != "gap") continue;
+    EXPECT_EQ(JsonStr(o, "reason"), "history_expired");
+    EXPECT_EQ(JsonUint(o, "first_seq"), 2u);
+    EXPECT_EQ(JsonUint(o, "last_seq"),
+              JsonUint(o, "first_seq") + JsonUint(o, "lost") - 1);
+    EXPECT_GE(JsonUint(o, "last_seq") + 1, stats.oldest_seq());
+  }
+
+  // Text: the same gap as a sentence on stderr, events on stdout.
+  r = Fanin({"watch", "--resume-after", "1", "-n", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.stderr_data;
+  EXPECT_THAT(r.stderr_data, HasSubstr("fanin: gap: seq 2.."));
+  EXPECT_THAT(r.stderr_data, HasSubstr("expired from the server's history"));
+  EXPECT_THAT(r.stdout_data, Not(HasSubstr("gap")));
+  EXPECT_THAT(r.stdout_data, HasSubstr("seq="));
 }
 
 TEST(CliUnixSocketTest, ServerAddressMayBeAUnixSocket) {
