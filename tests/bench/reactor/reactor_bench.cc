@@ -204,7 +204,8 @@ int Main() {
   ::signal(SIGALRM, &OnWatchdog);
   rlimit rl = {};
   ::getrlimit(RLIMIT_NOFILE, &rl);
-  const int nofile = static_cast<int>(rl.rlim_cur);
+  const int nofile =
+      rl.rlim_cur > (1u << 30) ? (1 << 30) : static_cast<int>(rl.rlim_cur);
   const std::vector<int> ns = ParseInts(absl::GetFlag(FLAGS_n), "n");
   const std::vector<int> as = ParseInts(absl::GetFlag(FLAGS_a), "a");
   const int rounds = std::max(1, absl::GetFlag(FLAGS_rounds));

@@ -29,9 +29,10 @@ absl::StatusOr<Sample> MeasureOnce(const Impl& impl, const SocketPairs& pairs,
                                    int active, int64_t writes) {
   Sample sample;
   {
+    // The chain outlives the runner: a runner may use it while it unregisters.
+    Chain chain(&pairs, active, writes);
     std::unique_ptr<Runner> runner = impl.make();
     if (absl::Status s = runner->Init(); !s.ok()) return s;
-    Chain chain(&pairs, active, writes);
     const absl::Duration c0 = ThreadCpu();
     const absl::Time t0 = absl::Now();
     if (absl::Status s = runner->Arm(&chain); !s.ok()) return s;
@@ -64,9 +65,10 @@ absl::StatusOr<int> MoveUp(int fd, int min_fd) {
   const int moved = ::fcntl(fd, F_DUPFD_CLOEXEC, min_fd);
   const int saved_errno = errno;
   ::close(fd);
-  if (moved < 0)
+  if (moved < 0) {
     return absl::ErrnoToStatus(saved_errno,
                                absl::StrCat("fcntl(F_DUPFD) ", min_fd));
+  }
   return moved;
 }
 

@@ -23,7 +23,7 @@ namespace fanin::bench {
 // A loop under test. The harness calls, in order: Init (untimed), Arm (timed as
 // setup), then Chain::Start (untimed), Run (timed), and finally destroys the
 // runner (untimed), which must unregister every fd and release the loop without
-// closing the chain's fds.
+// closing the chain's fds. The Chain passed to Arm outlives the runner.
 class Runner {
  public:
   virtual ~Runner() = default;
