@@ -67,12 +67,16 @@ print(f"{passed} passed, {failed} failed")
 PY
 }
 
+# One action cache for every checkout on this machine (CI clones afresh into
+# another folder): compiled objects are reused, test results never are.
+CACHE=(--disk_cache="${HOME:-/root}/.cache/fanin-bazel-disk")
+
 cmd="${1:-}"
 shift || true
 case "$cmd" in
   serve)
     ensure_packages
-    bazel build //server:fanin_server //client:fanin
+    bazel build "${CACHE[@]}" //server:fanin_server //client:fanin
     echo "quickstart: watch events with: bazel-bin/client/fanin watch" >&2
     exec bazel-bin/server/fanin_server "$@"
     ;;
@@ -81,7 +85,7 @@ case "$cmd" in
     fmt_pass=0 fmt_fail=0
     if format_check; then fmt_pass=1; else fmt_fail=1; echo "quickstart: clang-format check failed (run: clang-format -i <file>)" >&2; fi
     status=0
-    bazel test "$@" //... || status=$?
+    bazel test "${CACHE[@]}" --nocache_test_results "$@" //... || status=$?
     mapfile -t targets < <(bazel query 'tests(//...)' 2>/dev/null)
     summarize "$(bazel info "$@" bazel-testlogs 2>/dev/null)" "$fmt_pass" "$fmt_fail" "${targets[@]}"
     ((fmt_fail == 0)) || status=1
