@@ -157,7 +157,20 @@ struct Result {
   const Impl* impl;
   double event_ns;
   double event_cpu_ns;
+  // Per round, in round order: paired with another implementation's values of
+  // the same round they give ratios in which slow drifts of the machine cancel.
+  std::vector<double> round_ns;
+  std::vector<double> round_cpu_ns;
 };
+
+// Median over rounds of x's value / y's value in the same round.
+double PairedRatio(const std::vector<double>& x, const std::vector<double>& y) {
+  std::vector<double> ratios;
+  for (size_t r = 0; r < x.size() && r < y.size(); ++r) {
+    if (y[r] > 0) ratios.push_back(x[r] / y[r]);
+  }
+  return Median(std::move(ratios));
+}
 
 void PrintHeader(int nofile) {
   utsname u = {};
@@ -347,7 +360,8 @@ int Main() {
             Ratio(event, floor_event).c_str(), event_cpu,
             Ratio(event_cpu, floor_event_cpu).c_str(),
             Thousands(cell.events).c_str(), empty.c_str());
-        results.push_back({n, a, &impls[k], event, event_cpu});
+        results.push_back({n, a, &impls[k], event, event_cpu, cell.event_ns,
+                           cell.event_cpu_ns});
       }
       std::printf("\n");
       std::fflush(stdout);
@@ -358,8 +372,11 @@ int Main() {
   // and no slower than the fastest peer on its epoll backend.
   int n_top = 0;
   for (const Result& r : results) n_top = std::max(n_top, r.n);
-  std::printf("## Targets at N = %s (medians; wall / CPU)\n\n",
-              Thousands(n_top).c_str());
+  std::printf(
+      "## Targets at N = %s (ratios of medians, wall / CPU; verdicts on "
+      "those. Per-round pairs: median over rounds of the ratio within one "
+      "round)\n\n",
+      Thousands(n_top).c_str());
   for (const int a : as) {
     const Result* floor = nullptr;
     const Result* best_peer = nullptr;
@@ -380,21 +397,25 @@ int Main() {
       const double cpu = r.event_cpu_ns / floor->event_cpu_ns;
       std::printf(
           "- A = %d, %s: %.0f / %.0f ns/event = %.2fx / %.2fx the floor "
-          "(target <= 1.15x: %s)",
+          "(target <= 1.15x: %s; per-round pairs %.2fx / %.2fx)",
           a, r.impl->name.c_str(), r.event_ns, r.event_cpu_ns, wall, cpu,
           wall <= 1.15 && cpu <= 1.15   ? "met"
           : wall <= 1.15 || cpu <= 1.15 ? "met on one clock only"
-                                        : "MISSED");
+                                        : "MISSED",
+          PairedRatio(r.round_ns, floor->round_ns),
+          PairedRatio(r.round_cpu_ns, floor->round_cpu_ns));
       if (best_peer != nullptr) {
         const double pw = r.event_ns / best_peer->event_ns;
         const double pc = r.event_cpu_ns / best_peer->event_cpu_ns;
         std::printf(
             "; %.2fx / %.2fx the fastest peer epoll, %s (target <= 1.00x: "
-            "%s)",
+            "%s; per-round pairs %.2fx / %.2fx)",
             pw, pc, best_peer->impl->name.c_str(),
             pw <= 1 && pc <= 1   ? "met"
             : pw <= 1 || pc <= 1 ? "met on one clock only"
-                                 : "MISSED");
+                                 : "MISSED",
+            PairedRatio(r.round_ns, best_peer->round_ns),
+            PairedRatio(r.round_cpu_ns, best_peer->round_cpu_ns));
       }
       std::printf("\n");
     }
