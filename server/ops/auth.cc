@@ -18,7 +18,6 @@ namespace fanin::ops {
 namespace {
 
 constexpr char kCertPrefix[] = "cert:";
-constexpr int kRefusalLogsPerSecond = 5;
 
 std::string Digest(absl::string_view token) {
   unsigned char md[EVP_MAX_MD_SIZE];
@@ -234,19 +233,16 @@ grpc::Status Authorizer::Check(grpc::CallbackServerContext* context,
   } else {
     permission_denied_.fetch_add(1, std::memory_order_relaxed);
   }
-  const int64_t second = absl::ToUnixSeconds(absl::Now());
-  int64_t seen = log_second_.load();
-  if (seen != second && log_second_.compare_exchange_strong(seen, second)) {
-    logged_this_second_.store(0);
-  }
-  if (logged_this_second_.fetch_add(1) < kRefusalLogsPerSecond) {
+  uint64_t suppressed = 0;
+  if (refusal_log_.Allow(&suppressed)) {
     Log(LogLevel::kWarning, "rpc refused",
         {{"peer", context->peer()},
          {"access", AccessName(access)},
          {"code", status.error_code() == grpc::StatusCode::UNAUTHENTICATED
                       ? "UNAUTHENTICATED"
                       : "PERMISSION_DENIED"},
-         {"why", status.error_message()}});
+         {"why", status.error_message()},
+         {"suppressed", suppressed}});
   }
   return status;
 }

@@ -46,6 +46,7 @@
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/grpcpp.h"
 #include "server/grpc/fanin_service.h"
+#include "server/ops/log.h"
 
 namespace fanin::ops {
 
@@ -119,10 +120,8 @@ class Authorizer {
   std::shared_ptr<const CredentialTable> table_ ABSL_GUARDED_BY(mu_);
   std::atomic<uint64_t> unauthenticated_{0};
   std::atomic<uint64_t> permission_denied_{0};
-  // Refusal logging is limited to a few lines a second (a hostile client
-  // must not flood the log); the rest are counted.
-  std::atomic<int64_t> log_second_{0};
-  std::atomic<int> logged_this_second_{0};
+  // A hostile client must not flood the log with refusals.
+  LogRateLimiter refusal_log_{5};
 };
 
 }  // namespace fanin::ops

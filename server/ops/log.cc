@@ -10,6 +10,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 
 namespace fanin::ops {
 namespace {
@@ -164,6 +165,21 @@ void Log(LogLevel level, absl::string_view message,
     if (n <= 0) return;
     rest.remove_prefix(static_cast<size_t>(n));
   }
+}
+
+bool LogRateLimiter::Allow(uint64_t* suppressed) {
+  const int64_t now = absl::ToUnixSeconds(absl::Now());
+  int64_t seen = second_.load(std::memory_order_relaxed);
+  if (seen != now && second_.compare_exchange_strong(seen, now)) {
+    in_second_.store(0, std::memory_order_relaxed);
+  }
+  if (in_second_.fetch_add(1, std::memory_order_relaxed) >= per_second_) {
+    suppressed_.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  const uint64_t held = suppressed_.exchange(0, std::memory_order_relaxed);
+  if (suppressed != nullptr) *suppressed = held;
+  return true;
 }
 
 void SetLogSinkForTesting(std::function<void(absl::string_view line)> sink) {

@@ -19,6 +19,7 @@
 #ifndef FANIN_SERVER_OPS_LOG_H_
 #define FANIN_SERVER_OPS_LOG_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
@@ -79,6 +80,30 @@ std::string FormatLogLine(LogFormat format, absl::Time when, LogLevel level,
 // Writes one line when `level` is enabled.
 void Log(LogLevel level, absl::string_view message,
          std::initializer_list<LogField> fields = {});
+
+// Keeps a line that a hostile peer can trigger (a refused call, a rejected
+// connection) from flooding the log: at most `per_second` lines pass each
+// second; the rest are counted and reported with the next line that passes.
+// Thread-safe.
+//
+// Example:
+//   static LogRateLimiter limiter(5);
+//   uint64_t dropped = 0;
+//   if (limiter.Allow(&dropped)) Log(kWarning, "rpc refused", {{"suppressed",
+//   dropped}});
+class LogRateLimiter {
+ public:
+  explicit LogRateLimiter(int per_second) : per_second_(per_second) {}
+  // True when this line may be written; then *suppressed (if given) is the
+  // number of lines held back since the last one allowed.
+  bool Allow(uint64_t* suppressed = nullptr);
+
+ private:
+  const int per_second_;
+  std::atomic<int64_t> second_{0};
+  std::atomic<int> in_second_{0};
+  std::atomic<uint64_t> suppressed_{0};
+};
 
 // Tests: send lines to `sink` instead of stderr (empty: back to stderr).
 void SetLogSinkForTesting(std::function<void(absl::string_view line)> sink);
