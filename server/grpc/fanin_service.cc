@@ -4,10 +4,12 @@
 #include <string>
 #include <utility>
 
+#include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "server/fanout/event_codec.h"
 #include "server/fanout/filter.h"
+#include "server/ops/log.h"
 
 namespace fanin::grpc_api {
 namespace {
@@ -45,8 +47,13 @@ std::string Serialize(const fanin::v1::SubscribeResponse& message) {
 class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
                         public std::enable_shared_from_this<SubscribeStream> {
  public:
-  SubscribeStream(FaninService* service, fanin::v1::SubscribeRequest request)
-      : service_(service), hub_(service->hub_), request_(std::move(request)) {
+  SubscribeStream(FaninService* service, fanin::v1::SubscribeRequest request,
+                  uint64_t id, std::string peer)
+      : service_(service),
+        hub_(service->hub_),
+        request_(std::move(request)),
+        id_(id),
+        peer_(std::move(peer)) {
     const ServiceOptions& o = service->options_;
     max_events_ =
         request_.max_batch_events() == 0
@@ -78,6 +85,14 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
     }
     sub_ = *std::move(sub);
     service_->Register(self_);
+    ops::Log(ops::LogLevel::kInfo, "subscriber started",
+             {{"subscriber", id_},
+              {"peer", peer_},
+              {"delivery", request_.delivery() == fanin::v1::DELIVERY_LOSSLESS
+                               ? "lossless"
+                               : "lossy"},
+              {"resume_after_seq", request_.resume_after_seq()},
+              {"head_seq", started.head_seq}});
     fanin::v1::SubscribeResponse first;
     first.mutable_started()->set_server_epoch(started.epoch);
     first.mutable_started()->set_oldest_seq(started.oldest_seq);
@@ -96,6 +111,15 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
   }
 
   void OnDone() override {
+    if (sub_) {
+      ops::Log(ops::LogLevel::kInfo, "subscriber ended",
+               {{"subscriber", id_},
+                {"peer", peer_},
+                {"code", absl::StatusCodeToString(static_cast<absl::StatusCode>(
+                             final_code_.load()))},
+                {"delivered", delivered_},
+                {"lost", lost_}});
+    }
     service_->Unregister(this);
     if (sub_) hub_->Unsubscribe(sub_.get());
     self_.reset();  // May delete this.
@@ -172,6 +196,7 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
 
   void FinishOnce(grpc::Status status) {
     if (finished_.exchange(true)) return;
+    final_code_ = static_cast<int>(status.error_code());
     hub_->Unsubscribe(sub_.get());
     Finish(std::move(status));
   }
@@ -179,6 +204,9 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
   FaninService* const service_;
   fanout::EventHub* const hub_;
   const fanin::v1::SubscribeRequest request_;
+  const uint64_t id_;  // for logs
+  const std::string peer_;
+  std::atomic<int> final_code_{static_cast<int>(grpc::StatusCode::CANCELLED)};
   uint32_t max_events_;
   fanout::PayloadPolicy policy_;
   std::shared_ptr<SubscribeStream> self_;
@@ -301,7 +329,8 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* FaninService::Subscribe(
     };
     return new Refusal(std::move(status));
   }
-  auto stream = std::make_shared<SubscribeStream>(this, std::move(req));
+  auto stream = std::make_shared<SubscribeStream>(
+      this, std::move(req), next_subscriber_id_.fetch_add(1), context->peer());
   stream->Start(*std::move(filter));
   return stream.get();
 }

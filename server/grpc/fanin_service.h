@@ -117,6 +117,7 @@ class FaninService final
   const ServiceOptions options_;
   std::atomic<bool> draining_{false};
   std::atomic<uint64_t> events_lost_{0};
+  std::atomic<uint64_t> next_subscriber_id_{1};  // for logs
 
   mutable absl::Mutex mu_;
   absl::flat_hash_map<SubscribeStream*, std::weak_ptr<SubscribeStream>> streams_
