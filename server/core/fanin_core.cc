@@ -3,7 +3,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <thread>
 #include <utility>
 
@@ -14,6 +13,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "server/fanout/stored_event.h"
+#include "server/ops/log.h"
 
 namespace fanin::core {
 namespace {
@@ -202,6 +202,23 @@ absl::Status FaninCore::Start() {
   return status;
 }
 
+namespace {
+
+// A flood of connections past a limit must not become a flood of log lines.
+void LogRejected(uint64_t id, const std::string& listener,
+                 absl::string_view why) {
+  static ops::LogRateLimiter* limiter = new ops::LogRateLimiter(10);
+  uint64_t suppressed = 0;
+  if (!limiter->Allow(&suppressed)) return;
+  ops::Log(ops::LogLevel::kWarning, "connection rejected",
+           {{"conn", id},
+            {"listener", listener},
+            {"why", why},
+            {"suppressed", suppressed}});
+}
+
+}  // namespace
+
 void FaninCore::OnAccept(ListenerInfo* info, int fd) {
   const uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
   if (open_.load(std::memory_order_relaxed) >=
@@ -253,9 +270,7 @@ void FaninCore::Adopt(Shard* shard, const ListenerInfo* info, uint64_t id,
   if (!status.ok()) {
     shard->connections_rejected.fetch_add(1, std::memory_order_relaxed);
     rejected_[kPoller].fetch_add(1, std::memory_order_relaxed);
-    std::fprintf(stderr, "fanin: rejected connection %llu on %s: %s\n",
-                 static_cast<unsigned long long>(id), info->name.c_str(),
-                 std::string(status.message()).c_str());
+    LogRejected(id, info->name, status.message());
     shard->Erase(id);
     return;
   }
@@ -278,9 +293,7 @@ void FaninCore::Reject(const ListenerInfo* info, uint64_t id, int fd,
   hub_->Publish(fanout::MakeEvent(event, info->index));
   shards_[0]->connections_rejected.fetch_add(1, std::memory_order_relaxed);
   rejected_[reason].fetch_add(1, std::memory_order_relaxed);
-  std::fprintf(stderr, "fanin: rejected connection %llu on %s: %s\n",
-               static_cast<unsigned long long>(id), info->name.c_str(),
-               why.c_str());
+  LogRejected(id, info->name, why);
 }
 
 // A lossless subscriber paused or resumed: every loop re-checks the
