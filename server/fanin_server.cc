@@ -2,6 +2,7 @@
 
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
@@ -201,6 +202,10 @@ void FaninServer::Shutdown() {
   // Connections first, so their CLOSED(SERVER_SHUTDOWN) events reach the
   // streams before those drain.
   core_->Shutdown(config_.drain_timeout / 2);
+  // civetweb takes up to ~2 s to stop; overlap that with the stream drain so
+  // the whole shutdown stays within drain_timeout. The counters have their
+  // final connection values by now.
+  std::thread metrics_stop([m = metrics_] { m->Stop(); });
   service_->BeginDrain();
   while (service_->active_streams() > 0 && absl::Now() < deadline) {
     absl::SleepFor(absl::Milliseconds(5));
@@ -208,7 +213,7 @@ void FaninServer::Shutdown() {
   const size_t unfinished = service_->active_streams();
   server_->Shutdown(absl::ToChronoTime(std::max(deadline, absl::Now())));
   server_->Wait();
-  metrics_->Stop();
+  metrics_stop.join();
   ops::Log(unfinished == 0 ? ops::LogLevel::kInfo : ops::LogLevel::kWarning,
            "drained", {{"streams_cut", unfinished}});
 }
