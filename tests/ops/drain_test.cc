@@ -29,7 +29,11 @@ using fanin::testing::TcpClient;
 using fanin::testing::WaitFor;
 
 constexpr int kSenders = 16;
-constexpr size_t kPendingWrite = 1 << 20;
+// More than the kernel can buffer for a client with a tiny receive window, so
+// most of it waits in fanin's outbound queue when the drain starts.
+constexpr size_t kPendingWrite = 8 << 20;
+constexpr size_t kWriteChunk = 256 << 10;
+constexpr int kTinyWindow = 4096;
 
 // fanin_server started directly (not through ServerProcess, whose Stop would
 // send the second SIGTERM this test wants to control).
@@ -65,7 +69,8 @@ Child StartServer(const std::vector<std::string>& flags) {
 }
 
 TEST(DrainTest, SigtermUnderLoadLosesNothing) {
-  Child server = StartServer({"--drain_timeout=10s"});
+  Child server =
+      StartServer({"--drain_timeout=10s", "--max_outbound_bytes=16777216"});
   ASSERT_NE(server.process, nullptr);
   const std::string grpc = server.ready.grpc_address;
   const std::string raw = server.ready.listeners.at("default");
@@ -75,18 +80,18 @@ TEST(DrainTest, SigtermUnderLoadLosesNothing) {
   auto watch = EventReader::Start(grpc, request);
   ASSERT_TRUE(watch->WaitStarted(Deadline()));
 
-  // A client that reads nothing yet, owed 1 MiB that must still reach it.
-  auto sink = ConnectTcp(raw);
+  // A client that reads nothing yet, owed 8 MiB that must still reach it.
+  auto sink = ConnectFrom("127.0.0.1", raw, kTinyWindow);
   ASSERT_TRUE(sink.ok()) << sink.status();
   uint64_t sink_id = watch->WaitOpened(LocalAddressOf(sink->fd()), Deadline());
   ASSERT_NE(sink_id, 0u);
   auto stub = fanin::v1::FanIn::NewStub(NewChannel(grpc));
   std::string payload(kPendingWrite, '\0');
   for (size_t i = 0; i < payload.size(); ++i) payload[i] = 'a' + i % 26;
-  for (size_t off = 0; off < payload.size(); off += 256 << 10) {
+  for (size_t off = 0; off < payload.size(); off += kWriteChunk) {
     fanin::v1::WriteRequest req;
     req.set_connection_id(sink_id);
-    req.set_data(payload.substr(off, 256 << 10));
+    req.set_data(payload.substr(off, kWriteChunk));
     fanin::v1::WriteResponse r;
     grpc::Status s = stub->Write(NewContext().get(), req, &r);
     ASSERT_TRUE(s.ok()) << s.error_message();
@@ -169,21 +174,23 @@ TEST(DrainTest, SigtermUnderLoadLosesNothing) {
 }
 
 TEST(DrainTest, SecondSignalExitsAtOnce) {
-  Child server = StartServer({"--drain_timeout=25s"});
+  Child server =
+      StartServer({"--drain_timeout=25s", "--max_outbound_bytes=16777216"});
   ASSERT_NE(server.process, nullptr);
   const std::string grpc = server.ready.grpc_address;
   auto watch = EventReader::Start(grpc, LosslessRequest());
   ASSERT_TRUE(watch->WaitStarted(Deadline()));
   // A client that never reads holds the drain open with a pending write.
-  auto sink = ConnectTcp(server.ready.listeners.at("default"));
-  ASSERT_TRUE(sink.ok());
+  auto sink = ConnectFrom("127.0.0.1", server.ready.listeners.at("default"),
+                          kTinyWindow);
+  ASSERT_TRUE(sink.ok()) << sink.status();
   uint64_t id = watch->WaitOpened(LocalAddressOf(sink->fd()), Deadline());
   ASSERT_NE(id, 0u);
   auto stub = fanin::v1::FanIn::NewStub(NewChannel(grpc));
-  for (int i = 0; i < 12; ++i) {
+  for (size_t off = 0; off < kPendingWrite; off += kWriteChunk) {
     fanin::v1::WriteRequest req;
     req.set_connection_id(id);
-    req.set_data(std::string(256 << 10, 'z'));
+    req.set_data(std::string(kWriteChunk, 'z'));
     fanin::v1::WriteResponse r;
     ASSERT_TRUE(stub->Write(NewContext().get(), req, &r).ok());
   }

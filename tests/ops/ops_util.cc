@@ -73,7 +73,7 @@ std::string LocalAddressOf(int fd) {
 }
 
 absl::StatusOr<fanin::testing::TcpClient> ConnectFrom(
-    const std::string& source_ip, const std::string& address) {
+    const std::string& source_ip, const std::string& address, int rcvbuf) {
   size_t colon = address.rfind(':');
   int port = 0;
   if (colon == std::string::npos ||
@@ -83,6 +83,10 @@ absl::StatusOr<fanin::testing::TcpClient> ConnectFrom(
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) return absl::ErrnoToStatus(errno, "socket");
   fanin::testing::TcpClient client(fd);
+  if (rcvbuf > 0 &&
+      setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)) != 0) {
+    return absl::ErrnoToStatus(errno, "setsockopt(SO_RCVBUF)");
+  }
   sockaddr_in src = {};
   src.sin_family = AF_INET;
   inet_pton(AF_INET, source_ip.c_str(), &src.sin_addr);

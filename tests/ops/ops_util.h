@@ -112,9 +112,11 @@ class EventReader {
 fanin::v1::SubscribeRequest LosslessRequest();
 
 // A TCP client bound to `source_ip` (any 127.x.y.z) connected to
-// "HOST:PORT"; an error status when it cannot connect.
+// "HOST:PORT"; an error status when it cannot connect. A positive `rcvbuf`
+// is set as SO_RCVBUF before connecting, so the kernel cannot absorb much of
+// what the server sends while the client does not read.
 absl::StatusOr<fanin::testing::TcpClient> ConnectFrom(
-    const std::string& source_ip, const std::string& address);
+    const std::string& source_ip, const std::string& address, int rcvbuf = 0);
 
 // GET http://ADDRESS/PATH with HTTP/1.0; the body on status 200.
 absl::StatusOr<std::string> HttpGet(const std::string& address,
