@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 
@@ -58,6 +59,31 @@ TEST(LogTest, LevelsFilterAndParse) {
   EXPECT_FALSE(ParseLogLevel("verbose").ok());
   EXPECT_EQ(*ParseLogFormat("json"), LogFormat::kJson);
   EXPECT_FALSE(ParseLogFormat("xml").ok());
+}
+
+TEST(LogTest, RateLimiterPassesAFewAndCountsTheRest) {
+  LogRateLimiter limiter(3);
+  // All within one second (or straddling two: then more pass, never fewer).
+  int passed = 0;
+  uint64_t reported = 0;
+  for (int i = 0; i < 100; ++i) {
+    uint64_t suppressed = 0;
+    if (limiter.Allow(&suppressed)) {
+      ++passed;
+      reported += suppressed;
+    }
+  }
+  EXPECT_GE(passed, 3);
+  EXPECT_LE(passed, 6);
+  // What was held back is reported with the next line that passes.
+  const absl::Time next_second =
+      absl::FromUnixSeconds(absl::ToUnixSeconds(absl::Now()) + 1);
+  while (absl::Now() < next_second) {
+    absl::SleepFor(next_second - absl::Now());
+  }
+  uint64_t suppressed = 0;
+  ASSERT_TRUE(limiter.Allow(&suppressed));
+  EXPECT_EQ(reported + suppressed, static_cast<uint64_t>(100 - passed));
 }
 
 }  // namespace
