@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -329,6 +330,43 @@ TEST_P(WriteCloseTest, KeepHalfOpenStaysWritable) {
                        fanin::v1::EVENT_KIND_OPENED, fanin::v1::EVENT_KIND_DATA,
                        fanin::v1::EVENT_KIND_READ_CLOSED,
                        fanin::v1::EVENT_KIND_CLOSED}));
+}
+
+// Server shutdown: queued writes are flushed, every connection ends with
+// Closed(SERVER_SHUTDOWN), and the stream delivers those events and then
+// finishes OK.
+TEST_P(WriteCloseTest, ShutdownFlushesClosesAndFinishesStreams) {
+  ServerConfig config = BaseConfig(GetParam());
+  config.core.max_outbound_bytes = 64 << 20;
+  Start(config);
+  auto [idle, idle_id] = Open();
+  auto [busy, busy_id] = Open();
+  ASSERT_NE(idle_id, 0u);
+  ASSERT_NE(busy_id, 0u);
+  const std::string out = RandomBytes(4 << 20, 3);
+  uint64_t queued = 0;
+  ASSERT_TRUE(Write(busy_id, out.substr(0, 2 << 20), false, &queued).ok());
+  ASSERT_TRUE(Write(busy_id, out.substr(2 << 20), false, &queued).ok());
+  ASSERT_GT(queued, 0u) << "nothing left to flush: test too weak";
+  // The busy client reads while the server drains.
+  std::string got;
+  int error = -2;
+  std::thread reader([&, fd = busy.fd()] {
+    got = ReadUntilEofOrError(fd, Deadline(), &error);
+  });
+  server_->Shutdown();
+  reader.join();
+  EXPECT_EQ(error, 0) << "expected EOF";
+  EXPECT_TRUE(got == out) << "got " << got.size() << " of " << out.size();
+  EXPECT_TRUE(idle.WaitForPeerClose(Deadline()));
+  for (uint64_t id : {idle_id, busy_id}) {
+    auto closed = watch_->WaitClosed(id, Deadline());
+    ASSERT_TRUE(closed.has_value()) << id;
+    EXPECT_EQ(closed->closed().reason(),
+              fanin::v1::CLOSE_REASON_SERVER_SHUTDOWN);
+  }
+  grpc::Status end = watch_->WaitDone(Deadline());
+  EXPECT_TRUE(end.ok()) << end.error_code() << " " << end.error_message();
 }
 
 INSTANTIATE_TEST_SUITE_P(AllPollers, WriteCloseTest,
