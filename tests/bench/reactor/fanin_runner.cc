@@ -52,8 +52,9 @@ class FaninRunner final : public Runner {
 
   absl::Status Run() override {
     loop_->Run();
-    if (!chain_->done())
+    if (!chain_->done()) {
       return absl::InternalError("EventLoop::Run() returned early");
+    }
     return absl::OkStatus();
   }
 

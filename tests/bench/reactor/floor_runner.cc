@@ -44,8 +44,9 @@ class FloorRunner final : public Runner {
         return absl::ErrnoToStatus(errno, "epoll_wait()");
       }
       for (int k = 0; k < n; ++k) {
-        if (chain_->OnReadable(static_cast<int>(events[k].data.u32)))
+        if (chain_->OnReadable(static_cast<int>(events[k].data.u32))) {
           return absl::OkStatus();
+        }
       }
     }
   }

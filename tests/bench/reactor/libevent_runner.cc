@@ -17,16 +17,17 @@ class LibeventRunner final : public Runner {
   explicit LibeventRunner(std::string method) : method_(std::move(method)) {}
 
   ~LibeventRunner() override {
-    for (event* ev : events_)
-      event_free(ev);  // event_free() also event_del()s.
+    // event_free() also event_del()s.
+    for (event* ev : events_) event_free(ev);
     if (base_ != nullptr) event_base_free(base_);
   }
 
   absl::Status Init() override {
     if (absl::Status s = CheckSymbolsAreLibevents(); !s.ok()) return s;
     event_config* cfg = event_config_new();
-    if (cfg == nullptr)
+    if (cfg == nullptr) {
       return absl::ResourceExhaustedError("event_config_new()");
+    }
     // Avoiding every other compiled-in method leaves `method_` as the only
     // choice.
     for (const char** m = event_get_supported_methods();
@@ -67,10 +68,12 @@ class LibeventRunner final : public Runner {
   }
 
   absl::Status Run() override {
-    if (event_base_loop(base_, 0) < 0)
+    if (event_base_loop(base_, 0) < 0) {
       return absl::InternalError("event_base_loop()");
-    if (!chain_->done())
+    }
+    if (!chain_->done()) {
       return absl::InternalError("event_base_loop() returned early");
+    }
     return absl::OkStatus();
   }
 

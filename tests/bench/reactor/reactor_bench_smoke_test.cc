@@ -4,6 +4,9 @@
 
 #include <sys/socket.h>
 
+#include <cctype>
+#include <cstdlib>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -41,8 +44,9 @@ INSTANTIATE_TEST_SUITE_P(Reactor, EveryImplTest,
                          [](const ::testing::TestParamInfo<Impl>& info) {
                            std::string name;
                            for (char c : info.param.name) {
-                             if (std::isalnum(static_cast<unsigned char>(c)))
+                             if (std::isalnum(static_cast<unsigned char>(c))) {
                                name += c;
+                             }
                            }
                            return name;
                          });

@@ -90,8 +90,9 @@ absl::Status ProbeInChild(const Impl& impl, int min_fd) {
 
 absl::Status ProbeHighFd(const Impl& impl, int min_fd) {
   int report[2];
-  if (::pipe2(report, O_CLOEXEC) != 0)
+  if (::pipe2(report, O_CLOEXEC) != 0) {
     return absl::ErrnoToStatus(errno, "pipe2()");
+  }
   const pid_t pid = ::fork();
   if (pid < 0) {
     const int saved_errno = errno;
