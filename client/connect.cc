@@ -132,8 +132,9 @@ absl::StatusOr<ServerConnection> ServerConnection::Open(
     args.SetSslTargetNameOverride(options.tls_server_name);
   }
   // Reconnect quickly after a server restart (watch --follow does its own
-  // back-off on top).
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  // back-off on top). Not GRPC_ARG_MIN_RECONNECT_BACKOFF_MS: gRPC also takes
+  // it as the connect timeout, and a TLS handshake on a loaded machine needs
+  // far more than 100 ms.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   connection.channel_ =

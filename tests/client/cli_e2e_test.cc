@@ -839,6 +839,118 @@ TEST_F(CliWatchTest, ExpiredHistoryIsReportedAsAGap) {
   EXPECT_THAT(r.stdout_data, HasSubstr("seq="));
 }
 
+// TLS, mutual TLS and bearer tokens against the server's access control.
+class CliTlsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = getenv("TEST_TMPDIR");
+    cert_ = absl::StrCat(dir_, "/cert.pem");
+    key_ = absl::StrCat(dir_, "/key.pem");
+    auto openssl =
+        RunCommand({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key_,
+                    "-out", cert_, "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"});
+    ASSERT_TRUE(openssl.ok()) << openssl.status();
+    ASSERT_EQ(openssl->exit_code, 0) << openssl->stderr_data;
+    WriteFile("tokens", "reader reader-token\nwriter writer-token\n");
+    WriteFile("reader", "reader-token\n");
+    WriteFile("writer", "writer-token\n");
+    WriteFile("wrong", "not-a-known-token\n");
+  }
+
+  std::string WriteFile(const std::string& name, const std::string& text) {
+    std::string path = absl::StrCat(dir_, "/", name);
+    FILE* f = fopen(path.c_str(), "w");
+    EXPECT_NE(f, nullptr);
+    fputs(text.c_str(), f);
+    fclose(f);
+    return path;
+  }
+
+  std::string Path(const std::string& name) {
+    return absl::StrCat(dir_, "/", name);
+  }
+
+  CommandResult Fanin(std::vector<std::string> args) {
+    args.insert(args.begin(), kFanin);
+    args.push_back(absl::StrCat("--server=", server_->grpc_address()));
+    auto result = RunCommand(args);
+    EXPECT_TRUE(result.ok()) << result.status();
+    return result.ok() ? *result : CommandResult();
+  }
+
+  std::string dir_, cert_, key_;
+  std::unique_ptr<ServerProcess> server_;
+};
+
+TEST_F(CliTlsTest, TokensOverTls) {
+  auto server = ServerProcess::Start(
+      {.flags = {"--listen=127.0.0.1:0", "--grpc_address=127.0.0.1:0",
+                 absl::StrCat("--tls_cert=", cert_),
+                 absl::StrCat("--tls_key=", key_),
+                 absl::StrCat("--auth_tokens_file=", Path("tokens"))}});
+  ASSERT_TRUE(server.ok()) << server.status();
+  server_ = *std::move(server);
+  std::string ca = absl::StrCat("--tls_ca=", cert_);
+
+  CommandResult r = Fanin({"stats", ca, "--token_file", Path("reader")});
+  EXPECT_EQ(r.exit_code, 0) << r.stderr_data;
+  r = Fanin(
+      {"watch", ca, "--token_file", Path("reader"), "--timeout", "300ms"});
+  EXPECT_EQ(r.exit_code, 0) << r.stderr_data;
+  // The name in the certificate may be given explicitly.
+  r = Fanin({"stats", ca, "--tls_server_name=localhost", "--token_file",
+             Path("reader")});
+  EXPECT_EQ(r.exit_code, 0) << r.stderr_data;
+  // Health is never checked.
+  r = Fanin({"health", ca});
+  EXPECT_EQ(r.exit_code, 0) << r.stderr_data;
+
+  r = Fanin({"stats", ca});
+  EXPECT_EQ(r.exit_code, 8) << r.stderr_data;
+  EXPECT_THAT(r.stderr_data, HasSubstr("UNAUTHENTICATED"));
+  EXPECT_THAT(r.stderr_data, HasSubstr("--token_file"));
+  r = Fanin({"stats", ca, "--token_file", Path("wrong")});
+  EXPECT_EQ(r.exit_code, 8) << r.stderr_data;
+  r = Fanin({"write", "1", "x", ca, "--token_file", Path("reader")});
+  EXPECT_EQ(r.exit_code, 8) << r.stderr_data;
+  EXPECT_THAT(r.stderr_data, HasSubstr("PERMISSION_DENIED"));
+  r = Fanin({"write", "999", "x", ca, "--token_file", Path("writer")});
+  EXPECT_EQ(r.exit_code, 4) << r.stderr_data;
+
+  // Plaintext to a TLS server cannot connect.
+  r = Fanin({"stats", "--token_file", Path("reader"), "--timeout", "3s"});
+  EXPECT_EQ(r.exit_code, 3) << r.stderr_data;
+}
+
+TEST_F(CliTlsTest, MutualTlsClientCertificate) {
+  // The self-signed certificate doubles as the client's and as both CAs.
+  auto server = ServerProcess::Start(
+      {.flags = {"--listen=127.0.0.1:0", "--grpc_address=127.0.0.1:0",
+                 absl::StrCat("--tls_cert=", cert_),
+                 absl::StrCat("--tls_key=", key_),
+                 absl::StrCat("--tls_client_ca=", cert_)}});
+  ASSERT_TRUE(server.ok()) << server.status();
+  server_ = *std::move(server);
+  std::vector<std::string> tls = {absl::StrCat("--tls_ca=", cert_),
+                                  absl::StrCat("--tls_cert=", cert_),
+                                  absl::StrCat("--tls_key=", key_)};
+  std::vector<std::string> args = {"stats"};
+  args.insert(args.end(), tls.begin(), tls.end());
+  CommandResult r = Fanin(args);
+  EXPECT_EQ(r.exit_code, 0) << r.stderr_data;
+  // Verified certificates default to the reader role.
+  args = {"close", "1"};
+  args.insert(args.end(), tls.begin(), tls.end());
+  r = Fanin(args);
+  EXPECT_EQ(r.exit_code, 8) << r.stderr_data;
+  // Without a client certificate the handshake fails.
+  r = Fanin({"stats", tls[0], "--timeout", "3s"});
+  EXPECT_NE(r.exit_code, 0) << r.stderr_data;
+  EXPECT_TRUE(r.exit_code == 3 || r.exit_code == 8) << r.exit_code;
+}
+
 TEST(CliUnixSocketTest, ServerAddressMayBeAUnixSocket) {
   // Not under TEST_TMPDIR: a unix socket path must fit in 108 bytes.
   char dir[] = "/tmp/fanin-cli-XXXXXX";
