@@ -1,9 +1,9 @@
 // The gRPC ceiling: a minimal fanin.v1 server whose Subscribe streams
-// pre-built EventBatch messages of Data events (one load-generator message
-// each, round-robin over --connections virtual connections) as fast as the
-// stream takes them, or at --rate events/s, for --duration seconds per stream;
-// then it ends the stream with OK. No sockets are read: this is what gRPC
-// alone can carry to the same subscriber.
+// pre-built EventBatch messages of Data events (--messages_per_event
+// load-generator messages each, round-robin over --connections virtual
+// connections) as fast as the stream takes them, or at --rate events/s, for
+// --duration seconds per stream; then it ends the stream with OK. No sockets
+// are read: this is what gRPC alone can carry to the same subscriber.
 //
 //   ceiling --grpc_address=127.0.0.1:0 --ready_file=/tmp/c.ready --duration=5
 //
@@ -16,6 +16,7 @@
 #include <signal.h>
 #include <time.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
@@ -38,6 +39,8 @@ ABSL_FLAG(std::string, ready_file, "", "written once serving");
 ABSL_FLAG(int, connections, 1000, "virtual connections events rotate over");
 ABSL_FLAG(int, message_bytes, 64, "bytes per message (one per Data event)");
 ABSL_FLAG(int, batch_events, 64, "events per EventBatch");
+ABSL_FLAG(int, messages_per_event, 1,
+          "messages in each Data payload (as a read of a burst would hold)");
 ABSL_FLAG(double, rate, 0, "events/s per stream; 0 = as fast as possible");
 ABSL_FLAG(double, duration, 5, "seconds each stream runs");
 
@@ -51,6 +54,7 @@ struct Config {
   int connections;
   int message_bytes;
   int batch_events;
+  int messages_per_event;
   double rate;
   int64_t duration_ns;
 };
@@ -129,9 +133,13 @@ class SubscribeStream : public grpc::ServerWriteReactor<v1::SubscribeResponse> {
       e->set_connection_id(conn + 1);
       e->set_listener("default");
       v1::Data* data = e->mutable_data();
-      EncodeMessage(conn, conn_seq_[conn]++, now_mono, padding_.data());
-      data->set_payload(padding_);
-      data->set_size(config_.message_bytes);
+      std::string* payload = data->mutable_payload();
+      payload->clear();
+      for (int m = 0; m < config_.messages_per_event; ++m) {
+        EncodeMessage(conn, conn_seq_[conn]++, now_mono, padding_.data());
+        payload->append(padding_);
+      }
+      data->set_size(payload->size());
     }
     ++batches_;
   }
@@ -203,7 +211,9 @@ int Main(int argc, char** argv) {
   signal(SIGINT, OnSignal);
   Config config{absl::GetFlag(FLAGS_connections),
                 absl::GetFlag(FLAGS_message_bytes),
-                absl::GetFlag(FLAGS_batch_events), absl::GetFlag(FLAGS_rate),
+                absl::GetFlag(FLAGS_batch_events),
+                std::max(1, absl::GetFlag(FLAGS_messages_per_event)),
+                absl::GetFlag(FLAGS_rate),
                 static_cast<int64_t>(absl::GetFlag(FLAGS_duration) * 1e9)};
   if (config.connections <= 0 || config.batch_events <= 0 ||
       config.message_bytes < static_cast<int>(kHeaderBytes)) {

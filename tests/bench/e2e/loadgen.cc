@@ -48,6 +48,14 @@ ABSL_FLAG(double, hold, 0,
 ABSL_FLAG(std::string, source_addrs, "",
           "comma-separated local IPv4 addresses, used round-robin (e.g. "
           "127.0.0.2,127.0.0.3); empty = kernel's choice");
+ABSL_FLAG(std::string, source_base, "",
+          "first of --source_count consecutive local IPv4 addresses (e.g. "
+          "127.1.0.1), used round-robin; fresh addresses keep connect()'s port "
+          "search short when earlier runs left ports in TIME_WAIT");
+ABSL_FLAG(int, source_count, 0, "addresses from --source_base");
+ABSL_FLAG(int, messages_per_send, 1,
+          "max mode: messages written by one send() (each still carries its "
+          "own seq and timestamp)");
 ABSL_FLAG(int, index_base, 0, "first connection index (several processes)");
 ABSL_FLAG(int, connect_window, 256, "connects in flight at most");
 ABSL_FLAG(double, flush_timeout, 30,
@@ -158,10 +166,12 @@ class LoadGen {
           continue;
         }
         if (c.pending.empty()) {
-          EncodeMessage(index_base + ci, c.seq++, MonotonicNanos(),
-                        scratch_.data());
-          ++result_.sent_messages;
-          c.pending.assign(scratch_.data(), message_bytes_);
+          const int64_t now_ns = MonotonicNanos();
+          for (int m = 0; m < messages_per_send_; ++m) {
+            EncodeMessage(index_base + ci, c.seq++, now_ns, scratch_.data());
+            c.pending.append(scratch_.data(), message_bytes_);
+          }
+          result_.sent_messages += messages_per_send_;
         }
         Flush(ci);
       }
@@ -336,6 +346,7 @@ class LoadGen {
 
  public:
   bool max_mode_ = false;
+  int messages_per_send_ = 1;
 
  private:
   sockaddr_in target_;
@@ -383,6 +394,19 @@ int Main(int argc, char** argv) {
     }
     sources.push_back(a);
   }
+  if (!absl::GetFlag(FLAGS_source_base).empty()) {
+    in_addr base;
+    if (inet_pton(AF_INET, absl::GetFlag(FLAGS_source_base).c_str(), &base) !=
+        1) {
+      std::fprintf(stderr, "loadgen: bad --source_base\n");
+      return 2;
+    }
+    for (int i = 0; i < absl::GetFlag(FLAGS_source_count); ++i) {
+      in_addr a;
+      a.s_addr = htonl(ntohl(base.s_addr) + i);
+      sources.push_back(a);
+    }
+  }
 
   LoadGen gen(target, std::move(sources), n, message_bytes);
   gen.ConnectAll(std::max(1, absl::GetFlag(FLAGS_connect_window)));
@@ -404,6 +428,8 @@ int Main(int argc, char** argv) {
     gen.RunRate(rate, duration_ns, absl::GetFlag(FLAGS_index_base));
   } else {
     gen.max_mode_ = true;
+    gen.messages_per_send_ =
+        std::max(1, absl::GetFlag(FLAGS_messages_per_send));
     gen.RunMax(duration_ns, absl::GetFlag(FLAGS_index_base));
     gen.max_mode_ = false;
   }

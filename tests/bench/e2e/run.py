@@ -168,6 +168,7 @@ class Harness:
         self.bin = args.bin_dir
         self.work = tempfile.mkdtemp(prefix="fanin-e2e-")
         self.seq = 0
+        self.loadgens = 0
         self.fanin_bin = os.path.join(self.bin, "server", "fanin_server")
         self.proto_dir = os.path.join(self.bin, "proto")
         self._stub = None
@@ -184,13 +185,17 @@ class Harness:
 
     # -- pieces
 
-    def loadgen(self, target, conns, rate, duration, hold=0):
-        # Many source addresses: with one, each connect() searches the ephemeral
-        # ports and 19,000 connections took 11 s instead of 1.2 s here.
-        sources = ",".join(f"127.0.0.{i}" for i in range(2, 42))
+    def loadgen(self, target, conns, rate, duration, hold=0, per_send=1):
+        # Fresh source addresses for every run, about 20 connections each: from
+        # one address, connect() searches ephemeral ports past earlier runs'
+        # TIME_WAIT and 19,000 connections took 11 s instead of about 1.
+        self.loadgens += 1
+        base = f"127.{10 + self.loadgens % 240}.{self.loadgens // 240 % 250}.1"
         argv = [self.exe("loadgen"), f"--target={target}", f"--connections={conns}",
                 f"--message_bytes={self.args.message_bytes}", f"--rate={rate}",
-                f"--duration={duration}", f"--source_addrs={sources}"]
+                f"--duration={duration}", f"--source_base={base}",
+                f"--source_count={max(1, min(conns // 20, 1000))}",
+                f"--messages_per_send={per_send}"]
         if hold:
             argv.append(f"--hold={hold}")
         return Proc("loadgen", argv, self.work)
@@ -242,7 +247,7 @@ class Harness:
 
     # -- one measurement each
 
-    def run_floor(self, conns, rate, duration, cdf=None):
+    def run_floor(self, conns, rate, duration, cdf=None, per_send=1):
         ready = self.path("floor.ready")
         argv = [self.exe("floor"), f"--ready_file={ready}", f"--expect_connections={conns}",
                 f"--message_bytes={self.args.message_bytes}", "--timeout=150"]
@@ -251,7 +256,7 @@ class Harness:
         floor = Proc("floor", argv, self.work)
         try:
             target = wait_file(ready, 10, floor).split()[-1]
-            gen = self.loadgen(target, conns, rate, duration)
+            gen = self.loadgen(target, conns, rate, duration, per_send=per_send)
             sent = gen.wait_line("done", duration + 120)
             done = floor.wait_line("done", 60)
             cpu = done["cpu_s"]  # it exits right after: it measures itself
@@ -259,11 +264,13 @@ class Harness:
             Proc.stop_all()
         return summarize("floor", sent, [done], cpu, done["messages"])
 
-    def run_ceiling(self, conns, rate, duration, subscribers=1, py=False, cdf=None):
+    def run_ceiling(self, conns, rate, duration, subscribers=1, py=False, cdf=None,
+                    per_send=1):
         ready = self.path("ceiling.ready")
         ceiling = Proc("ceiling", [self.exe("ceiling"), f"--ready_file={ready}",
                                    f"--connections={conns}", f"--rate={rate}",
                                    f"--duration={duration}",
+                                   f"--messages_per_event={per_send}",
                                    f"--message_bytes={self.args.message_bytes}",
                                    f"--batch_events={self.args.ceiling_batch}"], self.work)
         try:
@@ -282,17 +289,18 @@ class Harness:
             streams = ceiling.lines_of("stream_done")
         finally:
             Proc.stop_all()
-        sent = {"sent_messages": sum(s["events"] for s in streams) / subscribers,
+        sent = {"sent_messages": sum(s["events"] for s in streams) * per_send / subscribers,
                 "failed_connections": 0,
-                "sent_per_s": statistics.mean(s["events_per_s"] for s in streams)}
+                "sent_per_s": statistics.mean(s["events_per_s"] for s in streams) * per_send}
         # Each stream carries its own events: loss is checked per stream total.
         r = summarize("ceiling", sent, results, cpu, sum(s["events"] for s in streams))
-        r["lost"] = sum(s["events"] for s in streams) - sum(x["messages"] for x in results)
+        r["lost"] = (sum(s["events"] for s in streams) * per_send
+                     - sum(x["messages"] for x in results))
         r["ok"] = ok(r)
         return r
 
     def run_fanin(self, conns, rate, duration, poller="epoll", subscribers=1, py=False,
-                  cdf=None):
+                  cdf=None, per_send=1):
         server, addrs = self.start_fanin(poller)
         try:
             subs = [self.subscriber(addrs["grpc"], conns, py=py, name=f"sub{i}",
@@ -301,7 +309,7 @@ class Harness:
             for s in subs:
                 wait_file(s.ready_file, 30, s)
             cpu0 = cpu_seconds(server.pid)
-            gen = self.loadgen(addrs["listen"], conns, rate, duration)
+            gen = self.loadgen(addrs["listen"], conns, rate, duration, per_send=per_send)
             sent = gen.wait_line("done", duration + 150)
             results = [s.wait_line("done", 150) for s in subs]
             cpu = cpu_seconds(server.pid) - cpu0
@@ -456,25 +464,34 @@ def systems(h):
 
 
 def scenario_throughput(h, rep, a):
+    for per_send in (1, a.burst_messages):
+        throughput_table(h, rep, a, per_send)
+        rep.add()
+
+
+def throughput_table(h, rep, a, per_send):
     conns, d = 1000, a.duration
     rep.add(f"### throughput: {conns} connections, {a.message_bytes}-byte messages, "
-            f"load generator as fast as possible for {d} s, 1 lossless subscriber")
+            f"{per_send} message(s) per send(), load generator as fast as possible for {d} s, "
+            "1 lossless subscriber")
     rep.add()
     rep.add("| system | messages/s at subscriber | load generator sent/s | "
-            "CPU µs/event (server) | events | check |")
-    rep.add("| --- | --- | --- | --- | --- | --- |")
+            "CPU µs/event (server) | CPU µs/message (server) | events | check |")
+    rep.add("| --- | --- | --- | --- | --- | --- | --- |")
     results = {}
     for run in range(a.runs):  # interleaved so drift in machine load hits all alike
         for s in systems(h):
-            results.setdefault(s, []).extend(repeat(h, 1, s, conns, 0, d))
+            results.setdefault(s, []).extend(
+                repeat(h, 1, s, conns, 0, d, per_send=per_send))
     for s, runs in results.items():
         if not runs:
-            rep.add(f"| {s} | failed to run | | | | |")
+            rep.add(f"| {s} | failed to run | | | | | |")
             continue
         rep.add(f"| {s} | {fmt_range(runs, 'messages_per_s')} | "
                 f"{fmt_range(runs, 'sent_per_s')} | {fmt_range(runs, 'cpu_us_per_event', 2)} | "
+                f"{fmt_range(runs, 'cpu_us_per_message', 2)} | "
                 f"{fmt(med(runs, 'events')[0])} | {check_text(runs)} |")
-    rep.raw["throughput"] = results
+    rep.raw[f"throughput/{per_send}"] = results
     ratio_lines(rep, results, "messages_per_s", 0.9, "floor")
 
 
@@ -845,6 +862,8 @@ def main():
     p.add_argument("--burst_connections", type=int, default=4000,
                    help="queued while the server is stopped; below the 4096 backlog")
     p.add_argument("--ceiling_batch", type=int, default=64)
+    p.add_argument("--burst_messages", type=int, default=16,
+                   help="messages per send() in the throughput scenario's second table")
     p.add_argument("--max_batch_events", type=int, default=0,
                    help="SubscribeRequest.max_batch_events (0: server default)")
     p.add_argument("--fanin_flag", action="append", default=[],
