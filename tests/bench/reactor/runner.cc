@@ -108,6 +108,8 @@ absl::Status ProbeHighFd(const Impl& impl, int min_fd) {
     const int devnull = ::open("/dev/null", O_WRONLY);
     if (devnull >= 0) ::dup2(devnull, STDERR_FILENO);
     ::close(report[0]);
+    // A loop that loses the token would block forever; SIGALRM ends it.
+    ::alarm(30);
     const absl::Status s = ProbeInChild(impl, min_fd);
     const std::string text = s.ToString();
     if (!s.ok()) {
