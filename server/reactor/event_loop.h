@@ -203,6 +203,8 @@ class EventLoop {
   absl::Mutex mu_;
   std::vector<absl::AnyInvocable<void() &&>> posted_ ABSL_GUARDED_BY(mu_);
   bool wake_armed_ ABSL_GUARDED_BY(mu_) = false;  // an eventfd write is due
+  // Mirrors !posted_.empty(); written under mu_, read without it.
+  std::atomic<bool> has_posted_{false};
   std::vector<absl::AnyInvocable<void() &&>> running_tasks_;
 };
 
