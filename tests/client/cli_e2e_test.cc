@@ -679,7 +679,7 @@ TEST_F(CliWatchTest, FiltersAndPayloadOptionsReachTheServer) {
 
   // --listener: nothing happened on "other".
   r = Fanin({"watch", "-o", "json", "--resume-after", absl::StrCat(before),
-             "--listener", "other", "--timeout", "500ms"});
+             "--listener", "other", "--timeout", "3s"});
   ASSERT_EQ(r.exit_code, 0) << r.stderr_data;
   parsed = ParseJsonLines(r.stdout_data);
   ASSERT_TRUE(parsed.ok()) << parsed.status();
@@ -707,7 +707,9 @@ TEST_F(CliWatchTest, LiveEventsHeartbeatsAndCtrlC) {
 }
 
 TEST_F(CliWatchTest, TextModeShowsHeartbeatsOnStderrAndTimeoutExitsZero) {
-  CommandResult r = Fanin({"watch", "--timeout", "1s"});
+  // Long enough for a slow (sanitized, loaded) start plus a few 300 ms
+  // heartbeats.
+  CommandResult r = Fanin({"watch", "--timeout", "3s"});
   EXPECT_EQ(r.exit_code, 0) << r.stderr_data;
   EXPECT_EQ(r.stdout_data, "");
   EXPECT_THAT(r.stderr_data, HasSubstr("fanin: heartbeat: head seq"));
