@@ -57,6 +57,10 @@ ABSL_FLAG(int, messages_per_send, 1,
           "max mode: messages written by one send() (each still carries its "
           "own seq and timestamp)");
 ABSL_FLAG(int, index_base, 0, "first connection index (several processes)");
+ABSL_FLAG(double, start_delay, 0,
+          "seconds to wait, idle, between connecting and sending (lets the "
+          "receiver finish taking the connections, so latency figures are of "
+          "the steady state rather than of the connection burst)");
 ABSL_FLAG(int, connect_window, 256, "connects in flight at most");
 ABSL_FLAG(double, flush_timeout, 30,
           "seconds to wait for unsent bytes after --duration");
@@ -417,6 +421,10 @@ int Main(int argc, char** argv) {
       gen.connected(), r.connect_ns / 1e9, r.max_connect_ns / 1e6);
   std::fflush(stdout);
 
+  const int64_t start_at =
+      MonotonicNanos() +
+      static_cast<int64_t>(absl::GetFlag(FLAGS_start_delay) * 1e9);
+  while (!g_stop.load() && MonotonicNanos() < start_at) usleep(1000);
   const double hold = absl::GetFlag(FLAGS_hold);
   const double rate = absl::GetFlag(FLAGS_rate);
   const int64_t duration_ns =

@@ -185,7 +185,7 @@ class Harness:
 
     # -- pieces
 
-    def loadgen(self, target, conns, rate, duration, hold=0, per_send=1):
+    def loadgen(self, target, conns, rate, duration, hold=0, per_send=1, start_delay=0):
         # Fresh source addresses for every run, about 20 connections each: from
         # one address, connect() searches ephemeral ports past earlier runs'
         # TIME_WAIT and 19,000 connections took 11 s instead of about 1.
@@ -195,7 +195,7 @@ class Harness:
                 f"--message_bytes={self.args.message_bytes}", f"--rate={rate}",
                 f"--duration={duration}", f"--source_base={base}",
                 f"--source_count={max(1, min(conns // 20, 1000))}",
-                f"--messages_per_send={per_send}"]
+                f"--messages_per_send={per_send}", f"--start_delay={start_delay}"]
         if hold:
             argv.append(f"--hold={hold}")
         return Proc("loadgen", argv, self.work)
@@ -256,7 +256,8 @@ class Harness:
         floor = Proc("floor", argv, self.work)
         try:
             target = wait_file(ready, 10, floor).split()[-1]
-            gen = self.loadgen(target, conns, rate, duration, per_send=per_send)
+            gen = self.loadgen(target, conns, rate, duration, per_send=per_send,
+                               start_delay=self.args.start_delay if rate else 0)
             sent = gen.wait_line("done", duration + 120)
             done = floor.wait_line("done", 60)
             cpu = done["cpu_s"]  # it exits right after: it measures itself
@@ -309,7 +310,8 @@ class Harness:
             for s in subs:
                 wait_file(s.ready_file, 30, s)
             cpu0 = cpu_seconds(server.pid)
-            gen = self.loadgen(addrs["listen"], conns, rate, duration, per_send=per_send)
+            gen = self.loadgen(addrs["listen"], conns, rate, duration, per_send=per_send,
+                               start_delay=self.args.start_delay if rate else 0)
             sent = gen.wait_line("done", duration + 150)
             results = [s.wait_line("done", 150) for s in subs]
             cpu = cpu_seconds(server.pid) - cpu0
@@ -862,6 +864,10 @@ def main():
     p.add_argument("--burst_connections", type=int, default=4000,
                    help="queued while the server is stopped; below the 4096 backlog")
     p.add_argument("--ceiling_batch", type=int, default=64)
+    p.add_argument("--start_delay", type=float, default=0.5,
+                   help="fixed-rate runs: seconds between connecting and sending, the same "
+                        "for every system, so latency is of the steady state and not of "
+                        "the 1,000-connection burst (0 measures the burst too)")
     p.add_argument("--burst_messages", type=int, default=16,
                    help="messages per send() in the throughput scenario's second table")
     p.add_argument("--max_batch_events", type=int, default=0,

@@ -34,6 +34,9 @@ ABSL_FLAG(int, expect_connections, 0,
 ABSL_FLAG(double, timeout, 120, "give up after this many seconds");
 ABSL_FLAG(std::string, ready_file, "", "written once Started has arrived");
 ABSL_FLAG(std::string, latency_cdf, "", "write the latency CDF (µs) here");
+ABSL_FLAG(double, slow_ms, 5,
+          "report (up to 20) batches holding a message older than this, with "
+          "their time since the first data, to tell a stall from steady noise");
 
 namespace fanin::bench {
 namespace {
@@ -84,6 +87,10 @@ int Main(int argc, char** argv) {
   v1::SubscribeResponse response;
   const std::string ready_file = absl::GetFlag(FLAGS_ready_file);
   bool done = false;
+  const int64_t slow_ns =
+      static_cast<int64_t>(absl::GetFlag(FLAGS_slow_ms) * 1e6);
+  std::string slow;  // JSON array body: [ms since first data, max ms, msgs]
+  int slow_batches = 0;
   while (!done && reader->Read(&response)) {
     const int64_t arrival = MonotonicNanos();
     switch (response.message_case()) {
@@ -92,8 +99,10 @@ int Main(int argc, char** argv) {
           WriteFileAtomically(ready_file, "started\n");
         }
         break;
-      case v1::SubscribeResponse::kBatch:
+      case v1::SubscribeResponse::kBatch: {
         ++batches;
+        const uint64_t before = verifier.messages();
+        const int64_t max_before = verifier.latency().max();
         for (const v1::Event& e : response.batch().events()) {
           ++events;
           switch (e.kind_case()) {
@@ -114,7 +123,19 @@ int Main(int argc, char** argv) {
           }
         }
         if (expect > 0 && closed >= expect) done = true;
+        // The histogram's max only grows, so a new max above the threshold
+        // marks a batch that carried a slow message; later slow batches below
+        // the running max are caught by the count alone.
+        if (verifier.messages() > before &&
+            verifier.latency().max() > max_before &&
+            verifier.latency().max() > slow_ns && slow_batches++ < 20) {
+          absl::StrAppendFormat(
+              &slow, "%s[%.1f,%.2f,%d]", slow.empty() ? "" : ",",
+              (arrival - verifier.first_arrival_ns()) / 1e6,
+              verifier.latency().max() / 1e6, verifier.messages() - before);
+        }
         break;
+      }
       case v1::SubscribeResponse::kGap:
         ++gaps;
         gap_lost += response.gap().lost();
@@ -136,12 +157,13 @@ int Main(int argc, char** argv) {
       "{\"event\":\"done\",\"role\":\"subscriber\",%s,\"batches\":%d,"
       "\"events\":%d,\"data_events\":%d,\"opened\":%d,\"closed\":%d,"
       "\"rejected\":%d,\"gaps\":%d,\"gap_lost\":%d,\"heartbeats\":%d,"
-      "\"timed_out\":%s,\"complete\":%s,\"status\":\"%s\"}\n",
+      "\"timed_out\":%s,\"complete\":%s,\"status\":\"%s\","
+      "\"new_max_batches\":[%s]}\n",
       VerifierJsonFields(verifier), batches, events, data_events, opened,
       closed, rejected, gaps, gap_lost, heartbeats,
       timed_out ? "true" : "false",
       (done || (expect == 0 && status.ok())) ? "true" : "false",
-      done ? "OK" : absl::StrCat(status.error_code()));
+      done ? "OK" : absl::StrCat(status.error_code()), slow);
   return 0;
 }
 
