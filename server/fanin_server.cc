@@ -194,7 +194,8 @@ void FaninServer::Shutdown() {
     draining_ = true;
   }
   UpdateHealth();
-  watchdog_->Stop();
+  // Null when Start failed before the loops ran.
+  if (watchdog_) watchdog_->Stop();
   ops::Log(ops::LogLevel::kInfo, "draining",
            {{"connections", core_->GetStats().connections_open},
             {"streams", service_->active_streams()},

@@ -4,6 +4,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/strings/match.h"
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "server/fanin_server.h"
@@ -84,6 +85,48 @@ TEST(HealthTest, ShutdownTurnsNotServingForGood) {
   stopper.join();
   EXPECT_FALSE(server->serving());
   EXPECT_TRUE(watch->WaitDone(Deadline()).ok());
+}
+
+// Start failures after the loops exist unwind cleanly (no crash, no leak under
+// ASan) and say what is wrong.
+TEST(StartTest, FailuresUnwindAndNameTheCause) {
+  // The metrics port is taken.
+  auto blocker = FaninServer::Start([] {
+    ServerConfig c;
+    c.core.listen = {{"default", "127.0.0.1:0"}};
+    c.core.loops = 1;
+    c.grpc_address = "127.0.0.1:0";
+    c.metrics_address = "127.0.0.1:0";
+    return c;
+  }());
+  ASSERT_TRUE(blocker.ok()) << blocker.status();
+  ServerConfig config;
+  config.core.listen = {{"default", "127.0.0.1:0"}};
+  config.core.loops = 1;
+  config.grpc_address = "127.0.0.1:0";
+  config.metrics_address = (*blocker)->metrics_address();
+  auto taken = FaninServer::Start(config);
+  ASSERT_FALSE(taken.ok());
+  EXPECT_EQ(taken.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(absl::StrContains(taken.status().message(), "metrics"))
+      << taken.status();
+
+  config.metrics_address = "";
+  config.tls = {.cert_file = "/nonexistent/server.pem",
+                .key_file = "/nonexistent/server.key"};
+  auto no_cert = FaninServer::Start(config);
+  ASSERT_FALSE(no_cert.ok());
+  EXPECT_EQ(no_cert.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(no_cert.status().message(), "--tls_cert"))
+      << no_cert.status();
+
+  config.tls = {};
+  config.auth.tokens_file = "/nonexistent/tokens";
+  auto no_tokens = FaninServer::Start(config);
+  ASSERT_FALSE(no_tokens.ok());
+  EXPECT_TRUE(
+      absl::StrContains(no_tokens.status().message(), "--auth_tokens_file"))
+      << no_tokens.status();
 }
 
 TEST(WatchdogTest, CountsEachStuckLoop) {
