@@ -464,9 +464,19 @@ void Connection::Finish(fanin::v1::CloseReason reason, std::string detail) {
   c->set_detail(std::move(detail));
   c->set_bytes_received(bytes_received_);
   c->set_bytes_sent(bytes_sent_);
-  Publish(closed);
-  shard_->read_paused.erase(id_);
-  shard_->Erase(id_);  // Deletes this.
+  closed.set_time_unix_nano(absl::GetCurrentTimeNanos());
+  closed.set_connection_id(id_);
+  closed.set_listener(listener_->name);
+  auto event = fanout::MakeEvent(closed, listener_->index);
+  fanout::EventHub* hub = shard_->hub;
+  Shard* shard = shard_;
+  const uint64_t id = id_;
+  // Free the connection's slot (max_connections, per IP, connections_open)
+  // before announcing Closed: a subscriber that saw Closed may count on the
+  // slot, and a new client accepted on another loop must find it free.
+  shard->read_paused.erase(id);
+  shard->Erase(id);  // Deletes this.
+  hub->Publish(std::move(event));
 }
 
 }  // namespace fanin::core
