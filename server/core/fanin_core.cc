@@ -290,9 +290,11 @@ void FaninCore::Reject(const ListenerInfo* info, uint64_t id, int fd,
   event.set_time_unix_nano(absl::GetCurrentTimeNanos());
   event.mutable_closed()->set_reason(fanin::v1::CLOSE_REASON_REJECTED);
   event.mutable_closed()->set_detail(why);
-  hub_->Publish(fanout::MakeEvent(event, info->index));
+  // Counted before Closed(REJECTED) is announced, so GetStats never lags
+  // what a subscriber has already seen.
   shards_[0]->connections_rejected.fetch_add(1, std::memory_order_relaxed);
   rejected_[reason].fetch_add(1, std::memory_order_relaxed);
+  hub_->Publish(fanout::MakeEvent(event, info->index));
   LogRejected(id, info->name, why);
 }
 
