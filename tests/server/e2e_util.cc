@@ -300,7 +300,10 @@ std::unique_ptr<Subscriber> Subscriber::Start(
   auto sub = std::unique_ptr<Subscriber>(new Subscriber());
   sub->channel_ = NewChannel(address);
   sub->stub_ = fanin::v1::FanIn::NewStub(sub->channel_);
-  sub->held_ = held;
+  {
+    absl::MutexLock lock(&sub->mu_);
+    sub->held_ = held;
+  }
   sub->thread_ = std::thread([s = sub.get(), request] { s->Run(request); });
   return sub;
 }

@@ -88,7 +88,9 @@ bool AllAcked(int fd) {
 }
 
 TEST_P(PullTest, ReadableOnceReadLimitsShortReadRearmsEof) {
-  auto [client, id] = Open("pull");
+  auto opened_client = Open("pull");
+  TcpClient& client = opened_client.first;
+  const uint64_t id = opened_client.second;
   ASSERT_NE(id, 0u);
   ASSERT_TRUE(client.SendAll("0123456789").ok());
   ASSERT_TRUE(WaitCount(id, fanin::v1::EVENT_KIND_READABLE, 1));
@@ -145,7 +147,9 @@ TEST_P(PullTest, ReadableOnceReadLimitsShortReadRearmsEof) {
 }
 
 TEST_P(PullTest, LargeInputComesInBoundedReads) {
-  auto [client, id] = Open("pull");
+  auto opened_client = Open("pull");
+  TcpClient& client = opened_client.first;
+  const uint64_t id = opened_client.second;
   ASSERT_NE(id, 0u);
   const std::string sent = RandomBytes(300 << 10, 9);
   absl::Status send_status;
@@ -169,7 +173,8 @@ TEST_P(PullTest, LargeInputComesInBoundedReads) {
 }
 
 TEST_P(PullTest, ReadErrors) {
-  auto [push, push_id] = Open("default");
+  auto opened_push = Open("default");  // Kept open for the Reads below.
+  const uint64_t push_id = opened_push.second;
   ASSERT_NE(push_id, 0u);
   fanin::v1::ReadResponse r;
   grpc::Status s = Read(push_id, 10, &r);

@@ -106,7 +106,9 @@ void ExpectCode(const grpc::Status& s, grpc::StatusCode code,
 
 TEST_P(WriteCloseTest, WriteReachesTheClientExactly) {
   Start();
-  auto [client, id] = Open();
+  auto opened_client = Open();
+  TcpClient& client = opened_client.first;
+  const uint64_t id = opened_client.second;
   ASSERT_NE(id, 0u);
   uint64_t queued = 99;
   ASSERT_TRUE(Write(id, "hello", false, &queued).ok());
@@ -138,7 +140,9 @@ TEST_P(WriteCloseTest, WriteOverOutboundLimitQueuesNothing) {
   ServerConfig config = BaseConfig(GetParam());
   config.core.max_outbound_bytes = 256 << 10;
   Start(config);
-  auto [client, id] = Open();
+  auto opened_client = Open();
+  TcpClient& client = opened_client.first;
+  const uint64_t id = opened_client.second;
   ASSERT_NE(id, 0u);
   ExpectCode(Write(id, std::string((256 << 10) + 1, 'x'), false),
              grpc::StatusCode::RESOURCE_EXHAUSTED, "outbound");
@@ -179,7 +183,9 @@ TEST_P(WriteCloseTest, WritableAfterBlockedWrite) {
   ServerConfig config = BaseConfig(GetParam());
   config.core.max_outbound_bytes = 64 << 20;
   Start(config);
-  auto [client, id] = Open();
+  auto opened_client = Open();
+  TcpClient& client = opened_client.first;
+  const uint64_t id = opened_client.second;
   ASSERT_NE(id, 0u);
   std::string accepted;
   uint64_t queued = 0;
@@ -219,7 +225,9 @@ TEST_P(WriteCloseTest, GracefulCloseDeliversEverythingThenEof) {
   Start(config);
   for (const char* listener : {"default", "pull"}) {
     SCOPED_TRACE(listener);
-    auto [client, id] = Open(listener);
+    auto opened_client = Open(listener);
+    TcpClient& client = opened_client.first;
+    const uint64_t id = opened_client.second;
     ASSERT_NE(id, 0u);
     // Unread input at close time: on the pull listener nobody reads it.
     ASSERT_TRUE(client.SendAll(RandomBytes(64 << 10, 1), Deadline()).ok());
@@ -247,7 +255,9 @@ TEST_P(WriteCloseTest, GracefulCloseDeliversEverythingThenEof) {
 
 TEST_P(WriteCloseTest, WriteWithCloseAfter) {
   Start();
-  auto [client, id] = Open();
+  auto opened_client = Open();
+  TcpClient& client = opened_client.first;
+  const uint64_t id = opened_client.second;
   ASSERT_NE(id, 0u);
   ASSERT_TRUE(Write(id, "bye", true).ok());
   int error = -2;
@@ -260,7 +270,9 @@ TEST_P(WriteCloseTest, WriteWithCloseAfter) {
 
 TEST_P(WriteCloseTest, AbortResetsTheClient) {
   Start();
-  auto [client, id] = Open();
+  auto opened_client = Open();
+  TcpClient& client = opened_client.first;
+  const uint64_t id = opened_client.second;
   ASSERT_NE(id, 0u);
   ASSERT_TRUE(Close(id, true).ok());
   int error = -2;
@@ -273,7 +285,9 @@ TEST_P(WriteCloseTest, AbortResetsTheClient) {
 
 TEST_P(WriteCloseTest, PeerFinGivesDataReadClosedThenClosed) {
   Start();
-  auto [client, id] = Open();
+  auto opened_client = Open();
+  TcpClient& client = opened_client.first;
+  const uint64_t id = opened_client.second;
   ASSERT_NE(id, 0u);
   const std::string sent = RandomBytes(200 << 10, 5);
   ASSERT_TRUE(client.SendAll(sent, Deadline()).ok());
@@ -294,7 +308,9 @@ TEST_P(WriteCloseTest, PeerFinGivesDataReadClosedThenClosed) {
 
 TEST_P(WriteCloseTest, PeerResetIsReset) {
   Start();
-  auto [client, id] = Open();
+  auto opened_client = Open();
+  TcpClient& client = opened_client.first;
+  const uint64_t id = opened_client.second;
   ASSERT_NE(id, 0u);
   ASSERT_TRUE(client.SendAll("soon gone").ok());
   ASSERT_TRUE(watch_->WaitEvent(id, fanin::v1::EVENT_KIND_DATA, Deadline()));
@@ -307,7 +323,9 @@ TEST_P(WriteCloseTest, KeepHalfOpenStaysWritable) {
   ServerConfig config = BaseConfig(GetParam());
   config.core.keep_half_open = true;
   Start(config);
-  auto [client, id] = Open();
+  auto opened_client = Open();
+  TcpClient& client = opened_client.first;
+  const uint64_t id = opened_client.second;
   ASSERT_NE(id, 0u);
   ASSERT_TRUE(client.SendAll("last words").ok());
   ASSERT_TRUE(client.ShutdownWrite().ok());
@@ -339,8 +357,12 @@ TEST_P(WriteCloseTest, ShutdownFlushesClosesAndFinishesStreams) {
   ServerConfig config = BaseConfig(GetParam());
   config.core.max_outbound_bytes = 64 << 20;
   Start(config);
-  auto [idle, idle_id] = Open();
-  auto [busy, busy_id] = Open();
+  auto opened_idle = Open();
+  TcpClient& idle = opened_idle.first;
+  const uint64_t idle_id = opened_idle.second;
+  auto opened_busy = Open();
+  TcpClient& busy = opened_busy.first;
+  const uint64_t busy_id = opened_busy.second;
   ASSERT_NE(idle_id, 0u);
   ASSERT_NE(busy_id, 0u);
   const std::string out = RandomBytes(4 << 20, 3);
