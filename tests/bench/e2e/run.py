@@ -764,30 +764,46 @@ def scenario_pollers(h, rep, a):
                              f", {fmt(med(runs, 'cpu_us_per_event')[0], 2)} µs/ev")
         rep.add(f"| {conns} | " + " | ".join(cells) + " |")
     rep.raw["pollers"] = results
-    png = os.path.join(a.plots, "throughput_vs_connections.png")
-    data = os.path.join(h.work, "pollers.dat")
+    poller_plots(results, a.poller_connections, pollers, a.plots, h.work, a.runs)
+    rep.add()
+    rep.add(f"- plots: {os.path.relpath(a.plots, os.path.dirname(HERE))}/"
+            "throughput_vs_connections.png, cpu_per_event_vs_connections.png")
+
+
+def poller_plots(results, connections, pollers, plots, work, runs_per_point):
+    """messages/s and server CPU per event against connections, one line each."""
+    for key, png_name, ylabel in (
+            ("messages_per_s", "throughput_vs_connections.png", "messages/s at the subscriber"),
+            ("cpu_us_per_event", "cpu_per_event_vs_connections.png",
+             "receiver CPU µs per event (floor: per message)")):
+        poller_plot(results, connections, pollers, plots, work, runs_per_point, key,
+                    png_name, ylabel)
+
+
+def poller_plot(results, connections, pollers, plots, work, runs_per_point, key, png_name,
+                ylabel):
+    png = os.path.join(plots, png_name)
+    data = os.path.join(work, f"{key}.dat")
     with open(data, "w") as f:
-        for conns in a.poller_connections:
+        for conns in connections:
             row = [str(conns)]
             for p in ["floor"] + pollers:
                 runs = [r for r in results.get(f"{conns}/{p}", []) if not r["rejected"]]
-                row.append(f"{med(runs, 'messages_per_s')[0]:.0f}" if runs else "NaN")
+                row.append(f"{med(runs, key)[0]:.3f}" if runs else "NaN")
             f.write(" ".join(row) + "\n")
     cols = ["floor"] + [f"fanin {p}" for p in pollers]
     gnuplot(f"""set terminal pngcairo size 900,560 noenhanced
 set output '{png}'
-set title 'Throughput vs connections, 64-byte messages, 1 lossless subscriber (median of {a.runs})'
+set title '{ylabel.split(" (")[0]}, 64-byte messages, max rate, 1 lossless subscriber (median of {runs_per_point})'
 set logscale x
 set xlabel 'connections (log scale)'
-set ylabel 'messages/s at the subscriber'
+set ylabel '{ylabel}'
 set yrange [0:*]
 set key outside right
 set grid
 plot {", ".join(f"'{data}' using 1:{i + 2} with linespoints lw 2 title '{c}'"
                 for i, c in enumerate(cols))}
 """)
-    rep.add()
-    rep.add(f"- plot: {os.path.relpath(png, os.path.dirname(HERE))}")
 
 
 def scenario_python(h, rep, a):
