@@ -41,6 +41,7 @@ class Proc:
     """A child process whose stdout JSON lines are collected by a thread."""
 
     live = []
+    started = 0
     nice = 0  # applied to every child alike (run.py --nice)
     rt = 0  # SCHED_FIFO priority for every child alike, 0 = none (latency runs)
 
@@ -48,7 +49,8 @@ class Proc:
         self.name = name
         self.lines = []
         self.cond = threading.Condition()
-        self.stderr_path = os.path.join(workdir, f"{name}.stderr")
+        Proc.started += 1
+        self.stderr_path = os.path.join(workdir, f"{Proc.started:05d}-{name}.stderr")
         self.stderr = open(self.stderr_path, "w")
         nice, rt = Proc.nice, Proc.rt
 
@@ -169,6 +171,7 @@ class Harness:
         self.work = tempfile.mkdtemp(prefix="fanin-e2e-")
         self.seq = 0
         self.loadgens = 0
+        self.failed_runs = 0
         self.fanin_bin = os.path.join(self.bin, "server", "fanin_server")
         self.proto_dir = os.path.join(self.bin, "proto")
         self._stub = None
@@ -455,8 +458,15 @@ def repeat(h, n, system, conns, rate, duration, **kw):
     runs = []
     for i in range(n):
         try:
-            runs.append(h.run_system(system, conns, rate, duration, **kw))
+            r = h.run_system(system, conns, rate, duration, **kw)
+            runs.append(r)
+            if not r["ok"]:
+                h.failed_runs += 1
+                print(f"  {system} run {i + 1} failed its checks: {check_text([r])}; "
+                      f"logs up to process {Proc.started} in {h.work}", file=sys.stderr,
+                      flush=True)
         except HarnessError as e:
+            h.failed_runs += 1
             print(f"  {system} run {i + 1}: {e}", file=sys.stderr, flush=True)
     return runs
 
@@ -928,7 +938,9 @@ def main():
         Proc.stop_all()
         if a.scenario != "smoke":
             rep.save(a.scenario)
-        if not a.keep:
+        if a.keep or h.failed_runs:
+            print(f"work directory kept: {h.work}", file=sys.stderr)
+        else:
             shutil.rmtree(h.work, ignore_errors=True)
     return status
 
