@@ -148,26 +148,24 @@ std::string EscapeBytes(absl::string_view bytes, size_t max_bytes) {
 std::string Base64Encode(absl::string_view bytes) {
   static constexpr char kAlphabet[] =
       "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  out.reserve((bytes.size() + 2) / 3 * 4);
+  const auto* in = reinterpret_cast<const unsigned char*>(bytes.data());
+  std::string out((bytes.size() + 2) / 3 * 4, '=');
+  char* o = out.data();
   size_t i = 0;
-  for (; i + 3 <= bytes.size(); i += 3) {
-    uint32_t v = (static_cast<unsigned char>(bytes[i]) << 16) |
-                 (static_cast<unsigned char>(bytes[i + 1]) << 8) |
-                 static_cast<unsigned char>(bytes[i + 2]);
-    out.push_back(kAlphabet[(v >> 18) & 63]);
-    out.push_back(kAlphabet[(v >> 12) & 63]);
-    out.push_back(kAlphabet[(v >> 6) & 63]);
-    out.push_back(kAlphabet[v & 63]);
+  for (; i + 3 <= bytes.size(); i += 3, o += 4) {
+    uint32_t v = (in[i] << 16) | (in[i + 1] << 8) | in[i + 2];
+    o[0] = kAlphabet[(v >> 18) & 63];
+    o[1] = kAlphabet[(v >> 12) & 63];
+    o[2] = kAlphabet[(v >> 6) & 63];
+    o[3] = kAlphabet[v & 63];
   }
   size_t rest = bytes.size() - i;
   if (rest > 0) {
-    uint32_t v = static_cast<unsigned char>(bytes[i]) << 16;
-    if (rest == 2) v |= static_cast<unsigned char>(bytes[i + 1]) << 8;
-    out.push_back(kAlphabet[(v >> 18) & 63]);
-    out.push_back(kAlphabet[(v >> 12) & 63]);
-    out.push_back(rest == 2 ? kAlphabet[(v >> 6) & 63] : '=');
-    out.push_back('=');
+    uint32_t v = in[i] << 16;
+    if (rest == 2) v |= in[i + 1] << 8;
+    o[0] = kAlphabet[(v >> 18) & 63];
+    o[1] = kAlphabet[(v >> 12) & 63];
+    if (rest == 2) o[2] = kAlphabet[(v >> 6) & 63];
   }
   return out;
 }
@@ -175,9 +173,22 @@ std::string Base64Encode(absl::string_view bytes) {
 std::string JsonString(absl::string_view text) {
   // Everything outside printable ASCII is escaped, so the output is plain
   // ASCII: valid JSON, and safe to show on a terminal.
-  std::string out = "\"";
+  std::string out;
+  out.reserve(text.size() + 2);
+  out.push_back('"');
   size_t i = 0;
   while (i < text.size()) {
+    // Runs that need no escape (all of a base64 payload) go in one append.
+    size_t run = i;
+    while (run < text.size() && text[run] >= 0x20 && text[run] < 0x7f &&
+           text[run] != '"' && text[run] != '\\') {
+      ++run;
+    }
+    if (run > i) {
+      out.append(text.data() + i, run - i);
+      i = run;
+      continue;
+    }
     int32_t cp = DecodeUtf8(text, &i);
     if (cp < 0) cp = 0xfffd;
     switch (cp) {
