@@ -19,6 +19,7 @@
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -443,17 +444,23 @@ int Main(int argc, char** argv) {
   }
   gen.Drain(static_cast<int64_t>(absl::GetFlag(FLAGS_flush_timeout) * 1e9));
   gen.CloseAll();
+  rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  const double cpu_s = usage.ru_utime.tv_sec + usage.ru_stime.tv_sec +
+                       (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
   std::printf(
       "{\"event\":\"done\",\"connections\":%d,\"connected\":%zu,"
       "\"failed_connections\":%llu,\"connect_s\":%.6f,\"max_connect_ms\":%.3f,"
       "\"sent_messages\":%llu,\"sent_bytes\":%llu,\"send_s\":%.6f,"
-      "\"sent_per_s\":%.1f,\"would_block\":%llu,\"behind_max_ms\":%.3f}\n",
+      "\"sent_per_s\":%.1f,\"would_block\":%llu,\"behind_max_ms\":%.3f,"
+      "\"cpu_s\":%.3f}\n",
       n, gen.connected(), static_cast<unsigned long long>(r.failed_connections),
       r.connect_ns / 1e9, r.max_connect_ns / 1e6,
       static_cast<unsigned long long>(r.sent_messages),
       static_cast<unsigned long long>(r.sent_bytes), r.send_ns / 1e9,
       r.send_ns > 0 ? r.sent_messages * 1e9 / r.send_ns : 0.0,
-      static_cast<unsigned long long>(r.would_block), r.behind_max_ns / 1e6);
+      static_cast<unsigned long long>(r.would_block), r.behind_max_ns / 1e6,
+      cpu_s);
   return 0;
 }
 
