@@ -57,21 +57,11 @@ class Proc:
         def setup():
             if nice:
                 os.nice(nice)
-                # With sched_autogroup_enabled every session is a scheduling group of
-                # its own and nice only ranks tasks inside it: each compile job of a
-                # shared machine would get as much CPU as this whole harness. So each
-                # child gets its own session (start_new_session) and the group's nice.
-                try:
-                    with open("/proc/self/autogroup", "w") as f:
-                        f.write(str(nice))
-                except OSError:
-                    pass
             if rt:
                 os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(rt))
 
         self.p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.stderr,
-                                  text=True, start_new_session=bool(nice),
-                                  preexec_fn=setup if nice or rt else None)
+                                  text=True, preexec_fn=setup if nice or rt else None)
         Proc.live.append(self)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -929,6 +919,19 @@ def main():
                         "the same for all systems, it only keeps unrelated jobs from "
                         "preempting the measurement")
     a = p.parse_args()
+    if a.nice and os.getsid(0) != os.getpid():
+        # With sched_autogroup_enabled each session is one scheduling group and nice
+        # only ranks tasks inside it: every compile job of a shared machine (each its
+        # own session) would get as much CPU as this whole harness. So the driver
+        # becomes a session of its own, which every process it starts shares (as on a
+        # machine of its own), and gives that group the nice.
+        os.execvp("setsid", ["setsid", "--wait", sys.executable] + sys.argv)
+    if a.nice:
+        try:
+            with open("/proc/self/autogroup", "w") as f:
+                f.write(str(a.nice))
+        except OSError as e:
+            print(f"cannot set the autogroup's nice: {e}", file=sys.stderr)
     Proc.nice = a.nice
     os.makedirs(a.plots, exist_ok=True)
     h = Harness(a)
