@@ -41,18 +41,24 @@ format_check() {
 summarize() {
   local testlogs="$1"; shift
   /usr/bin/python3 - "$testlogs" "$@" <<'PY'
-import os, sys, xml.etree.ElementTree as ET
+import glob, os, sys, xml.etree.ElementTree as ET
 logs, extra_pass, extra_fail, targets = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
 passed, failed = extra_pass, extra_fail
 for t in targets:
-    path = os.path.join(logs, t.lstrip('/').replace(':', '/'), 'test.xml')
+    base = os.path.join(logs, t.lstrip('/').replace(':', '/'))
+    # A sharded test leaves one test.xml per shard.
+    paths = ([os.path.join(base, 'test.xml')] if os.path.exists(os.path.join(base, 'test.xml'))
+             else sorted(glob.glob(os.path.join(base, 'shard_*_of_*', 'test.xml'))))
+    cases = []
     try:
-        root = ET.parse(path).getroot()
+        for path in paths:
+            cases.extend(ET.parse(path).getroot().iter('testcase'))
     except Exception:
+        paths = []
+    if not paths:
         failed += 1
         print(f"quickstart: no results for {t}", file=sys.stderr)
         continue
-    cases = root.iter('testcase')
     n = 0
     for c in cases:
         n += 1
