@@ -109,6 +109,9 @@ absl::StatusOr<std::unique_ptr<FaninServer>> FaninServer::Start(
         "cannot serve gRPC on ", c.grpc_address,
         " (address in use or not valid? try --grpc_address=127.0.0.1:0)"));
   }
+  // The health service starts out SERVING; it must not say so before the
+  // loops run.
+  server->UpdateHealth();
   if (is_unix) {
     server->grpc_address_ = c.grpc_address;
   } else {
