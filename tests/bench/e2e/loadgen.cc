@@ -7,8 +7,8 @@
 //
 // Rate mode is open-loop: message k is due at start + k/rate on connection
 // k % C, and each message carries the time of its actual write, so latency is
-// measured from the socket write. Max mode writes one message per send() to
-// every writable connection in turn.
+// measured from the socket write. Max mode writes --messages_per_send messages
+// (default 1) per send() to every writable connection in turn.
 //
 // With --hold, it connects and then sends nothing until --hold seconds pass or
 // SIGTERM/SIGINT arrives (idle-connection scale runs); it prints a
