@@ -288,16 +288,17 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* FaninService::Subscribe(
   fanin::v1::SubscribeRequest req;
   grpc::Status status = Authorize(context, Access::kRead);
   std::vector<grpc::Slice> slices;
-  if (!status.ok()) {
-  } else if (!request->Dump(&slices).ok()) {
-    status = InvalidArgument("request: cannot read the SubscribeRequest");
-  } else {
-    std::string bytes;
-    for (const grpc::Slice& s : slices) {
-      bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
-    }
-    if (!req.ParseFromString(bytes)) {
-      status = InvalidArgument("request: not a valid SubscribeRequest");
+  if (status.ok()) {
+    if (!request->Dump(&slices).ok()) {
+      status = InvalidArgument("request: cannot read the SubscribeRequest");
+    } else {
+      std::string bytes;
+      for (const grpc::Slice& s : slices) {
+        bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+      }
+      if (!req.ParseFromString(bytes)) {
+        status = InvalidArgument("request: not a valid SubscribeRequest");
+      }
     }
   }
   absl::StatusOr<fanout::Filter> filter = fanout::Filter();
