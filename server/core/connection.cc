@@ -56,7 +56,7 @@ void Connection::Publish(fanin::v1::Event& event) {
   event.set_time_unix_nano(absl::GetCurrentTimeNanos());
   event.set_connection_id(id_);
   event.set_listener(listener_->name);
-  shard_->hub->Publish(fanout::MakeEvent(event, listener_->index));
+  shard_->Publish(fanout::MakeEvent(event, listener_->index));
 }
 
 absl::Status Connection::Start() {
@@ -127,7 +127,7 @@ void Connection::HandleReadable(uint32_t events) {
     int64_t now = absl::GetCurrentTimeNanos();
     last_activity_ = absl::FromUnixNanos(now);
     if (!lingering) {
-      shard_->hub->Publish(fanout::MakeDataEvent(
+      shard_->Publish(fanout::MakeDataEvent(
           id_, listener_->index, listener_->name, now,
           absl::string_view(buf.data(), static_cast<size_t>(n))));
     }
@@ -468,7 +468,6 @@ void Connection::Finish(fanin::v1::CloseReason reason, std::string detail) {
   closed.set_connection_id(id_);
   closed.set_listener(listener_->name);
   auto event = fanout::MakeEvent(closed, listener_->index);
-  fanout::EventHub* hub = shard_->hub;
   Shard* shard = shard_;
   const uint64_t id = id_;
   // Free the connection's slot (max_connections, per IP, connections_open)
@@ -476,7 +475,7 @@ void Connection::Finish(fanin::v1::CloseReason reason, std::string detail) {
   // slot, and a new client accepted on another loop must find it free.
   shard->read_paused.erase(id);
   shard->Erase(id);  // Deletes this.
-  hub->Publish(std::move(event));
+  shard->Publish(std::move(event));
 }
 
 }  // namespace fanin::core

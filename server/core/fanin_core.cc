@@ -81,6 +81,18 @@ void IpCounter::Release(const std::string& host) {
   if (--it->second == 0) counts_.erase(it);
 }
 
+void Shard::Publish(std::shared_ptr<fanout::StoredEvent> event) {
+  hub->Publish(std::move(event), &pending_wakes);
+  if (pending_wakes.empty() || wakes_posted) return;
+  wakes_posted = true;
+  // Posted from the loop thread during I/O dispatch, this runs at the end of
+  // the same iteration, after every ready fd was read.
+  loop->Post([this] {
+    wakes_posted = false;
+    fanout::EventHub::RunWakes(&pending_wakes);
+  });
+}
+
 void Shard::Erase(uint64_t id) {
   auto it = connections.find(id);
   if (it == connections.end()) return;

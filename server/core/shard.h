@@ -59,6 +59,10 @@ struct Shard {
   absl::flat_hash_set<uint64_t> read_paused;
   std::string read_buffer;  // one per loop: connections hold no read buffer
   bool shutting_down = false;
+  // Streams that events of this iteration unparked; woken once, after the
+  // iteration's I/O (see Publish).
+  fanout::EventHub::WakeList pending_wakes;
+  bool wakes_posted = false;
 
   std::atomic<uint64_t> bytes_received{0};
   std::atomic<uint64_t> bytes_sent{0};
@@ -66,6 +70,9 @@ struct Shard {
 
   // Removes (and deletes) a finished connection.
   void Erase(uint64_t id);
+  // Publishes from this loop, waking the streams it unparks at the end of
+  // the loop iteration rather than at once.
+  void Publish(std::shared_ptr<fanout::StoredEvent> event);
 };
 
 }  // namespace fanin::core

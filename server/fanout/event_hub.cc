@@ -133,7 +133,8 @@ void EventHub::Unsubscribe(Subscription* sub) {
   if (resumed) NotifyPauseChange();
 }
 
-uint64_t EventHub::Publish(std::shared_ptr<StoredEvent> event) {
+uint64_t EventHub::Publish(std::shared_ptr<StoredEvent> event,
+                           WakeList* deferred) {
   absl::InlinedVector<std::shared_ptr<Subscription>, 4> wakes;
   bool paused = false;
   uint64_t seq;
@@ -165,9 +166,19 @@ uint64_t EventHub::Publish(std::shared_ptr<StoredEvent> event) {
     history_.push_back(std::move(event));
     EvictLocked();
   }
-  for (const auto& sub : wakes) sub->wake();
+  if (deferred != nullptr) {
+    for (auto& sub : wakes) deferred->push_back(std::move(sub));
+  } else {
+    for (const auto& sub : wakes) sub->wake();
+  }
   if (paused) NotifyPauseChange();
   return seq;
+}
+
+void EventHub::RunWakes(WakeList* wakes) {
+  WakeList now;
+  now.swap(*wakes);
+  for (const auto& sub : now) sub->wake();
 }
 
 void EventHub::EvictLocked() {

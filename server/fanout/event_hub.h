@@ -127,7 +127,19 @@ class EventHub {
   bool Unpark(Subscription* sub);
 
   // Assigns the next seq (written into *event) and appends it. Returns it.
-  uint64_t Publish(std::shared_ptr<StoredEvent> event);
+  // Wakes the subscriptions it unparks before returning.
+  uint64_t Publish(std::shared_ptr<StoredEvent> event) {
+    return Publish(std::move(event), nullptr);
+  }
+  // Subscriptions a Publish unparked and left for its caller to wake.
+  using WakeList = std::vector<std::shared_ptr<Subscription>>;
+  // Like Publish, but appends the subscriptions to wake to *deferred (when
+  // not null) instead of waking them. A loop wakes them once per iteration,
+  // so one batch carries every event the iteration read instead of the first
+  // event going out alone. The caller must call RunWakes soon.
+  uint64_t Publish(std::shared_ptr<StoredEvent> event, WakeList* deferred);
+  // Calls the wake of each subscription in *wakes and empties it.
+  static void RunWakes(WakeList* wakes);
 
   // Back-pressure queries for the loops; cheap when nothing is paused.
   bool ReadingPaused(uint32_t listener, uint64_t connection_id) const;
