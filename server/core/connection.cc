@@ -131,11 +131,13 @@ void Connection::HandleReadable(uint32_t events) {
           id_, listener_->index, listener_->name, now,
           absl::string_view(buf.data(), static_cast<size_t>(n))));
     }
-    // Edge-triggered: the rest (or a FIN that came with the data) produces
+    // Edge-triggered: the rest, and a FIN that came with the data, produce
     // no new edge, so ask to be called again rather than read it all now.
+    // The FIN's edge may have been the first of several reads, so remember
+    // it until a read returns 0.
+    if (events & (kReadClosed | kHangup)) fin_signalled_ = true;
     if (shard_->loop->edge_triggered() &&
-        (static_cast<size_t>(n) == buf.size() ||
-         (events & (kReadClosed | kHangup)))) {
+        (static_cast<size_t>(n) == buf.size() || fin_signalled_)) {
       shard_->loop->Redispatch(fd_, kReadable);
     }
     return;

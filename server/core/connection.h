@@ -102,6 +102,7 @@ class Connection : public reactor::IoHandler {
   bool readable_announced_ = false;  // pull mode: Readable sent, not drained
   bool write_waited_ = false;        // a Write had to queue: Writable owed
   bool peer_eof_ = false;
+  bool fin_signalled_ = false;  // poller reported the peer's FIN (RDHUP/HUP)
   uint64_t bytes_received_ = 0;
   uint64_t bytes_sent_ = 0;
   // Outbound bytes not yet written: out_[out_head_, out_.size()). Empty (and
