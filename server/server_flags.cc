@@ -23,7 +23,8 @@ ABSL_FLAG(std::string, grpc_address, "127.0.0.1:50051",
 ABSL_FLAG(
     std::string, poller, "epoll",
     "readiness backend: epoll (level-triggered), epoll-edge, poll, select");
-ABSL_FLAG(int, loops, 0, "reactor loops (threads); 0 = one per core");
+ABSL_FLAG(int, loops, 0,
+          "reactor loops (threads); 0 = one per core less one (at least 1)");
 ABSL_FLAG(int64_t, max_connections, 100000,
           "raw connections held at once; more are accepted and closed "
           "(CLOSED with reason REJECTED)");

@@ -81,6 +81,11 @@ void IpCounter::Release(const std::string& host) {
   if (--it->second == 0) counts_.erase(it);
 }
 
+int DefaultLoops() {
+  const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  return std::max(1, cores - 1);
+}
+
 void Shard::Publish(std::shared_ptr<fanout::StoredEvent> event) {
   hub->Publish(std::move(event), &pending_wakes);
   if (pending_wakes.empty() || wakes_posted) return;
@@ -149,7 +154,8 @@ absl::StatusOr<std::unique_ptr<FaninCore>> FaninCore::Create(
     core->names_.push_back(spec.name);
     core->listeners_.push_back(std::move(info));
   }
-  auto loops = reactor::LoopGroup::Create(opts.poller, opts.loops);
+  auto loops = reactor::LoopGroup::Create(
+      opts.poller, opts.loops > 0 ? opts.loops : DefaultLoops());
   if (!loops.ok()) return loops.status();
   core->loops_ = *std::move(loops);
   for (int i = 0; i < core->loops_->size(); ++i) {

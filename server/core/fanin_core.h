@@ -35,11 +35,19 @@
 
 namespace fanin::core {
 
+// Reactor loops used for CoreOptions::loops == 0: hardware threads less one,
+// at least 1. On 2 cores with the clients on the same machine one loop
+// delivered 1.2-1.4x the messages/s of two at less CPU per message
+// (docs/BENCHMARKS.md, "Loops"): the loops read, gRPC's threads write.
+int DefaultLoops();
+
 struct CoreOptions {
   std::vector<net::ListenSpec> listen;
   std::vector<std::string> pull_listeners;  // names of listeners in pull mode
   reactor::PollerKind poller = reactor::PollerKind::kEpollLevel;
-  int loops = 0;  // 0 = one per core
+  // 0 = DefaultLoops(): one per core less one, which gRPC's threads need to
+  // frame and write the batches (see docs/ARCHITECTURE.md); at least 1.
+  int loops = 0;
   size_t max_connections = 100000;
   size_t max_connections_per_ip = 0;                   // 0 = no per-IP limit
   size_t max_outbound_bytes = size_t{4} << 20;         // per connection

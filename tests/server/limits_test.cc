@@ -1,7 +1,9 @@
 // Connection limits and the idle timeout on every poller.
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "fanin/v1/fanin.grpc.pb.h"
@@ -76,6 +78,22 @@ class LimitsTest : public ::testing::TestWithParam<reactor::PollerKind> {
   std::unique_ptr<fanin::v1::FanIn::Stub> stub_;
   std::unique_ptr<Subscriber> watch_;
 };
+
+// --loops=0 (the default) runs one loop per core less one, at least one, and
+// serves clients and subscribers with it.
+TEST_P(LimitsTest, DefaultLoopsLeaveACoreForGrpc) {
+  ServerConfig config = BaseConfig(GetParam());
+  config.core.loops = 0;
+  Start(config);
+  const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  EXPECT_EQ(server_->core()->loops()->size(), std::max(1, cores - 1));
+  EXPECT_EQ(core::DefaultLoops(), std::max(1, cores - 1));
+  auto client = ConnectTcp(ListenAddress(*server_, "default"));
+  ASSERT_TRUE(client.ok());
+  uint64_t id = watch_->WaitOpened(client->fd(), Deadline());
+  ASSERT_NE(id, 0u);
+  ExpectServed(*client, id, "one loop is enough");
+}
 
 TEST_P(LimitsTest, MaxConnectionsRejectsTheFourth) {
   ServerConfig config = BaseConfig(GetParam());
