@@ -92,6 +92,7 @@ class FaninServer {
 
   core::FaninCore* core() const { return core_.get(); }
   fanout::EventHub* hub() const { return hub_.get(); }
+  grpc_api::FaninService* service() const { return service_.get(); }
 
  private:
   FaninServer() = default;

@@ -1,5 +1,8 @@
 #include "server/fanout/filter.h"
 
+#include <algorithm>
+#include <vector>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -49,6 +52,12 @@ absl::StatusOr<Filter> Filter::FromRequest(
     f.connections_.insert(request.connection_ids(i));
   }
   return f;
+}
+
+std::string Filter::Key() const {
+  std::vector<uint64_t> ids(connections_.begin(), connections_.end());
+  std::sort(ids.begin(), ids.end());
+  return absl::StrCat(kinds_, "/", listeners_, "/", absl::StrJoin(ids, ","));
 }
 
 }  // namespace fanin::fanout

@@ -50,6 +50,9 @@ class Filter {
   bool MatchesNewConnections(uint32_t listener) const {
     return connections_.empty() && (listeners_ >> listener & 1u) != 0;
   }
+  // Equal for filters that match the same events (kinds, listeners and
+  // connection ids, in any order), different otherwise.
+  std::string Key() const;
 
  private:
   bool MatchesSource(uint32_t listener, uint64_t connection_id) const {

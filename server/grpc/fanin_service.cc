@@ -66,6 +66,7 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
   // Subscribes and sends Started, or finishes with the reason it cannot.
   void Start(fanout::Filter filter) {
     self_ = shared_from_this();
+    class_key_ = BatchCache::ClassOf(filter.Key(), policy_);
     std::weak_ptr<SubscribeStream> weak = self_;
     fanout::EventHub::Started started;
     auto sub = hub_->Subscribe(
@@ -85,6 +86,7 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
     }
     sub_ = *std::move(sub);
     service_->Register(self_);
+    service_->batches_.AddStream(class_key_);
     ops::Log(ops::LogLevel::kInfo, "subscriber started",
              {{"subscriber", id_},
               {"peer", peer_},
@@ -118,7 +120,10 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
                 {"code", absl::StatusCodeToString(static_cast<absl::StatusCode>(
                              final_code_.load()))},
                 {"delivered", delivered_},
-                {"lost", lost_}});
+                {"lost", lost_},
+                {"batches", batches_sent_},
+                {"shared_batches", shared_batches_}});
+      service_->batches_.RemoveStream(class_key_);
     }
     service_->Unregister(this);
     if (sub_) hub_->Unsubscribe(sub_.get());
@@ -158,13 +163,16 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
       }
       if (!batch_.events.empty()) {
         delivered_ += batch_.events.size();
-        std::string wire;
-        fanout::AppendBatchResponse(batch_.events, policy_, &wire);
+        bool shared = false;
+        grpc::Slice wire = service_->batches_.Encode(class_key_, batch_.events,
+                                                     policy_, &shared);
+        ++batches_sent_;
+        if (shared) ++shared_batches_;
         if (service_->options_.on_batch_sent) {
           service_->options_.on_batch_sent(batch_.events);
         }
         batch_.events.clear();
-        Send(wire);
+        Send(std::move(wire));
         return;
       }
       if (batch_.more) continue;
@@ -193,6 +201,11 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
     out_ = ToByteBuffer(bytes);
     StartWrite(&out_);
   }
+  void Send(grpc::Slice bytes) {
+    last_send_ns_ = absl::GetCurrentTimeNanos();
+    out_ = grpc::ByteBuffer(&bytes, 1);
+    StartWrite(&out_);
+  }
 
   void FinishOnce(grpc::Status status) {
     if (finished_.exchange(true)) return;
@@ -209,6 +222,9 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
   std::atomic<int> final_code_{static_cast<int>(grpc::StatusCode::CANCELLED)};
   uint32_t max_events_;
   fanout::PayloadPolicy policy_;
+  std::string class_key_;  // BatchCache class: filter and payload policy
+  uint64_t batches_sent_ = 0;
+  uint64_t shared_batches_ = 0;
   std::shared_ptr<SubscribeStream> self_;
   std::shared_ptr<fanout::EventHub::Subscription> sub_;
   fanout::EventHub::ReadResult batch_;

@@ -31,6 +31,7 @@
 #include "grpcpp/grpcpp.h"
 #include "server/core/fanin_core.h"
 #include "server/fanout/event_hub.h"
+#include "server/grpc/batch_cache.h"
 
 namespace fanin::grpc_api {
 
@@ -92,6 +93,8 @@ class FaninService final
   size_t active_streams() const;
   // Subscriber loss so far (sum of Gap.lost sent).
   uint64_t events_lost() const { return events_lost_.load(); }
+  // Encoded batches shared between streams of equal filters.
+  const BatchCache& batch_cache() const { return batches_; }
 
  private:
   friend class SubscribeStream;
@@ -118,6 +121,7 @@ class FaninService final
   std::atomic<bool> draining_{false};
   std::atomic<uint64_t> events_lost_{0};
   std::atomic<uint64_t> next_subscriber_id_{1};  // for logs
+  BatchCache batches_;
 
   mutable absl::Mutex mu_;
   absl::flat_hash_map<SubscribeStream*, std::weak_ptr<SubscribeStream>> streams_

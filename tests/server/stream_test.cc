@@ -619,6 +619,69 @@ TEST_P(StreamTest, HeartbeatOnIdleStream) {
   EXPECT_EQ(hb.lost(), 0u);
 }
 
+// Subscribers with equal filters and payload options share each encoded
+// batch; ones with other options never get those bytes. A client sends one
+// message at a time and waits until every subscriber has it, so the equal
+// subscribers read the same single event and must share its batch.
+TEST_P(StreamTest, EqualSubscribersShareEncodedBatches) {
+  auto server = StartServer(BaseConfig(GetParam()));
+  ASSERT_NE(server, nullptr);
+  const std::string address = server->grpc_address();
+  std::vector<std::unique_ptr<Subscriber>> same;
+  for (int i = 0; i < 3; ++i) {
+    same.push_back(Subscriber::Start(address, Lossless()));
+    ASSERT_TRUE(same.back()->WaitStarted(Deadline()).ok());
+  }
+  SubscribeRequest omit = Lossless();
+  omit.set_omit_payload(true);
+  auto other = Subscriber::Start(address, omit);
+  ASSERT_TRUE(other->WaitStarted(Deadline()).ok());
+
+  auto client = ConnectTcp(ListenAddress(*server, "default"));
+  ASSERT_TRUE(client.ok());
+  const uint64_t id = same[0]->WaitOpened(client->fd(), Deadline());
+  ASSERT_NE(id, 0u);
+  const auto& cache = server->service()->batch_cache();
+  const uint64_t hits_before = cache.hits();
+  constexpr int kMessages = 20;
+  std::string sent;
+  for (int m = 0; m < kMessages; ++m) {
+    const std::string word = absl::StrCat("message-", m, ";");
+    ASSERT_TRUE(client->SendAll(word).ok());
+    sent += word;
+    auto has_all = [&](const Subscriber::State& s) {
+      std::string got;
+      for (const Event& e : EventsOf(s.events, id)) {
+        if (e.has_data()) got += e.data().payload();
+      }
+      return got == sent;
+    };
+    for (auto& sub : same) ASSERT_TRUE(sub->WaitUntil(has_all, Deadline()));
+    ASSERT_TRUE(other->WaitUntil(
+        [&](const Subscriber::State& s) {
+          uint64_t size = 0;
+          for (const Event& e : EventsOf(s.events, id)) {
+            if (!e.has_data()) continue;
+            EXPECT_TRUE(e.data().payload().empty()) << "omit_payload ignored";
+            size += e.data().size();
+          }
+          return size == sent.size();
+        },
+        Deadline()));
+  }
+  // Three equal streams, one batch per message: two of them reuse it.
+  EXPECT_GE(cache.hits() - hits_before, 2u * kMessages);
+  Subscriber::State s0 = same[0]->Snapshot();
+  for (auto& sub : same) {
+    Subscriber::State s = sub->Snapshot();
+    ASSERT_EQ(s.events.size(), s0.events.size());
+    for (size_t i = 0; i < s.events.size(); ++i) {
+      EXPECT_EQ(s.events[i].SerializeAsString(),
+                s0.events[i].SerializeAsString());
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(AllPollers, StreamTest,
                          ::testing::ValuesIn(AllPollers()), PollerTestName);
 
