@@ -362,6 +362,8 @@ def summarize(system, sent, subs, cpu, events):
         "events": events,
         "cpu_us_per_event": cpu * 1e6 / events if events else 0,
         "cpu_us_per_message": cpu * 1e6 / max(1, msgs[0] if msgs else 1),
+        # All subscriber processes together (C++ subscribers report it).
+        "sub_cpu_s": sum(s.get("cpu_s", 0) for s in subs),
         "batches": subs[0].get("batches", subs[0].get("reads", 0)),
     }
     r["ok"] = ok(r)
@@ -490,9 +492,9 @@ def throughput_table(h, rep, a, per_send):
             "1 lossless subscriber")
     rep.add()
     rep.add("| system | messages/s at subscriber | load generator sent/s | load generator "
-            "CPU s / send s | CPU µs/event (server) | CPU µs/message (server) | events | "
-            "check |")
-    rep.add("| --- | --- | --- | --- | --- | --- | --- | --- |")
+            "CPU s / send s | CPU µs/event (server) | CPU µs/message (server) | subscriber "
+            "CPU s | events | check |")
+    rep.add("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     results = {}
     for run in range(a.runs):  # interleaved so drift in machine load hits all alike
         for s in systems(h):
@@ -500,7 +502,7 @@ def throughput_table(h, rep, a, per_send):
                 repeat(h, 1, s, conns, 0, d, per_send=per_send))
     for s, runs in results.items():
         if not runs:
-            rep.add(f"| {s} | failed to run | | | | | | |")
+            rep.add(f"| {s} | failed to run | | | | | | | |")
             continue
         gen = (f"{med(runs, 'loadgen_cpu_s')[0]:.2f} / {med(runs, 'send_s')[0]:.1f}"
                if s != "ceiling" else "n/a")
@@ -508,6 +510,7 @@ def throughput_table(h, rep, a, per_send):
                 f"{fmt_range(runs, 'sent_per_s')} | {gen} | "
                 f"{fmt_range(runs, 'cpu_us_per_event', 2)} | "
                 f"{fmt_range(runs, 'cpu_us_per_message', 2)} | "
+                f"{'n/a' if s == 'floor' else format(med(runs, 'sub_cpu_s')[0], '.2f')} | "
                 f"{fmt(med(runs, 'events')[0])} | {check_text(runs)} |")
     rep.raw[f"throughput/{per_send}"] = results
     ratio_lines(rep, results, "messages_per_s", 0.9, "floor")
@@ -534,8 +537,9 @@ def scenario_fanout(h, rep, a):
             "subscribers (each a separate process)")
     rep.add()
     rep.add("| system | subscribers | messages/s per subscriber (median) | slowest "
-            "subscriber | total messages/s | CPU µs/event | check |")
-    rep.add("| --- | --- | --- | --- | --- | --- | --- |")
+            "subscriber | total messages/s | CPU µs/event (server) | CPU s of all "
+            "subscribers / of the load generator | check |")
+    rep.add("| --- | --- | --- | --- | --- | --- | --- | --- |")
     results = {}
     for run in range(a.runs):
         for s in ["ceiling"] + (["fanin"] if h.has_fanin() else []):
@@ -545,12 +549,14 @@ def scenario_fanout(h, rep, a):
     for key, runs in results.items():
         s, k = key.split("/")
         if not runs:
-            rep.add(f"| {s} | {k} | failed to run | | | | |")
+            rep.add(f"| {s} | {k} | failed to run | | | | | |")
             continue
         total = statistics.median(r["messages_per_s"] * r["subscribers"] for r in runs)
+        gen = (f"{med(runs, 'loadgen_cpu_s')[0]:.2f}" if s != "ceiling" else "n/a")
         rep.add(f"| {s} | {k} | {fmt_range(runs, 'messages_per_s')} | "
                 f"{fmt_range(runs, 'min_sub_messages_per_s')} | {fmt(total)} | "
-                f"{fmt_range(runs, 'cpu_us_per_event', 2)} | {check_text(runs)} |")
+                f"{fmt_range(runs, 'cpu_us_per_event', 2)} | "
+                f"{med(runs, 'sub_cpu_s')[0]:.2f} / {gen} | {check_text(runs)} |")
     rep.raw["fanout"] = results
     rep.add()
     for s in ("ceiling", "fanin"):

@@ -9,6 +9,8 @@
 //
 // Works against fanin_server and against the ceiling (same API). The ready
 // file is written once the Started message has arrived, so the load may begin.
+#include <sys/resource.h>
+
 #include <signal.h>
 
 #include <atomic>
@@ -153,14 +155,20 @@ int Main(int argc, char** argv) {
   watchdog.join();
   const std::string cdf = absl::GetFlag(FLAGS_latency_cdf);
   if (!cdf.empty()) WriteFileAtomically(cdf, verifier.latency().CdfText(1e3));
+  // This process's CPU: on one machine the subscribers' share is CPU the
+  // load generator and the server do not get.
+  struct rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  const double cpu_s = usage.ru_utime.tv_sec + usage.ru_stime.tv_sec +
+                       (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
   absl::PrintF(
       "{\"event\":\"done\",\"role\":\"subscriber\",%s,\"batches\":%d,"
       "\"events\":%d,\"data_events\":%d,\"opened\":%d,\"closed\":%d,"
       "\"rejected\":%d,\"gaps\":%d,\"gap_lost\":%d,\"heartbeats\":%d,"
-      "\"timed_out\":%s,\"complete\":%s,\"status\":\"%s\","
+      "\"cpu_s\":%.3f,\"timed_out\":%s,\"complete\":%s,\"status\":\"%s\","
       "\"new_max_batches\":[%s]}\n",
       VerifierJsonFields(verifier), batches, events, data_events, opened,
-      closed, rejected, gaps, gap_lost, heartbeats,
+      closed, rejected, gaps, gap_lost, heartbeats, cpu_s,
       timed_out ? "true" : "false",
       (done || (expect == 0 && status.ok())) ? "true" : "false",
       done ? "OK" : absl::StrCat(status.error_code()), slow);
