@@ -250,15 +250,25 @@ class Harness:
 
     # -- one measurement each
 
-    def run_floor(self, conns, rate, duration, cdf=None, per_send=1):
+    def hold_idle(self, target, idle, duration):
+        """`idle` connections that send nothing and close after the load is done."""
+        if not idle:
+            return None
+        gen = self.loadgen(target, idle, 0, 0, hold=duration + 3)
+        gen.wait_line("connected", 60)
+        return gen
+
+    def run_floor(self, conns, rate, duration, cdf=None, per_send=1, idle=0):
         ready = self.path("floor.ready")
-        argv = [self.exe("floor"), f"--ready_file={ready}", f"--expect_connections={conns}",
+        argv = [self.exe("floor"), f"--ready_file={ready}",
+                f"--expect_connections={conns + idle}",
                 f"--message_bytes={self.args.message_bytes}", "--timeout=150"]
         if cdf:
             argv.append(f"--latency_cdf={cdf}")
         floor = Proc("floor", argv, self.work)
         try:
             target = wait_file(ready, 10, floor).split()[-1]
+            self.hold_idle(target, idle, duration)
             gen = self.loadgen(target, conns, rate, duration, per_send=per_send,
                                start_delay=self.args.start_delay if rate else 0)
             sent = gen.wait_line("done", duration + 120)
@@ -304,14 +314,15 @@ class Harness:
         return r
 
     def run_fanin(self, conns, rate, duration, poller="epoll", subscribers=1, py=False,
-                  cdf=None, per_send=1):
+                  cdf=None, per_send=1, idle=0):
         server, addrs = self.start_fanin(poller)
         try:
-            subs = [self.subscriber(addrs["grpc"], conns, py=py, name=f"sub{i}",
+            subs = [self.subscriber(addrs["grpc"], conns + idle, py=py, name=f"sub{i}",
                                     cdf=cdf if i == 0 else None)
                     for i in range(subscribers)]
             for s in subs:
                 wait_file(s.ready_file, 30, s)
+            self.hold_idle(addrs["listen"], idle, duration)
             cpu0 = cpu_seconds(server.pid)
             gen = self.loadgen(addrs["listen"], conns, rate, duration, per_send=per_send,
                                start_delay=self.args.start_delay if rate else 0)
@@ -759,7 +770,7 @@ def scenario_pollers(h, rep, a):
     d = a.poller_duration
     pollers = ["epoll", "epoll-edge", "poll", "select"]
     rep.add(f"### pollers: max rate for {d} s, 1 lossless subscriber, messages/s at the "
-            "subscriber")
+            f"subscriber; every connection sending, then only {a.poller_active} of them")
     rep.add()
     rep.add("| connections | floor | " + " | ".join(f"fanin {p}" for p in pollers) + " |")
     rep.add("| --- | --- | " + " | ".join("---" for _ in pollers) + " |")
@@ -785,6 +796,31 @@ def scenario_pollers(h, rep, a):
                              f"{'' if all(r['ok'] for r in runs) else ' ' + check_text(runs)}"
                              f", {fmt(med(runs, 'cpu_us_per_event')[0], 2)} µs/ev")
         rep.add(f"| {conns} | " + " | ".join(cells) + " |")
+    # Mostly idle sets: every wait of poll and select walks all the fds, epoll's
+    # returns only the ready ones.
+    active = a.poller_active
+    for conns in a.poller_connections:
+        if conns <= active:
+            continue
+        key = f"{conns}/{active}"
+        for run in range(a.runs):
+            results.setdefault(f"{key}/floor", []).extend(
+                repeat(h, 1, "floor", active, 0, d, idle=conns - active))
+            if h.has_fanin():
+                for p in pollers:
+                    results.setdefault(f"{key}/{p}", []).extend(
+                        repeat(h, 1, "fanin", active, 0, d, poller=p,
+                               idle=conns - active))
+        cells = []
+        for p in ["floor"] + pollers:
+            runs = results.get(f"{key}/{p}", [])
+            if not runs:
+                cells.append("not run")
+            else:
+                cells.append(f"{fmt_range(runs, 'messages_per_s')}"
+                             f"{'' if all(r['ok'] for r in runs) else ' ' + check_text(runs)}"
+                             f", {fmt(med(runs, 'cpu_us_per_event')[0], 2)} µs/ev")
+        rep.add(f"| {conns}, {active} sending | " + " | ".join(cells) + " |")
     rep.raw["pollers"] = results
     poller_plots(results, a.poller_connections, pollers, a.plots, h.work, a.runs)
     rep.add()
@@ -898,6 +934,9 @@ def main():
     p.add_argument("--message_bytes", type=int, default=64)
     p.add_argument("--rates", type=int, nargs="+", default=[1000, 10000])
     p.add_argument("--poller_connections", type=int, nargs="+", default=[100, 1000, 10000])
+    p.add_argument("--poller_active", type=int, default=100,
+                   help="pollers: also run each size with only this many connections "
+                        "sending and the rest idle")
     p.add_argument("--scale_connections", type=int, default=19000)
     p.add_argument("--burst_connections", type=int, default=4000,
                    help="queued while the server is stopped; below the 4096 backlog")
