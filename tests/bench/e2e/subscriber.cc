@@ -9,9 +9,8 @@
 //
 // Works against fanin_server and against the ceiling (same API). The ready
 // file is written once the Started message has arrived, so the load may begin.
-#include <sys/resource.h>
-
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <atomic>
 #include <cstdio>
