@@ -69,14 +69,21 @@ absl::Status Connection::Start() {
   if (!status.ok()) {
     ::close(fd_);
     fd_ = -1;
-    fanin::v1::Event closed;
-    closed.mutable_closed()->set_reason(fanin::v1::CLOSE_REASON_REJECTED);
-    closed.mutable_closed()->set_detail(std::string(status.message()));
-    Publish(closed);
     return status;
   }
   watching_ = true;
   return absl::OkStatus();
+}
+
+std::shared_ptr<fanout::StoredEvent> Connection::RejectedEvent(
+    absl::string_view why) const {
+  fanin::v1::Event closed;
+  closed.set_time_unix_nano(absl::GetCurrentTimeNanos());
+  closed.set_connection_id(id_);
+  closed.set_listener(listener_->name);
+  closed.mutable_closed()->set_reason(fanin::v1::CLOSE_REASON_REJECTED);
+  closed.mutable_closed()->set_detail(std::string(why));
+  return fanout::MakeEvent(closed, listener_->index);
 }
 
 void Connection::OnIo(uint32_t events) {

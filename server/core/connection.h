@@ -13,11 +13,14 @@
 #define FANIN_SERVER_CORE_CONNECTION_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "fanin/v1/fanin.pb.h"
+#include "server/fanout/stored_event.h"
 #include "server/reactor/event_loop.h"
 
 namespace fanin::core {
@@ -31,9 +34,13 @@ class Connection : public reactor::IoHandler {
              std::string remote, std::string local);
   ~Connection() override;
 
-  // Publishes Opened and starts watching; on failure publishes Closed
-  // (REJECTED) and returns the poller's status (the caller then drops it).
+  // Publishes Opened and starts watching; on failure closes the fd and
+  // returns the poller's status: the caller counts the rejection, drops the
+  // connection and then publishes RejectedEvent.
   absl::Status Start();
+  // Closed(REJECTED) of this connection, for `why`.
+  std::shared_ptr<fanout::StoredEvent> RejectedEvent(
+      absl::string_view why) const;
 
   void OnIo(uint32_t events) override;
 

@@ -286,10 +286,14 @@ void FaninCore::Adopt(Shard* shard, const ListenerInfo* info, uint64_t id,
   shard->connections.emplace(id, std::move(conn));
   absl::Status status = c->Start();
   if (!status.ok()) {
+    // As for every other rejection: counted, and the slot freed, before
+    // Closed(REJECTED) is announced.
+    auto closed = c->RejectedEvent(status.message());
     shard->connections_rejected.fetch_add(1, std::memory_order_relaxed);
     rejected_[kPoller].fetch_add(1, std::memory_order_relaxed);
     LogRejected(id, info->name, status.message());
-    shard->Erase(id);
+    shard->Erase(id);  // Deletes c.
+    shard->Publish(std::move(closed));
     return;
   }
   accepted_.fetch_add(1, std::memory_order_relaxed);
