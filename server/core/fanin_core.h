@@ -37,8 +37,9 @@ namespace fanin::core {
 
 // Reactor loops used for CoreOptions::loops == 0: hardware threads less one,
 // at least 1. On 2 cores with the clients on the same machine one loop
-// delivered 1.2-1.4x the messages/s of two at less CPU per message
-// (docs/BENCHMARKS.md, "Loops"): the loops read, gRPC's threads write.
+// delivered 1.35x the messages/s of two at less CPU per message
+// (docs/BENCHMARKS.md, "What moved the figures"): the loops read, gRPC's
+// threads write.
 int DefaultLoops();
 
 struct CoreOptions {
