@@ -78,6 +78,8 @@ TEST(LogTest, RateLimiterPassesAFewAndCountsTheRest) {
   // What was held back is reported with the next line that passes.
   const absl::Time next_second =
       absl::FromUnixSeconds(absl::ToUnixSeconds(absl::Now()) + 1);
+  // The limiter's window is the wall-clock second: its passing is the
+  // behaviour under test, so this waits for the clock, not a condition.
   while (absl::Now() < next_second) {
     absl::SleepFor(next_second - absl::Now());
   }

@@ -319,6 +319,7 @@ bool WaitFor(absl::FunctionRef<bool()> predicate, absl::Time deadline) {
     if (predicate()) return true;
     absl::Time now = absl::Now();
     if (now >= deadline) return false;
+    // Polling the predicate with back-off, bounded by the deadline.
     absl::SleepFor(std::min(pause, deadline - now));
     pause = std::min(pause * 2, absl::Milliseconds(50));
   }
