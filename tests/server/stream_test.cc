@@ -1,11 +1,15 @@
 // Subscribe end to end, on every poller: byte-exact lossless delivery under
 // back-pressure, lossy gap accounting, filters and payload options, resume,
 // Started and heartbeats.
+#include <errno.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstring>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <string>
@@ -14,7 +18,11 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "fanin/v1/fanin.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "server/fanin_server.h"
@@ -678,6 +686,128 @@ TEST_P(StreamTest, EqualSubscribersShareEncodedBatches) {
     for (size_t i = 0; i < s.events.size(); ++i) {
       EXPECT_EQ(s.events[i].SerializeAsString(),
                 s0.events[i].SerializeAsString());
+    }
+  }
+}
+
+// The byte at offset i of a long client stream: cheap to make again, so the
+// test keeps none of what it sent and needs no allocation while sending.
+char PatternByte(uint64_t i) {
+  return static_cast<char>(((i * 2654435761u) >> 13) ^ (i >> 16));
+}
+
+// VmRSS of this process (the in-process server's memory is part of it).
+size_t ResidentBytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    size_t kib = 0;
+    if (absl::StartsWith(line, "VmRSS:") &&
+        absl::SimpleAtoi(absl::StripAsciiWhitespace(absl::StripSuffix(
+                             absl::StripPrefix(line, "VmRSS:"), "kB")),
+                         &kib)) {
+      return kib << 10;
+    }
+  }
+  ADD_FAILURE() << "no VmRSS in /proc/self/status";
+  return 0;
+}
+
+// Sends the pattern from *offset until the socket has had no room for
+// `stall` (the peer stopped reading: returns true) or `limit` bytes went out
+// (returns false).
+bool SendUntilBlocked(int fd, uint64_t* offset, uint64_t limit,
+                      absl::Duration stall) {
+  char buf[16 << 10];
+  while (*offset < limit) {
+    const size_t n = std::min<uint64_t>(sizeof(buf), limit - *offset);
+    for (size_t i = 0; i < n; ++i) buf[i] = PatternByte(*offset + i);
+    ssize_t sent = ::send(fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (sent > 0) {
+      *offset += sent;
+      continue;
+    }
+    if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+      ADD_FAILURE() << "send: " << std::strerror(errno);
+      return false;
+    }
+    pollfd p = {fd, POLLOUT, 0};
+    if (::poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(stall))) ==
+        0) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// A lossless subscriber that stops reading must stop the server reading the
+// sockets it matches, not only flag itself paused: the raw client's sends
+// block (TCP back-pressure reaches it) and the server's memory stays bounded
+// by --subscriber_queue_bytes plus the kernel's buffers, however long the
+// client pushes. Released, the subscriber gets every byte, in order.
+TEST_P(StreamTest, StalledLosslessSubscriberBlocksTheClient) {
+  constexpr size_t kQueueBytes = 1 << 20;
+  // Far more than the queue bound and every kernel buffer on the way
+  // (tcp_wmem and tcp_rmem top out at a few MiB each).
+  constexpr uint64_t kLimit = uint64_t{96} << 20;
+  ServerConfig config = BaseConfig(GetParam());
+  config.hub.lossless_queue_bytes = kQueueBytes;
+  config.hub.history_events = 256;
+  auto server = StartServer(config);
+  ASSERT_NE(server, nullptr);
+  auto sub = Subscriber::Start(server->grpc_address(), Lossless());
+  ASSERT_TRUE(sub->WaitStarted(Deadline()).ok());
+  auto client = ConnectTcp(ListenAddress(*server, "default"));
+  ASSERT_TRUE(client.ok()) << client.status();
+  const uint64_t id = sub->WaitOpened(client->fd(), Deadline());
+  ASSERT_NE(id, 0u);
+  sub->Hold();
+  const size_t rss_before = ResidentBytes();
+
+  uint64_t sent = 0;
+  const bool blocked =
+      SendUntilBlocked(client->fd(), &sent, kLimit, absl::Seconds(2));
+  ASSERT_TRUE(blocked) << "the client sent " << sent
+                       << " bytes and never blocked: the server kept reading "
+                          "for a stalled lossless subscriber";
+  EXPECT_LT(sent, kQueueBytes + (uint64_t{32} << 20)) << "blocked too late";
+  fanout::EventHub::Stats stats = server->hub()->GetStats();
+  EXPECT_EQ(stats.paused_subscribers, 1u);
+  // At most one read (64 KiB) past the bound, plus the events' headers.
+  EXPECT_LE(stats.lossless_pending_bytes, kQueueBytes + (256 << 10));
+  const size_t rss_after = ResidentBytes();
+  EXPECT_LT(rss_after, rss_before + (size_t{64} << 20))
+      << "RSS grew from " << rss_before << " to " << rss_after;
+  // Pushed again, the server still reads nothing more (the kernel may still
+  // take a little as its buffers grow, the server must not).
+  auto stub = NewStub(server->grpc_address());
+  auto received = [&] {
+    fanin::v1::GetStatsResponse stats;
+    auto context = NewContext();
+    EXPECT_TRUE(stub->GetStats(context.get(), {}, &stats).ok());
+    return stats.bytes_received();
+  };
+  const uint64_t read_at_block = received();
+  EXPECT_LE(read_at_block, sent);
+  EXPECT_TRUE(SendUntilBlocked(client->fd(), &sent, kLimit, absl::Seconds(1)));
+  EXPECT_EQ(received(), read_at_block) << "the server read on while paused";
+
+  // Released: reading resumes, and the subscriber has every byte in order.
+  sub->Release();
+  const uint64_t total = sent + (4 << 20);
+  ASSERT_FALSE(SendUntilBlocked(client->fd(), &sent, total, absl::Seconds(30)))
+      << "reading did not resume after the subscriber caught up";
+  ASSERT_EQ(sent, total);
+  ASSERT_TRUE(client->ShutdownWrite().ok());
+  ASSERT_TRUE(sub->WaitClosed(id, Deadline()).has_value());
+  Subscriber::State s = sub->Snapshot();
+  EXPECT_TRUE(s.gaps.empty());
+  const std::string got = PayloadOf(s.events, id);
+  ASSERT_EQ(got.size(), total);
+  for (uint64_t i = 0; i < total; ++i) {
+    if (got[i] != PatternByte(i)) {
+      ADD_FAILURE() << "byte " << i << " of " << total << " differs";
+      break;
     }
   }
 }

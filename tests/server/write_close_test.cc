@@ -2,8 +2,12 @@
 // bytes reach the raw client exactly, outbound limits, Writable after a
 // blocked write, graceful close (every byte, then FIN), abort (RST), peer
 // FIN, peer RST and half-open connections.
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cstdint>
 #include <cstring>
@@ -14,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "fanin/v1/fanin.grpc.pb.h"
 #include "gtest/gtest.h"
@@ -251,6 +256,112 @@ TEST_P(WriteCloseTest, GracefulCloseDeliversEverythingThenEof) {
   }
   ExpectCode(Close(0, false), grpc::StatusCode::INVALID_ARGUMENT,
              "connection_id");
+}
+
+// A client that cannot take much at once: its receive buffer is set small
+// before connecting, so a large write must wait in the server's outbound
+// queue. Not read from until the test says so. Invalid on error (the test
+// fails).
+TcpClient ConnectWithSmallReceiveBuffer(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  uint32_t port = 0;
+  if (colon == std::string::npos ||
+      !absl::SimpleAtoi(address.substr(colon + 1), &port)) {
+    ADD_FAILURE() << "not HOST:PORT: " << address;
+    return TcpClient();
+  }
+  sockaddr_in to = {};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(static_cast<uint16_t>(port));
+  if (::inet_pton(AF_INET, address.substr(0, colon).c_str(), &to.sin_addr) !=
+      1) {
+    ADD_FAILURE() << "not an IPv4 address: " << address;
+    return TcpClient();
+  }
+  TcpClient client(::socket(AF_INET, SOCK_STREAM, 0));
+  const int small = 4096;
+  if (client.fd() < 0 ||
+      ::setsockopt(client.fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)) !=
+          0 ||
+      ::connect(client.fd(), reinterpret_cast<sockaddr*>(&to), sizeof(to)) !=
+          0) {
+    ADD_FAILURE() << "connect to " << address << ": " << std::strerror(errno);
+    return TcpClient();
+  }
+  ::fcntl(client.fd(), F_SETFL, ::fcntl(client.fd(), F_GETFL) | O_NONBLOCK);
+  return client;
+}
+
+// Graceful close must send FIN only after every queued byte went out: the
+// client reads only after the close was asked for, so most of the bytes are
+// still in the server's queue when it is.
+TEST_P(WriteCloseTest, GracefulCloseFlushesTheQueueBeforeFin) {
+  ServerConfig config = BaseConfig(GetParam());
+  config.core.max_outbound_bytes = 64 << 20;
+  Start(config);
+  TcpClient client =
+      ConnectWithSmallReceiveBuffer(ListenAddress(*server_, "default"));
+  ASSERT_GE(client.fd(), 0);
+  const uint64_t id = watch_->WaitOpened(client.fd(), Deadline());
+  ASSERT_NE(id, 0u);
+  std::string accepted;
+  uint64_t queued = 0;
+  for (int i = 0; i < 32 && queued < (1 << 20); ++i) {
+    std::string chunk = RandomBytes(1 << 20, 200 + i);
+    ASSERT_TRUE(Write(id, chunk, false, &queued).ok());
+    accepted += chunk;
+  }
+  ASSERT_GE(queued, 1u << 20) << "the writes never queued: test too weak";
+  ASSERT_TRUE(Close(id, false).ok());
+  int error = -2;
+  std::string got = ReadUntilEofOrError(client.fd(), Deadline(), &error);
+  EXPECT_EQ(error, 0) << "expected EOF, got "
+                      << (error > 0 ? std::strerror(error) : "deadline");
+  EXPECT_EQ(got.size(), accepted.size()) << "FIN before the queue was flushed";
+  EXPECT_TRUE(got == accepted) << "bytes differ";
+  client.Close();
+  fanin::v1::Closed closed = WaitClosed(id);
+  EXPECT_EQ(closed.reason(), fanin::v1::CLOSE_REASON_CLOSED_BY_SUBSCRIBER)
+      << closed.detail();
+  EXPECT_EQ(closed.bytes_sent(), accepted.size());
+}
+
+// Write(close_after) likewise: its own bytes, queued behind earlier ones, all
+// reach the client before the FIN.
+TEST_P(WriteCloseTest, CloseAfterFlushesTheQueueBeforeFin) {
+  ServerConfig config = BaseConfig(GetParam());
+  config.core.max_outbound_bytes = 64 << 20;
+  Start(config);
+  TcpClient client =
+      ConnectWithSmallReceiveBuffer(ListenAddress(*server_, "default"));
+  ASSERT_GE(client.fd(), 0);
+  const uint64_t id = watch_->WaitOpened(client.fd(), Deadline());
+  ASSERT_NE(id, 0u);
+  // Writes until the socket is overfull, then one more queued behind them.
+  std::string accepted;
+  uint64_t queued = 0;
+  for (int i = 0; i < 32 && queued < (1 << 20); ++i) {
+    std::string chunk = RandomBytes(1 << 20, 300 + i);
+    ASSERT_TRUE(Write(id, chunk, false, &queued).ok());
+    accepted += chunk;
+  }
+  ASSERT_GE(queued, 1u << 20) << "the writes never queued: test too weak";
+  const std::string last = RandomBytes(1 << 20, 399);
+  ASSERT_TRUE(Write(id, last, true, &queued).ok());
+  accepted += last;
+  ExpectCode(Write(id, "late", false), grpc::StatusCode::NOT_FOUND,
+             absl::StrCat(id));
+  int error = -2;
+  std::string got = ReadUntilEofOrError(client.fd(), Deadline(), &error);
+  EXPECT_EQ(error, 0) << "expected EOF, got "
+                      << (error > 0 ? std::strerror(error) : "deadline");
+  EXPECT_EQ(got.size(), accepted.size()) << "FIN before the queue was flushed";
+  EXPECT_TRUE(got == accepted) << "bytes differ";
+  client.Close();
+  fanin::v1::Closed closed = WaitClosed(id);
+  EXPECT_EQ(closed.reason(), fanin::v1::CLOSE_REASON_CLOSED_BY_SUBSCRIBER)
+      << closed.detail();
+  EXPECT_EQ(closed.bytes_sent(), accepted.size());
 }
 
 TEST_P(WriteCloseTest, WriteWithCloseAfter) {
