@@ -1,0 +1,266 @@
+#!/usr/bin/env python3
+"""Deliberate faults, one per promise: each must make a test fail.
+
+Every promise of README.md's "Semantics you can rely on" (and the write/close
+and back-pressure promises around it) has a fault below: a small edit to the
+server's code that breaks exactly that promise. For each fault this script
+copies the tree to a scratch folder, applies the edit, builds and runs the
+tests named with it, and expects them to FAIL. A fault whose tests still pass
+is a promise no test guards: the script says MISSED and exits non-zero. A
+fault whose text no longer matches the code (after a refactor) is STALE, and
+one that does not compile is BROKEN: fix the entry.
+
+  python3 tests/faults/inject.py            # every fault (~20-30 min here)
+  python3 tests/faults/inject.py --list     # names and promises
+  python3 tests/faults/inject.py --only lossless-no-pause-check,close-fin-early
+
+Results are recorded in docs/RELIABILITY.md. Not part of CI: each fault is a
+rebuild and a test run.
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRATCH = os.environ.get("FANIN_FAULTS_DIR", "/tmp/fanin-faults/tree")
+DISK_CACHE = os.path.join(os.environ.get("HOME", "/root"), ".cache/fanin-bazel-disk")
+
+STREAM = "//tests/server:stream_test"
+WRITE_CLOSE = "//tests/server:write_close_test"
+PULL = "//tests/server:pull_test"
+LIMITS = "//tests/server:limits_test"
+HUB = "//tests/fanout:event_hub_test"
+
+# name, promise, file, find (must occur exactly once), replace, tests, filter
+FAULTS = [
+    dict(name="lossless-no-pause-check",
+         promise="lossless: past --subscriber_queue_bytes the server stops reading the sockets it matches",
+         file="server/core/connection.cc",
+         find="if (shard_->hub->ReadingPaused(listener_->index, id_)) {",
+         replace="if (false && shard_->hub->ReadingPaused(listener_->index, id_)) {",
+         tests=[STREAM], filter="*StalledLossless*:*LosslessByteExact*"),
+    dict(name="lossless-drops-evicted",
+         promise="lossless: no event is dropped, evicted events wait in the subscriber's overflow",
+         file="server/fanout/event_hub.cc",
+         find="sub->overflow.push_back(e);",
+         replace="(void)e;",
+         tests=[STREAM, HUB], filter="*Lossless*"),
+    dict(name="lossy-gap-undercounts",
+         promise="lossy: a Gap's lost is the exact number of matching events missed",
+         file="server/fanout/event_hub.cc",
+         find="++sub->lost_pending;",
+         replace="sub->lost_pending += e->seq % 2;",
+         tests=[STREAM, HUB], filter="*Lossy*"),
+    dict(name="seq-repeats",
+         promise="seq is strictly increasing in every stream",
+         file="server/fanout/event_hub.cc",
+         find="seq = event->seq = ++head_;",
+         replace="seq = event->seq = (published_ % 97 == 96) ? head_ : ++head_;",
+         tests=[STREAM, HUB], filter="*SequencesAndFilters*:*LosslessByteExactDefault*"),
+    dict(name="ids-reused",
+         promise="connection ids are never reused",
+         file="server/core/fanin_core.cc",
+         find="const uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);",
+         replace="const uint64_t id = 1 + next_id_.fetch_add(1, std::memory_order_relaxed) % 64;",
+         tests=[STREAM], filter="*LosslessByteExactDefault*"),
+    dict(name="peer-close-without-closed",
+         promise="a connection's events end with Closed",
+         file="server/core/connection.cc",
+         find="  shard->Erase(id);  // Deletes this.\n  shard->Publish(std::move(event));",
+         replace="  shard->Erase(id);  // Deletes this.\n  if (reason != fanin::v1::CLOSE_REASON_PEER_CLOSED) shard->Publish(std::move(event));",
+         tests=[WRITE_CLOSE], filter="*PeerFin*"),
+    dict(name="filter-ignores-listeners",
+         promise="filters (listeners) apply before anything is queued",
+         file="server/fanout/filter.h",
+         find="return (listeners_ >> listener & 1u) != 0 &&\n",
+         replace="return true &&\n",
+         tests=[STREAM], filter="*FiltersAndPayloadOptions*"),
+    dict(name="max-payload-off-by-one",
+         promise="max_payload_bytes trims Data to at most that many bytes; size says how many were read",
+         file="server/fanout/event_codec.cc",
+         find="if (p.max != 0) return std::min<size_t>(p.max, e.data_size);",
+         replace="if (p.max != 0) return std::min<size_t>(p.max + 1, e.data_size);",
+         tests=[STREAM, HUB], filter="*FiltersAndPayloadOptions*:*EventCodec*"),
+    dict(name="resume-one-late",
+         promise="resume_after_seq continues with the next event",
+         file="server/fanout/event_hub.cc",
+         find="sub->cursor = spec.resume_after_seq + 1;",
+         replace="sub->cursor = spec.resume_after_seq + 2;",
+         tests=[STREAM, HUB], filter="*Resume*"),
+    dict(name="expired-history-wrong-reason",
+         promise="expired history is a Gap with reason HISTORY_EXPIRED",
+         file="server/fanout/event_hub.cc",
+         find="fanin::v1::GAP_REASON_HISTORY_EXPIRED);",
+         replace="fanin::v1::GAP_REASON_SUBSCRIBER_TOO_SLOW);",
+         tests=[STREAM, HUB], filter="*Resume*"),
+    dict(name="epoch-change-ignored",
+         promise="a resume_epoch of an earlier lifetime is a Gap EPOCH_CHANGED, then the oldest retained event",
+         file="server/fanout/event_hub.cc",
+         find="if (!spec.resume_epoch.empty() && spec.resume_epoch != epoch_) {",
+         replace="if (false) {",
+         tests=[STREAM, HUB], filter="*Resume*"),
+    dict(name="heartbeat-never",
+         promise="a Heartbeat on an idle stream every --heartbeat_interval",
+         file="server/grpc/fanin_service.cc",
+         find="heartbeat_due_ = true;",
+         replace="heartbeat_due_ = false;",
+         tests=[STREAM], filter="*Heartbeat*"),
+    dict(name="pull-short-read-no-rearm",
+         promise="pull mode: a short Read re-arms Readable",
+         file="server/core/connection.cc",
+         find="if (static_cast<uint32_t>(n) < max) {  // Drained: re-arm Readable.\n      readable_announced_ = false;",
+         replace="if (static_cast<uint32_t>(n) < max) {  // Drained: re-arm Readable.\n      readable_announced_ = true;",
+         tests=[PULL], filter="*ShortReadRearms*"),
+    dict(name="close-fin-early",
+         promise="graceful CloseConnection flushes every queued byte, then sends FIN",
+         file="server/core/connection.cc",
+         find="  state_ = State::kClosing;\n  if (out_head_ == out_.size()) {\n    SendFinAndLinger();",
+         replace="  state_ = State::kClosing;\n  if (true) {\n    SendFinAndLinger();",
+         tests=[WRITE_CLOSE], filter="*GracefulClose*"),
+    dict(name="close-after-fin-early",
+         promise="Write(close_after) closes once flushed",
+         file="server/core/connection.cc",
+         find="    if (result == 0) {\n      SendFinAndLinger();  // May delete this.",
+         replace="    if (true) {\n      SendFinAndLinger();  // May delete this.",
+         tests=[WRITE_CLOSE], filter="*CloseAfter*"),
+    dict(name="abort-without-rst",
+         promise="CloseConnection(abort) resets the client",
+         file="server/core/connection.cc",
+         find="struct linger lg = {1, 0};",
+         replace="struct linger lg = {0, 0};",
+         tests=[WRITE_CLOSE], filter="*Abort*"),
+    dict(name="write-over-limit-queued",
+         promise="Write past the outbound buffer is RESOURCE_EXHAUSTED and queues nothing",
+         file="server/core/connection.cc",
+         find="if (queued + data.size() > limit) {",
+         replace="if (queued > limit) {",
+         tests=[WRITE_CLOSE], filter="*OutboundLimit*"),
+    dict(name="writable-never",
+         promise="Writable follows a write that had to wait, once the queue drained",
+         file="server/core/connection.cc",
+         find="  if (write_waited_) {\n    write_waited_ = false;",
+         replace="  if (false) {\n    write_waited_ = false;",
+         tests=[WRITE_CLOSE], filter="*Writable*"),
+    dict(name="per-ip-off-by-one",
+         promise="--max_connections_per_ip admits exactly that many per source address",
+         file="server/core/fanin_core.cc",
+         find="if (n >= limit) return false;",
+         replace="if (n > limit) return false;",
+         tests=[LIMITS], filter="*PerIp*"),
+    dict(name="max-connections-off-by-one",
+         promise="--max_connections admits exactly that many; more are Closed(REJECTED)",
+         file="server/core/fanin_core.cc",
+         find=">=\n      static_cast<int64_t>(options_.max_connections)) {",
+         replace=">\n      static_cast<int64_t>(options_.max_connections)) {",
+         tests=[LIMITS], filter="*MaxConnectionsRejects*"),
+]
+
+
+def copy_tree():
+    """The working tree as it is (tracked and untracked, not ignored) into SCRATCH."""
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, check=True, capture_output=True).stdout.decode().split("\0")
+    os.makedirs(SCRATCH, exist_ok=True)
+    for f in files:
+        if not f or not os.path.exists(os.path.join(ROOT, f)):
+            continue
+        dst = os.path.join(SCRATCH, f)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        src = os.path.join(ROOT, f)
+        with open(src, "rb") as a:
+            data = a.read()
+        if os.path.exists(dst):
+            with open(dst, "rb") as b:
+                if b.read() == data:
+                    continue
+        with open(dst, "wb") as b:
+            b.write(data)
+        shutil.copymode(src, dst)
+
+
+def bazel_test(tests, test_filter, log):
+    cmd = ["bazel", "test", f"--disk_cache={DISK_CACHE}", "--nocache_test_results",
+           "--test_output=errors", "--test_timeout=300"]
+    if test_filter:
+        cmd.append(f"--test_filter={test_filter}")
+    cmd += tests
+    with open(log, "w") as out:
+        return subprocess.run(cmd, cwd=SCRATCH, stdout=out, stderr=subprocess.STDOUT).returncode
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--list", action="store_true")
+    parser.add_argument("--only", default="", help="comma-separated fault names")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip the run without a fault")
+    args = parser.parse_args()
+    faults = FAULTS
+    if args.only:
+        wanted = set(args.only.split(","))
+        unknown = wanted - {f["name"] for f in FAULTS}
+        if unknown:
+            sys.exit(f"inject.py: unknown fault(s): {', '.join(sorted(unknown))}")
+        faults = [f for f in FAULTS if f["name"] in wanted]
+    if args.list:
+        for f in faults:
+            print(f"{f['name']:30} {f['promise']}")
+        return 0
+
+    copy_tree()
+    logs = os.path.join(os.path.dirname(SCRATCH), "logs")
+    os.makedirs(logs, exist_ok=True)
+    if not args.no_baseline:
+        # The named tests must pass without a fault, or a failure proves nothing.
+        tests = sorted({t for f in faults for t in f["tests"]})
+        rc = bazel_test(tests, None, os.path.join(logs, "baseline.log"))
+        if rc != 0:
+            print(f"baseline: the tests fail without any fault (bazel exit {rc}); "
+                  f"see {logs}/baseline.log")
+            return 1
+        print("baseline: every named test passes without a fault")
+
+    results = []
+    for f in faults:
+        path = os.path.join(SCRATCH, f["file"])
+        original = open(os.path.join(ROOT, f["file"])).read()
+        count = original.count(f["find"])
+        if count != 1:
+            results.append((f["name"], "STALE", f"text found {count} times in {f['file']}"))
+            print(f"{f['name']}: STALE ({count} matches)", flush=True)
+            continue
+        start = time.time()
+        with open(path, "w") as out:
+            out.write(original.replace(f["find"], f["replace"]))
+        try:
+            rc = bazel_test(f["tests"], f.get("filter"), os.path.join(logs, f["name"] + ".log"))
+        finally:
+            with open(path, "w") as out:
+                out.write(original)
+        took = f"{time.time() - start:.0f}s"
+        if rc == 3:
+            verdict = "caught"
+        elif rc == 0:
+            verdict = "MISSED"
+        elif rc == 1:
+            verdict = "BROKEN"
+        else:
+            verdict = f"ERROR (bazel exit {rc})"
+        results.append((f["name"], verdict, took))
+        print(f"{f['name']}: {verdict} in {took}", flush=True)
+
+    caught = sum(1 for _, v, _ in results if v == "caught")
+    print(f"\n{caught} of {len(results)} faults caught by a failing test")
+    for name, verdict, detail in results:
+        if verdict != "caught":
+            print(f"  {name}: {verdict} {detail}")
+    return 0 if caught == len(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
