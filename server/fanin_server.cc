@@ -10,7 +10,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
-#include "server/ops/log.h"
+#include "server/base/log.h"
 
 namespace fanin {
 namespace {
@@ -66,19 +66,19 @@ absl::StatusOr<std::unique_ptr<FaninServer>> FaninServer::Start(
   auto credentials = MakeCredentials(c.tls);
   if (!credentials.ok()) return credentials.status();
   c.auth.mtls = !c.tls.client_ca_file.empty();
-  auto auth = ops::Authorizer::Create(c.auth);
+  auto auth = grpc_api::Authorizer::Create(c.auth);
   if (!auth.ok()) return auth.status();
   server->auth_ = *std::move(auth);
   if (server->auth_->enabled()) {
-    ops::Authorizer* a = server->auth_.get();
+    grpc_api::Authorizer* a = server->auth_.get();
     c.service.authorize = [a](grpc::CallbackServerContext* context,
                               grpc_api::Access access) {
       return a->Check(context, access);
     };
   }
-  server->metrics_ = std::make_shared<ops::Metrics>();
+  server->metrics_ = std::make_shared<Metrics>();
   {
-    ops::Metrics* m = server->metrics_.get();
+    Metrics* m = server->metrics_.get();
     auto previous = std::move(c.service.on_batch_sent);
     c.service.on_batch_sent =
         [m, previous](const std::vector<fanout::EventPtr>& events) {
@@ -122,7 +122,7 @@ absl::StatusOr<std::unique_ptr<FaninServer>> FaninServer::Start(
   if (!started.ok()) return started;
 
   FaninServer* self = server.get();
-  server->watchdog_ = std::make_unique<ops::Watchdog>(
+  server->watchdog_ = std::make_unique<reactor::Watchdog>(
       server->core_->loops(), c.watchdog, [self](bool healthy) {
         {
           absl::MutexLock lock(&self->health_mu_);
@@ -146,16 +146,16 @@ absl::StatusOr<std::unique_ptr<FaninServer>> FaninServer::Start(
   }
   server->UpdateHealth();
   server->watchdog_->Start();
-  ops::Log(ops::LogLevel::kInfo, "serving",
-           {{"grpc", server->grpc_address_},
-            {"tls", c.tls.cert_file.empty()        ? "off"
-                    : c.tls.client_ca_file.empty() ? "tls"
-                                                   : "mtls"},
-            {"auth", server->auth_->enabled() ? "on" : "off"},
-            {"metrics", server->metrics_->bound_address()},
-            {"poller", server->core_->GetStats().poller},
-            {"loops", server->core_->loops()->size()},
-            {"epoch", server->hub_->epoch()}});
+  base::Log(base::LogLevel::kInfo, "serving",
+            {{"grpc", server->grpc_address_},
+             {"tls", c.tls.cert_file.empty()        ? "off"
+                     : c.tls.client_ca_file.empty() ? "tls"
+                                                    : "mtls"},
+             {"auth", server->auth_->enabled() ? "on" : "off"},
+             {"metrics", server->metrics_->bound_address()},
+             {"poller", server->core_->GetStats().poller},
+             {"loops", server->core_->loops()->size()},
+             {"epoch", server->hub_->epoch()}});
   return server;
 }
 
@@ -199,10 +199,10 @@ void FaninServer::Shutdown() {
   UpdateHealth();
   // Null when Start failed before the loops ran.
   if (watchdog_) watchdog_->Stop();
-  ops::Log(ops::LogLevel::kInfo, "draining",
-           {{"connections", core_->GetStats().connections_open},
-            {"streams", service_->active_streams()},
-            {"timeout_ms", absl::ToInt64Milliseconds(config_.drain_timeout)}});
+  base::Log(base::LogLevel::kInfo, "draining",
+            {{"connections", core_->GetStats().connections_open},
+             {"streams", service_->active_streams()},
+             {"timeout_ms", absl::ToInt64Milliseconds(config_.drain_timeout)}});
   // Connections first, so their CLOSED(SERVER_SHUTDOWN) events reach the
   // streams before those drain.
   core_->Shutdown(config_.drain_timeout / 2);
@@ -218,8 +218,8 @@ void FaninServer::Shutdown() {
   server_->Shutdown(absl::ToChronoTime(std::max(deadline, absl::Now())));
   server_->Wait();
   metrics_stop.join();
-  ops::Log(unfinished == 0 ? ops::LogLevel::kInfo : ops::LogLevel::kWarning,
-           "drained", {{"streams_cut", unfinished}});
+  base::Log(unfinished == 0 ? base::LogLevel::kInfo : base::LogLevel::kWarning,
+            "drained", {{"streams_cut", unfinished}});
 }
 
 }  // namespace fanin

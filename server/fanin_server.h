@@ -24,10 +24,10 @@
 #include "grpcpp/grpcpp.h"
 #include "server/core/fanin_core.h"
 #include "server/fanout/event_hub.h"
+#include "server/grpc/auth.h"
 #include "server/grpc/fanin_service.h"
-#include "server/ops/auth.h"
-#include "server/ops/metrics.h"
-#include "server/ops/watchdog.h"
+#include "server/metrics.h"
+#include "server/reactor/watchdog.h"
 
 namespace fanin {
 
@@ -47,10 +47,10 @@ struct ServerConfig {
   std::string grpc_address = "127.0.0.1:50051";
   TlsFiles tls;
   // Access control (see ops/auth.h); auth.mtls is set from tls.client_ca_file.
-  ops::AuthOptions auth;
+  grpc_api::AuthOptions auth;
   // "HOST:PORT" for the Prometheus endpoint (/metrics); empty: none.
   std::string metrics_address;
-  ops::Watchdog::Options watchdog;
+  reactor::Watchdog::Options watchdog;
   // Bound on the whole graceful shutdown.
   absl::Duration drain_timeout = absl::Seconds(10);
   int max_grpc_message_bytes = 4 << 20;
@@ -105,9 +105,9 @@ class FaninServer {
   std::unique_ptr<core::FaninCore> core_;
   std::unique_ptr<grpc_api::FaninService> service_;
   std::unique_ptr<grpc::Server> server_;
-  std::unique_ptr<ops::Authorizer> auth_;
-  std::shared_ptr<ops::Metrics> metrics_;
-  std::unique_ptr<ops::Watchdog> watchdog_;
+  std::unique_ptr<grpc_api::Authorizer> auth_;
+  std::shared_ptr<Metrics> metrics_;
+  std::unique_ptr<reactor::Watchdog> watchdog_;
   bool shut_down_ = false;
 
   mutable absl::Mutex health_mu_;

@@ -14,14 +14,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "server/base/log.h"
 #include "server/fanin_server.h"
-#include "server/ops/log.h"
 #include "server/server_flags.h"
 
 namespace {
 
-using fanin::ops::Log;
-using fanin::ops::LogLevel;
+using fanin::base::Log;
+using fanin::base::LogLevel;
 
 bool WriteReadyFile(const std::string& path, const fanin::FaninServer& server) {
   std::string tmp = path + ".tmp";
@@ -60,7 +60,7 @@ int main(int argc, char** argv) {
                  std::string(flags.status().message()).c_str());
     return 2;
   }
-  fanin::ops::ConfigureLogging(flags->log_level, flags->log_format);
+  fanin::base::ConfigureLogging(flags->log_level, flags->log_format);
   auto server = fanin::FaninServer::Start(flags->config);
   if (!server.ok()) {
     Log(LogLevel::kError, "cannot start",

@@ -13,9 +13,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "server/base/log.h"
+#include "server/grpc/auth.h"
 #include "server/net/address.h"
-#include "server/ops/auth.h"
-#include "server/ops/log.h"
 #include "server/reactor/poller.h"
 
 ABSL_FLAG(std::string, grpc_address, "127.0.0.1:50051",
@@ -269,7 +269,7 @@ absl::StatusOr<ServerFlags> ParseServerFlags(int argc, char** argv) {
         "--tls_client_ca needs --tls_cert and --tls_key (mutual TLS is TLS)");
   }
   c.auth.tokens_file = absl::GetFlag(FLAGS_auth_tokens_file);
-  auto role = ops::ParseRole(absl::GetFlag(FLAGS_tls_client_role));
+  auto role = grpc_api::ParseRole(absl::GetFlag(FLAGS_tls_client_role));
   if (!role.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("--tls_client_role: ", role.status().message()));
@@ -281,12 +281,12 @@ absl::StatusOr<ServerFlags> ParseServerFlags(int argc, char** argv) {
     return absl::InvalidArgumentError("--watchdog_timeout must be positive");
   }
   c.watchdog.period = std::min(absl::Seconds(1), c.watchdog.stuck_after / 4);
-  auto level = ops::ParseLogLevel(absl::GetFlag(FLAGS_log_level));
+  auto level = base::ParseLogLevel(absl::GetFlag(FLAGS_log_level));
   if (!level.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("--log_level: ", level.status().message()));
   }
-  auto format = ops::ParseLogFormat(absl::GetFlag(FLAGS_log_format));
+  auto format = base::ParseLogFormat(absl::GetFlag(FLAGS_log_format));
   if (!format.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("--log_format: ", format.status().message()));

@@ -10,16 +10,16 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/base/log.h"
 #include "server/fanin_server.h"
-#include "server/ops/log.h"
 
 namespace fanin {
 
 struct ServerFlags {
   ServerConfig config;
   std::string ready_file;
-  ops::LogLevel log_level = ops::LogLevel::kInfo;
-  ops::LogFormat log_format = ops::LogFormat::kText;
+  base::LogLevel log_level = base::LogLevel::kInfo;
+  base::LogFormat log_format = base::LogFormat::kText;
 };
 
 // Parses argv (and FANIN_* variables). `--help` prints usage and exits 0.

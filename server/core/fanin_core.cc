@@ -12,8 +12,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "server/base/log.h"
 #include "server/fanout/stored_event.h"
-#include "server/ops/log.h"
 
 namespace fanin::core {
 namespace {
@@ -225,14 +225,14 @@ namespace {
 // A flood of connections past a limit must not become a flood of log lines.
 void LogRejected(uint64_t id, const std::string& listener,
                  absl::string_view why) {
-  static ops::LogRateLimiter* limiter = new ops::LogRateLimiter(10);
+  static base::LogRateLimiter* limiter = new base::LogRateLimiter(10);
   uint64_t suppressed = 0;
   if (!limiter->Allow(&suppressed)) return;
-  ops::Log(ops::LogLevel::kWarning, "connection rejected",
-           {{"conn", id},
-            {"listener", listener},
-            {"why", why},
-            {"suppressed", suppressed}});
+  base::Log(base::LogLevel::kWarning, "connection rejected",
+            {{"conn", id},
+             {"listener", listener},
+             {"why", why},
+             {"suppressed", suppressed}});
 }
 
 }  // namespace

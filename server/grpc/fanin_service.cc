@@ -7,9 +7,9 @@
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "server/base/log.h"
 #include "server/fanout/event_codec.h"
 #include "server/fanout/filter.h"
-#include "server/ops/log.h"
 
 namespace fanin::grpc_api {
 namespace {
@@ -87,14 +87,14 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
     sub_ = *std::move(sub);
     service_->Register(self_);
     service_->batches_.AddStream(class_key_);
-    ops::Log(ops::LogLevel::kInfo, "subscriber started",
-             {{"subscriber", id_},
-              {"peer", peer_},
-              {"delivery", request_.delivery() == fanin::v1::DELIVERY_LOSSLESS
-                               ? "lossless"
-                               : "lossy"},
-              {"resume_after_seq", request_.resume_after_seq()},
-              {"head_seq", started.head_seq}});
+    base::Log(base::LogLevel::kInfo, "subscriber started",
+              {{"subscriber", id_},
+               {"peer", peer_},
+               {"delivery", request_.delivery() == fanin::v1::DELIVERY_LOSSLESS
+                                ? "lossless"
+                                : "lossy"},
+               {"resume_after_seq", request_.resume_after_seq()},
+               {"head_seq", started.head_seq}});
     fanin::v1::SubscribeResponse first;
     first.mutable_started()->set_server_epoch(started.epoch);
     first.mutable_started()->set_oldest_seq(started.oldest_seq);
@@ -114,15 +114,16 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
 
   void OnDone() override {
     if (sub_) {
-      ops::Log(ops::LogLevel::kInfo, "subscriber ended",
-               {{"subscriber", id_},
-                {"peer", peer_},
-                {"code", absl::StatusCodeToString(static_cast<absl::StatusCode>(
-                             final_code_.load()))},
-                {"delivered", delivered_},
-                {"lost", lost_},
-                {"batches", batches_sent_},
-                {"shared_batches", shared_batches_}});
+      base::Log(
+          base::LogLevel::kInfo, "subscriber ended",
+          {{"subscriber", id_},
+           {"peer", peer_},
+           {"code", absl::StatusCodeToString(
+                        static_cast<absl::StatusCode>(final_code_.load()))},
+           {"delivered", delivered_},
+           {"lost", lost_},
+           {"batches", batches_sent_},
+           {"shared_batches", shared_batches_}});
       service_->batches_.RemoveStream(class_key_);
     }
     service_->Unregister(this);

@@ -13,10 +13,10 @@
 #include <cstring>
 #include <utility>
 
-#include "absl/base/internal/raw_logging.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "server/base/log.h"
 
 namespace fanin::net {
 namespace {
@@ -207,7 +207,8 @@ void Listener::UpdateWatch() {
   const uint32_t interest = paused_ || backing_off_ ? 0 : reactor::kReadable;
   absl::Status s = loop_->Rewatch(fd_, interest);
   if (!s.ok()) {
-    ABSL_RAW_LOG(ERROR, "listener %s: %s", name_.c_str(), s.ToString().c_str());
+    base::Log(base::LogLevel::kError, "listener rewatch failed",
+              {{"listener", name_}, {"error", s.ToString()}});
   }
 }
 

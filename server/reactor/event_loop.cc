@@ -6,10 +6,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <utility>
 
-#include "absl/base/internal/raw_logging.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "server/base/log.h"
 
 namespace fanin::reactor {
 namespace {
@@ -73,8 +75,10 @@ EventLoop::~EventLoop() {
 void EventLoop::AssertInLoopThread() const {
 #ifndef NDEBUG
   if (running_.load(std::memory_order_relaxed) && !IsInLoopThread()) {
-    ABSL_RAW_LOG(FATAL, "EventLoop(%p): loop-thread method called elsewhere",
-                 static_cast<const void*>(this));
+    base::Log(
+        base::LogLevel::kError, "loop-thread method called from another thread",
+        {{"loop", absl::StrFormat("%p", static_cast<const void*>(this))}});
+    std::abort();
   }
 #endif
 }
@@ -176,7 +180,8 @@ void EventLoop::Unwatch(int fd) {
   // The slot is freed whatever the poller says; a failure here means the fd
   // was closed before Unwatch (a caller bug worth seeing in the log).
   if (!s.ok() && !absl::IsNotFound(s) && !absl::IsInvalidArgument(s)) {
-    ABSL_RAW_LOG(WARNING, "EventLoop::Unwatch: %s", s.ToString().c_str());
+    base::Log(base::LogLevel::kWarning, "unwatch failed",
+              {{"fd", fd}, {"error", s.ToString()}});
   }
   Slot& slot = slots_[fd];
   slot.handler = nullptr;
@@ -244,9 +249,10 @@ void EventLoop::RunOneIteration() {
   waiting_.store(false, std::memory_order_relaxed);
   if (!s.ok() && wait_failures_++ % 1000 == 0) {
     // Not expected once the fds are valid; log sparsely rather than flood.
-    ABSL_RAW_LOG(ERROR, "EventLoop(%s): %s (%llu failures)",
-                 std::string(poller_->name()).c_str(), s.ToString().c_str(),
-                 static_cast<unsigned long long>(wait_failures_));  // NOLINT
+    base::Log(base::LogLevel::kError, "poller wait failed",
+              {{"poller", poller_->name()},
+               {"error", s.ToString()},
+               {"failures", wait_failures_}});
   }
   DispatchIo(iteration);
   if (!heap_.empty()) RunTimers(MonotonicNow());

@@ -8,7 +8,6 @@
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "server/fanin_server.h"
-#include "server/ops/watchdog.h"
 #include "tests/ops/ops_util.h"
 #include "tests/testing/subprocess.h"
 
@@ -127,34 +126,6 @@ TEST(StartTest, FailuresUnwindAndNameTheCause) {
   EXPECT_TRUE(
       absl::StrContains(no_tokens.status().message(), "--auth_tokens_file"))
       << no_tokens.status();
-}
-
-TEST(WatchdogTest, CountsEachStuckLoop) {
-  auto group = reactor::LoopGroup::Create(reactor::PollerKind::kPoll, 3);
-  ASSERT_TRUE(group.ok()) << group.status();
-  (*group)->Start();
-  std::atomic<int> changes{0};
-  std::atomic<bool> last{true};
-  ops::Watchdog dog(group->get(),
-                    {.period = absl::Milliseconds(20),
-                     .stuck_after = absl::Milliseconds(150)},
-                    [&](bool healthy) {
-                      last.store(healthy);
-                      changes.fetch_add(1);
-                    });
-  dog.Start();
-  absl::Notification release;
-  for (int i : {0, 2}) {
-    (*group)->loop(i)->Post([&] { release.WaitForNotification(); });
-  }
-  EXPECT_TRUE(WaitFor([&] { return dog.stuck_loops() == 2; }, Deadline()));
-  EXPECT_FALSE(last.load());
-  release.Notify();
-  EXPECT_TRUE(WaitFor([&] { return dog.healthy(); }, Deadline()));
-  EXPECT_TRUE(WaitFor([&] { return last.load(); }, Deadline()));
-  EXPECT_EQ(changes.load(), 2);
-  dog.Stop();
-  (*group)->Stop();
 }
 
 }  // namespace

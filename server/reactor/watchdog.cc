@@ -1,11 +1,11 @@
-#include "server/ops/watchdog.h"
+#include "server/reactor/watchdog.h"
 
 #include <utility>
 
 #include "absl/time/clock.h"
-#include "server/ops/log.h"
+#include "server/base/log.h"
 
-namespace fanin::ops {
+namespace fanin::reactor {
 
 Watchdog::Watchdog(reactor::LoopGroup* loops, Options options,
                    std::function<void(bool healthy)> on_change)
@@ -50,7 +50,8 @@ void Watchdog::Tick(absl::Time now) {
       if (now - probe->posted > options_.stuck_after) {
         ++stuck;
         if (reported_healthy_) {
-          Log(LogLevel::kError, "reactor loop stuck",
+          base::Log(
+              base::LogLevel::kError, "reactor loop stuck",
               {{"loop", static_cast<int>(i)},
                {"waiting_ms", absl::ToInt64Milliseconds(now - probe->posted)},
                {"iterations",
@@ -71,9 +72,10 @@ void Watchdog::Tick(absl::Time now) {
   const bool healthy = stuck == 0;
   if (healthy != reported_healthy_) {
     reported_healthy_ = healthy;
-    if (healthy) Log(LogLevel::kWarning, "reactor loops turning again");
+    if (healthy)
+      base::Log(base::LogLevel::kWarning, "reactor loops turning again");
     if (on_change_) on_change_(healthy);
   }
 }
 
-}  // namespace fanin::ops
+}  // namespace fanin::reactor

@@ -15,8 +15,8 @@
 //
 // Thread-safe. Stop before the LoopGroup goes away; probes still queued on a
 // stopped loop are destroyed without running, which is harmless.
-#ifndef FANIN_SERVER_OPS_WATCHDOG_H_
-#define FANIN_SERVER_OPS_WATCHDOG_H_
+#ifndef FANIN_SERVER_REACTOR_WATCHDOG_H_
+#define FANIN_SERVER_REACTOR_WATCHDOG_H_
 
 #include <atomic>
 #include <functional>
@@ -29,7 +29,7 @@
 #include "absl/time/time.h"
 #include "server/reactor/loop_group.h"
 
-namespace fanin::ops {
+namespace fanin::reactor {
 
 class Watchdog {
  public:
@@ -71,6 +71,6 @@ class Watchdog {
   std::thread thread_;
 };
 
-}  // namespace fanin::ops
+}  // namespace fanin::reactor
 
-#endif  // FANIN_SERVER_OPS_WATCHDOG_H_
+#endif  // FANIN_SERVER_REACTOR_WATCHDOG_H_

@@ -1,4 +1,4 @@
-#include "server/ops/log.h"
+#include "server/base/log.h"
 
 #include <unistd.h>
 
@@ -12,7 +12,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 
-namespace fanin::ops {
+namespace fanin::base {
 namespace {
 
 std::atomic<int> g_min_level{static_cast<int>(LogLevel::kInfo)};
@@ -189,4 +189,4 @@ void SetLogSinkForTesting(std::function<void(absl::string_view line)> sink) {
                 : nullptr;
 }
 
-}  // namespace fanin::ops
+}  // namespace fanin::base

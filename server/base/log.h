@@ -10,14 +10,14 @@
 // Nothing per packet belongs at kInfo or above.
 //
 // Example:
-//   ops::Log(ops::LogLevel::kInfo, "connection rejected",
+//   base::Log(base::LogLevel::kInfo, "connection rejected",
 //            {{"conn", id}, {"listener", name}, {"reason", why}});
 //
 // Thread-safe: each line is formatted first and written with one write(2), so
 // lines from different threads never interleave. Secrets (tokens) must never
 // be passed in fields.
-#ifndef FANIN_SERVER_OPS_LOG_H_
-#define FANIN_SERVER_OPS_LOG_H_
+#ifndef FANIN_SERVER_BASE_LOG_H_
+#define FANIN_SERVER_BASE_LOG_H_
 
 #include <atomic>
 #include <cstdint>
@@ -31,7 +31,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
-namespace fanin::ops {
+namespace fanin::base {
 
 enum class LogLevel { kDebug = 0, kInfo = 1, kWarning = 2, kError = 3 };
 enum class LogFormat { kText, kJson };
@@ -108,6 +108,6 @@ class LogRateLimiter {
 // Tests: send lines to `sink` instead of stderr (empty: back to stderr).
 void SetLogSinkForTesting(std::function<void(absl::string_view line)> sink);
 
-}  // namespace fanin::ops
+}  // namespace fanin::base
 
-#endif  // FANIN_SERVER_OPS_LOG_H_
+#endif  // FANIN_SERVER_BASE_LOG_H_

@@ -29,8 +29,8 @@
 //
 // Thread-safe: Check runs on gRPC threads while Reload (SIGHUP) swaps the
 // table under a mutex.
-#ifndef FANIN_SERVER_OPS_AUTH_H_
-#define FANIN_SERVER_OPS_AUTH_H_
+#ifndef FANIN_SERVER_GRPC_AUTH_H_
+#define FANIN_SERVER_GRPC_AUTH_H_
 
 #include <atomic>
 #include <cstdint>
@@ -45,10 +45,10 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/grpcpp.h"
+#include "server/base/log.h"
 #include "server/grpc/fanin_service.h"
-#include "server/ops/log.h"
 
-namespace fanin::ops {
+namespace fanin::grpc_api {
 
 enum class Role { kNone = 0, kReader = 1, kWriter = 2 };
 
@@ -121,9 +121,9 @@ class Authorizer {
   std::atomic<uint64_t> unauthenticated_{0};
   std::atomic<uint64_t> permission_denied_{0};
   // A hostile client must not flood the log with refusals.
-  LogRateLimiter refusal_log_{5};
+  base::LogRateLimiter refusal_log_{5};
 };
 
-}  // namespace fanin::ops
+}  // namespace fanin::grpc_api
 
-#endif  // FANIN_SERVER_OPS_AUTH_H_
+#endif  // FANIN_SERVER_GRPC_AUTH_H_

@@ -1,4 +1,4 @@
-#include "server/ops/metrics.h"
+#include "server/metrics.h"
 
 #include <algorithm>
 #include <exception>
@@ -9,9 +9,9 @@
 #include "prometheus/client_metric.h"
 #include "prometheus/metric_family.h"
 #include "prometheus/metric_type.h"
-#include "server/ops/log.h"
+#include "server/base/log.h"
 
-namespace fanin::ops {
+namespace fanin {
 namespace {
 
 using prometheus::ClientMetric;
@@ -230,4 +230,4 @@ std::vector<MetricFamily> Metrics::Collect() const {
   return out;
 }
 
-}  // namespace fanin::ops
+}  // namespace fanin

@@ -1,5 +1,5 @@
 // The logger's two formats, escaping and level filtering.
-#include "server/ops/log.h"
+#include "server/base/log.h"
 
 #include <string>
 #include <vector>
@@ -9,7 +9,7 @@
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 
-namespace fanin::ops {
+namespace fanin::base {
 namespace {
 
 const absl::Time kWhen = absl::FromUnixMillis(1795737600123);  // 2026-11-27
@@ -89,4 +89,4 @@ TEST(LogTest, RateLimiterPassesAFewAndCountsTheRest) {
 }
 
 }  // namespace
-}  // namespace fanin::ops
+}  // namespace fanin::base

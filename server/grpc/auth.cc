@@ -1,4 +1,4 @@
-#include "server/ops/auth.h"
+#include "server/grpc/auth.h"
 
 #include <openssl/evp.h>
 
@@ -12,9 +12,9 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
-#include "server/ops/log.h"
+#include "server/base/log.h"
 
-namespace fanin::ops {
+namespace fanin::grpc_api {
 namespace {
 
 constexpr char kCertPrefix[] = "cert:";
@@ -136,10 +136,10 @@ absl::Status Authorizer::Reload() {
                                                    parsed.status().message()));
   }
   auto table = std::make_shared<const CredentialTable>(*std::move(parsed));
-  Log(LogLevel::kInfo, "credentials loaded",
-      {{"file", options_.tokens_file},
-       {"tokens", table->tokens.size()},
-       {"cert_identities", table->identities.size()}});
+  base::Log(base::LogLevel::kInfo, "credentials loaded",
+            {{"file", options_.tokens_file},
+             {"tokens", table->tokens.size()},
+             {"cert_identities", table->identities.size()}});
   absl::MutexLock lock(&mu_);
   table_ = std::move(table);
   return absl::OkStatus();
@@ -235,16 +235,16 @@ grpc::Status Authorizer::Check(grpc::CallbackServerContext* context,
   }
   uint64_t suppressed = 0;
   if (refusal_log_.Allow(&suppressed)) {
-    Log(LogLevel::kWarning, "rpc refused",
-        {{"peer", context->peer()},
-         {"access", AccessName(access)},
-         {"code", status.error_code() == grpc::StatusCode::UNAUTHENTICATED
-                      ? "UNAUTHENTICATED"
-                      : "PERMISSION_DENIED"},
-         {"why", status.error_message()},
-         {"suppressed", suppressed}});
+    base::Log(base::LogLevel::kWarning, "rpc refused",
+              {{"peer", context->peer()},
+               {"access", AccessName(access)},
+               {"code", status.error_code() == grpc::StatusCode::UNAUTHENTICATED
+                            ? "UNAUTHENTICATED"
+                            : "PERMISSION_DENIED"},
+               {"why", status.error_message()},
+               {"suppressed", suppressed}});
   }
   return status;
 }
 
-}  // namespace fanin::ops
+}  // namespace fanin::grpc_api

@@ -1,6 +1,6 @@
 // Access control: the tokens file, every credential/role combination on every
 // FanIn method, no partial effect on refusal, reload, and no token in logs.
-#include "server/ops/auth.h"
+#include "server/grpc/auth.h"
 
 #include <memory>
 #include <string>
@@ -11,8 +11,8 @@
 #include "absl/synchronization/mutex.h"
 #include "fanin/v1/fanin.grpc.pb.h"
 #include "gtest/gtest.h"
+#include "server/base/log.h"
 #include "server/fanin_server.h"
-#include "server/ops/log.h"
 #include "tests/ops/ops_util.h"
 #include "tests/testing/subprocess.h"
 #include "tests/testing/tcp_client.h"
@@ -22,9 +22,9 @@ namespace {
 
 using grpc::StatusCode;
 using grpc_api::Access;
-using ops::AuthOptions;
-using ops::Authorizer;
-using ops::Role;
+using grpc_api::AuthOptions;
+using grpc_api::Authorizer;
+using grpc_api::Role;
 
 constexpr char kReaderToken[] = "reader-token-0123456789abcdef";
 constexpr char kWriterToken[] = "writer-token-fedcba9876543210";
@@ -41,7 +41,7 @@ std::string TokensFile(const std::string& dir) {
 }
 
 TEST(ParseCredentialsTest, RolesTokensAndIdentities) {
-  auto table = ops::ParseCredentials(
+  auto table = grpc_api::ParseCredentials(
       "# comment\n\nreader aaa\nwriter bbb # trailing\nwriter cert:ops\n");
   ASSERT_TRUE(table.ok()) << table.status();
   EXPECT_EQ(table->tokens.size(), 2u);
@@ -62,7 +62,7 @@ TEST(ParseCredentialsTest, ErrorsNameTheLineButNeverTheToken) {
       {"secret-one\n", "line 1"},
   };
   for (const Case& c : cases) {
-    auto table = ops::ParseCredentials(c.text);
+    auto table = grpc_api::ParseCredentials(c.text);
     ASSERT_FALSE(table.ok()) << c.text;
     EXPECT_EQ(table.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_TRUE(absl::StrContains(table.status().message(), c.expect))
@@ -223,11 +223,11 @@ class AuthServerTest : public ::testing::Test {
   void SetUp() override {
     dir_ = MakeTempDir();
     tokens_ = TokensFile(dir_);
-    ops::SetLogSinkForTesting([this](absl::string_view line) {
+    base::SetLogSinkForTesting([this](absl::string_view line) {
       absl::MutexLock lock(&log_mu_);
       log_.append(line.data(), line.size());
     });
-    ops::ConfigureLogging(ops::LogLevel::kDebug, ops::LogFormat::kText);
+    base::ConfigureLogging(base::LogLevel::kDebug, base::LogFormat::kText);
     ServerConfig config;
     config.core.listen = {{"default", "127.0.0.1:0"}};
     config.core.loops = 2;
@@ -252,8 +252,8 @@ class AuthServerTest : public ::testing::Test {
   void TearDown() override {
     watch_.reset();
     server_.reset();
-    ops::SetLogSinkForTesting(nullptr);
-    ops::ConfigureLogging(ops::LogLevel::kInfo, ops::LogFormat::kText);
+    base::SetLogSinkForTesting(nullptr);
+    base::ConfigureLogging(base::LogLevel::kInfo, base::LogFormat::kText);
   }
 
   // The status of each FanIn method called with `token` ("" = none).

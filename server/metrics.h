@@ -19,15 +19,15 @@
 //   fanin_loops_stuck, fanin_serving, fanin_auth_refused_total{code}.
 //
 // Example:
-//   auto metrics = std::make_shared<ops::Metrics>();
+//   auto metrics = std::make_shared<Metrics>();
 //   metrics->SetSources({.core = core, .hub = hub, ...});
 //   absl::Status s = metrics->Serve("0.0.0.0:9464");
 //
 // Owned by a shared_ptr (Serve registers a weak reference). Thread-safe after
 // SetSources (which must come before Serve). Call Stop() before the last
 // reference goes and before the sources do.
-#ifndef FANIN_SERVER_OPS_METRICS_H_
-#define FANIN_SERVER_OPS_METRICS_H_
+#ifndef FANIN_SERVER_METRICS_H_
+#define FANIN_SERVER_METRICS_H_
 
 #include <atomic>
 #include <cstdint>
@@ -41,11 +41,11 @@
 #include "prometheus/exposer.h"
 #include "server/core/fanin_core.h"
 #include "server/fanout/event_hub.h"
+#include "server/grpc/auth.h"
 #include "server/grpc/fanin_service.h"
-#include "server/ops/auth.h"
-#include "server/ops/watchdog.h"
+#include "server/reactor/watchdog.h"
 
-namespace fanin::ops {
+namespace fanin {
 
 class Metrics : public prometheus::Collectable,
                 public std::enable_shared_from_this<Metrics> {
@@ -54,9 +54,9 @@ class Metrics : public prometheus::Collectable,
     core::FaninCore* core = nullptr;
     fanout::EventHub* hub = nullptr;
     grpc_api::FaninService* service = nullptr;
-    Authorizer* auth = nullptr;     // may be null
-    Watchdog* watchdog = nullptr;   // may be null
-    std::function<bool()> serving;  // may be empty
+    grpc_api::Authorizer* auth = nullptr;   // may be null
+    reactor::Watchdog* watchdog = nullptr;  // may be null
+    std::function<bool()> serving;          // may be empty
   };
 
   // Upper bounds of the latency histogram's buckets, in seconds.
@@ -89,6 +89,6 @@ class Metrics : public prometheus::Collectable,
   std::atomic<uint64_t> latency_sum_ns_{0};
 };
 
-}  // namespace fanin::ops
+}  // namespace fanin
 
-#endif  // FANIN_SERVER_OPS_METRICS_H_
+#endif  // FANIN_SERVER_METRICS_H_
