@@ -210,15 +210,6 @@ uint64_t EventLoop::iterations() const {
   return iterations_.load(std::memory_order_relaxed);
 }
 
-absl::Time EventLoop::last_iteration_start() const {
-  if (running_.load(std::memory_order_relaxed) &&
-      waiting_.load(std::memory_order_relaxed)) {
-    return absl::Now();
-  }
-  return absl::FromUnixNanos(
-      last_iteration_start_ns_.load(std::memory_order_relaxed));
-}
-
 absl::Duration EventLoop::NextTimeout(bool has_posted) {
   if (has_posted || !redispatch_.empty()) return absl::ZeroDuration();
   // Skip cancelled heads so a long-gone timer does not cause a wake-up.
@@ -242,11 +233,7 @@ void EventLoop::RunOneIteration() {
                                      ? absl::ZeroDuration()
                                      : NextTimeout(has_posted);
   ready_.clear();
-  waiting_.store(true, std::memory_order_relaxed);
   absl::Status s = poller_->Wait(timeout, &ready_);
-  last_iteration_start_ns_.store(absl::ToUnixNanos(absl::Now()),
-                                 std::memory_order_relaxed);
-  waiting_.store(false, std::memory_order_relaxed);
   if (!s.ok() && wait_failures_++ % 1000 == 0) {
     // Not expected once the fds are valid; log sparsely rather than flood.
     base::Log(base::LogLevel::kError, "poller wait failed",

@@ -73,6 +73,10 @@ class EventLoop {
   void Stop();
   // True only on the thread currently inside Run().
   bool IsInLoopThread() const;
+  // Debug builds: aborts with a log line when called, while the loop runs,
+  // from another thread. Classes that live on one loop (connections,
+  // listeners, shards) call it in their loop-thread-only methods.
+  void AssertInLoopThread() const;
 
   // Any thread. Runs fn on the loop thread in posting order (FIFO); wakes the
   // loop (eventfd). Tasks posted from the loop itself run next iteration.
@@ -112,13 +116,6 @@ class EventLoop {
 
   // Any thread (atomic): completed loop iterations.
   uint64_t iterations() const;
-  // Any thread (atomic): when the loop last woke up to work (the start of the
-  // current or last iteration's processing). While the loop is blocked
-  // waiting for events it returns absl::Now(): an idle loop is not stuck. So
-  // absl::Now() - last_iteration_start() is how long the loop has been busy
-  // without coming back to wait; a large value means a stuck handler.
-  // absl::UnixEpoch() before the first Run.
-  absl::Time last_iteration_start() const;
   // Any thread (atomic): eventfd wake-ups written by Post from other threads
   // (one per batch of posts; for metrics).
   uint64_t wakeups() const { return wakeups_.load(std::memory_order_relaxed); }
@@ -159,7 +156,6 @@ class EventLoop {
 
   EventLoop(std::unique_ptr<Poller> poller, int wake_fd);
 
-  void AssertInLoopThread() const;
   void RunOneIteration();
   absl::Duration NextTimeout(bool has_posted);
   void DispatchIo(uint64_t iteration);
@@ -182,8 +178,6 @@ class EventLoop {
   std::atomic<bool> running_{false};
   std::atomic<uint64_t> iterations_{0};
   std::atomic<uint64_t> wakeups_{0};
-  std::atomic<int64_t> last_iteration_start_ns_{0};
-  std::atomic<bool> waiting_{false};  // blocked in Poller::Wait
   uint64_t wait_failures_ = 0;
 
   // Loop-thread state.

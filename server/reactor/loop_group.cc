@@ -9,12 +9,9 @@ namespace fanin::reactor {
 
 absl::StatusOr<std::unique_ptr<LoopGroup>> LoopGroup::Create(PollerKind kind,
                                                              int num_loops) {
-  if (num_loops < 0) {
+  if (num_loops < 1) {
     return absl::InvalidArgumentError(
-        absl::StrCat("LoopGroup: num_loops must be >= 0, got ", num_loops));
-  }
-  if (num_loops == 0) {
-    num_loops = std::max(1u, std::thread::hardware_concurrency());
+        absl::StrCat("LoopGroup: num_loops must be >= 1, got ", num_loops));
   }
   std::vector<std::unique_ptr<EventLoop>> loops;
   loops.reserve(num_loops);

@@ -1,7 +1,7 @@
 // N EventLoops, each Run on its own thread, with round-robin placement.
 //
 // Example:
-//   auto group = LoopGroup::Create(PollerKind::kEpollLevel, 0);  // 0 = cores
+//   auto group = LoopGroup::Create(PollerKind::kEpollLevel, 2);
 //   if (!group.ok()) return group.status();
 //   (*group)->Start();
 //   EventLoop* loop = (*group)->Next();  // where the next connection goes
@@ -25,9 +25,9 @@ namespace fanin::reactor {
 
 class LoopGroup {
  public:
-  // num_loops: 0 = std::thread::hardware_concurrency() (at least 1).
-  // Errors: InvalidArgument for num_loops < 0, or the first loop's Create
-  // error.
+  // num_loops >= 1 (how many a server wants is its own policy: see
+  // core::DefaultLoops). Errors: InvalidArgument for num_loops < 1, or the
+  // first loop's Create error.
   static absl::StatusOr<std::unique_ptr<LoopGroup>> Create(PollerKind kind,
                                                            int num_loops);
   // Stops and joins (Stop()).

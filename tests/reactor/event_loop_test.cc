@@ -515,52 +515,23 @@ TEST_P(EventLoopTest, PostFromLoopRunsNextIteration) {
 }
 
 TEST_P(EventLoopTest, StopFromAnotherThreadWakesABlockedLoop) {
+  absl::Notification ran;
+  loop_->Post([&] { ran.Notify(); });
   std::thread runner([&] { loop_->Run(); });
-  // Wait until its first iteration, which has nothing to do and so blocks
-  // with an infinite timeout.
-  const bool started = WaitFor(
-      [&] { return loop_->last_iteration_start() > absl::UnixEpoch(); });
-  if (!started) {
-    loop_->Stop();
-    runner.join();
-    FAIL() << "the loop never started an iteration";
-  }
+  // After the task's iteration the loop has nothing to do and blocks with an
+  // infinite timeout.
+  ASSERT_TRUE(ran.WaitForNotificationWithTimeout(absl::Seconds(30)));
   const absl::Time start = absl::Now();
   loop_->Stop();
   runner.join();
   EXPECT_LT(absl::Now() - start, absl::Seconds(2));
-  EXPECT_EQ(loop_->iterations(), 1u);
-  EXPECT_LE(loop_->last_iteration_start(), absl::Now());
-  EXPECT_GE(loop_->last_iteration_start(), start - absl::Seconds(10));
+  EXPECT_GE(loop_->iterations(), 1u);
+  EXPECT_LE(loop_->iterations(), 2u);
   // Runs again after a Stop; and a Stop before Run ends it after one pass.
   loop_->Stop();
   const uint64_t before = loop_->iterations();
   loop_->Run();
   EXPECT_EQ(loop_->iterations(), before + 1);
-}
-
-// For health checks: an idle loop (blocked waiting) looks fresh, a loop stuck
-// in a handler looks older and older.
-TEST_P(EventLoopTest, LastIterationStartShowsAStuckLoopNotAnIdleOne) {
-  EXPECT_EQ(loop_->last_iteration_start(), absl::UnixEpoch());
-  LoopThread thread(loop_.get());
-  absl::SleepFor(absl::Milliseconds(100));  // idle for a while
-  EXPECT_LT(absl::Now() - loop_->last_iteration_start(),
-            absl::Milliseconds(50));
-  absl::Notification entered, release;
-  loop_->Post([&] {
-    entered.Notify();
-    release.WaitForNotification();  // a handler that blocks: a stuck loop
-  });
-  entered.WaitForNotification();
-  EXPECT_TRUE(WaitFor([&] {
-    return absl::Now() - loop_->last_iteration_start() >=
-           absl::Milliseconds(100);
-  }));
-  release.Notify();
-  EXPECT_TRUE(WaitFor([&] {
-    return absl::Now() - loop_->last_iteration_start() < absl::Milliseconds(50);
-  }));
 }
 
 TEST_P(EventLoopTest, TasksLeftAtDestructionAreDestroyedNotRun) {

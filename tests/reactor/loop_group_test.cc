@@ -55,12 +55,14 @@ TEST_P(LoopGroupTest, LoopsRunOnDistinctThreadsAndNextIsRoundRobin) {
   for (int i = 0; i < g.size(); ++i) EXPECT_FALSE(g.loop(i)->IsInLoopThread());
 }
 
-TEST_P(LoopGroupTest, ZeroMeansOneLoopPerCore) {
-  auto group = LoopGroup::Create(GetParam(), 0);
-  ASSERT_TRUE(group.ok()) << group.status();
-  EXPECT_EQ((*group)->size(), static_cast<int>(std::max(
-                                  1u, std::thread::hardware_concurrency())));
-  EXPECT_FALSE(LoopGroup::Create(GetParam(), -1).ok());
+TEST_P(LoopGroupTest, FewerThanOneLoopIsRefused) {
+  for (int n : {0, -1}) {
+    auto group = LoopGroup::Create(GetParam(), n);
+    ASSERT_FALSE(group.ok()) << n;
+    EXPECT_EQ(group.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(group.status().message().find(">= 1"), std::string::npos)
+        << group.status();
+  }
 }
 
 TEST_P(LoopGroupTest, StopJoinsEvenWithWorkQueuedAndDestructorStops) {
