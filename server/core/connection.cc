@@ -34,38 +34,42 @@ absl::Status Gone(uint64_t id) {
 }  // namespace
 
 Connection::Connection(Shard* shard, const ListenerInfo* listener, uint64_t id,
-                       int fd, std::string remote, std::string local)
+                       int fd, std::string remote, std::string local,
+                       std::string peer_host)
     : shard_(shard),
       listener_(listener),
       id_(id),
       fd_(fd),
       remote_(std::move(remote)),
       local_(std::move(local)),
+      peer_host_(std::move(peer_host)),
       opened_unix_nano_(absl::GetCurrentTimeNanos()),
       last_activity_(absl::Now()) {}
 
 Connection::~Connection() {
-  if (linger_timer_ != 0) shard_->loop->Cancel(linger_timer_);
+  if (linger_timer_ != 0) shard_->loop()->Cancel(linger_timer_);
   if (fd_ >= 0) {
-    if (watching_) shard_->loop->Unwatch(fd_);
+    if (watching_) shard_->loop()->Unwatch(fd_);
     ::close(fd_);
   }
 }
 
-void Connection::Publish(fanin::v1::Event& event) {
-  event.set_time_unix_nano(absl::GetCurrentTimeNanos());
-  event.set_connection_id(id_);
-  event.set_listener(listener_->name);
+fanin::v1::Event Connection::NewEvent() const {
+  return NewConnectionEvent(id_, *listener_);
+}
+
+void Connection::Publish(const fanin::v1::Event& event) {
   shard_->Publish(fanout::MakeEvent(event, listener_->index));
 }
 
 absl::Status Connection::Start() {
-  fanin::v1::Event opened;
+  shard_->loop()->AssertInLoopThread();
+  fanin::v1::Event opened = NewEvent();
   opened.mutable_opened()->set_remote_address(remote_);
   opened.mutable_opened()->set_local_address(local_);
   Publish(opened);
   interest_ = kReadable;
-  absl::Status status = shard_->loop->Watch(fd_, interest_, this);
+  absl::Status status = shard_->loop()->Watch(fd_, interest_, this);
   if (!status.ok()) {
     ::close(fd_);
     fd_ = -1;
@@ -77,16 +81,14 @@ absl::Status Connection::Start() {
 
 std::shared_ptr<fanout::StoredEvent> Connection::RejectedEvent(
     absl::string_view why) const {
-  fanin::v1::Event closed;
-  closed.set_time_unix_nano(absl::GetCurrentTimeNanos());
-  closed.set_connection_id(id_);
-  closed.set_listener(listener_->name);
+  fanin::v1::Event closed = NewEvent();
   closed.mutable_closed()->set_reason(fanin::v1::CLOSE_REASON_REJECTED);
   closed.mutable_closed()->set_detail(std::string(why));
   return fanout::MakeEvent(closed, listener_->index);
 }
 
 void Connection::OnIo(uint32_t events) {
+  shard_->loop()->AssertInLoopThread();
   if (events & kError) {
     int err = 0;
     socklen_t len = sizeof(err);
@@ -119,18 +121,18 @@ void Connection::HandleReadable(uint32_t events) {
   }
   if (!lingering) {
     if (read_paused_) return;
-    if (shard_->hub->ReadingPaused(listener_->index, id_)) {
+    if (shard_->hub()->ReadingPaused(listener_->index, id_)) {
       read_paused_ = true;
-      shard_->read_paused.insert(id_);
+      shard_->NoteReadPaused(id_);
       UpdateInterest();
       return;
     }
   }
-  std::string& buf = shard_->read_buffer;
+  std::string& buf = shard_->read_buffer();
   ssize_t n = ::read(fd_, buf.data(), buf.size());
   if (n > 0) {
     bytes_received_ += n;
-    shard_->bytes_received.fetch_add(n, std::memory_order_relaxed);
+    shard_->CountReceived(n);
     int64_t now = absl::GetCurrentTimeNanos();
     last_activity_ = absl::FromUnixNanos(now);
     if (!lingering) {
@@ -143,9 +145,9 @@ void Connection::HandleReadable(uint32_t events) {
     // The FIN's edge may have been the first of several reads, so remember
     // it until a read returns 0.
     if (events & (kReadClosed | kHangup)) fin_signalled_ = true;
-    if (shard_->loop->edge_triggered() &&
+    if (shard_->loop()->edge_triggered() &&
         (static_cast<size_t>(n) == buf.size() || fin_signalled_)) {
-      shard_->loop->Redispatch(fd_, kReadable);
+      shard_->loop()->Redispatch(fd_, kReadable);
     }
     return;
   }
@@ -170,18 +172,18 @@ void Connection::HandlePullReadable() {
   if (readable_announced_) return;
   readable_announced_ = true;
   UpdateInterest();
-  fanin::v1::Event readable;
+  fanin::v1::Event readable = NewEvent();
   readable.mutable_readable();
   Publish(readable);
 }
 
 void Connection::OnPeerEof() {
   peer_eof_ = true;
-  fanin::v1::Event read_closed;
+  fanin::v1::Event read_closed = NewEvent();
   read_closed.mutable_read_closed();
   Publish(read_closed);
   if (state_ == State::kOpen) state_ = State::kReadClosed;
-  if (state_ == State::kReadClosed && shard_->options->keep_half_open) {
+  if (state_ == State::kReadClosed && shard_->options().keep_half_open) {
     UpdateInterest();
     return;
   }
@@ -192,19 +194,34 @@ void Connection::OnPeerEof() {
   UpdateInterest();
 }
 
-bool Connection::Flush() {
-  while (out_head_ < out_.size()) {
-    ssize_t n = ::send(fd_, out_.data() + out_head_, out_.size() - out_head_,
-                       MSG_NOSIGNAL | MSG_DONTWAIT);
+int Connection::SendSome(const char* data, size_t len, size_t* sent) {
+  size_t done = 0;
+  int err = 0;
+  while (done < len) {
+    ssize_t n =
+        ::send(fd_, data + done, len - done, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n > 0) {
-      out_head_ += n;
-      bytes_sent_ += n;
-      shard_->bytes_sent.fetch_add(n, std::memory_order_relaxed);
+      done += n;
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-    FinishWithErrno("write", n < 0 ? errno : EPIPE);
+    err = n < 0 ? errno : EPIPE;
+    break;
+  }
+  bytes_sent_ += done;
+  shard_->CountSent(done);
+  *sent = done;
+  return err;
+}
+
+bool Connection::Flush() {
+  size_t sent = 0;
+  const int err =
+      SendSome(out_.data() + out_head_, out_.size() - out_head_, &sent);
+  out_head_ += sent;
+  if (err != 0) {
+    FinishWithErrno("write", err);
     return false;
   }
   last_activity_ = absl::Now();
@@ -230,7 +247,7 @@ bool Connection::Flush() {
 bool Connection::AfterFlushed() {
   if (write_waited_) {
     write_waited_ = false;
-    fanin::v1::Event writable;
+    fanin::v1::Event writable = NewEvent();
     writable.mutable_writable();
     Publish(writable);
   }
@@ -241,7 +258,7 @@ bool Connection::AfterFlushed() {
       Finish(fanin::v1::CLOSE_REASON_SERVER_SHUTDOWN, "");
       return false;
     case State::kReadClosed:
-      if (!shard_->options->keep_half_open) {
+      if (!shard_->options().keep_half_open) {
         Finish(fanin::v1::CLOSE_REASON_PEER_CLOSED, "");
         return false;
       }
@@ -265,11 +282,12 @@ bool Connection::SendFinAndLinger() {
   }
   state_ = State::kLingering;
   UpdateInterest();
-  linger_timer_ = shard_->loop->RunAfter(shard_->options->close_linger, [this] {
-    linger_timer_ = 0;
-    Finish(fanin::v1::CLOSE_REASON_CLOSED_BY_SUBSCRIBER,
-           "peer did not close within the linger time");
-  });
+  linger_timer_ =
+      shard_->loop()->RunAfter(shard_->options().close_linger, [this] {
+        linger_timer_ = 0;
+        Finish(fanin::v1::CLOSE_REASON_CLOSED_BY_SUBSCRIBER,
+               "peer did not close within the linger time");
+      });
   return true;
 }
 
@@ -289,15 +307,16 @@ void Connection::UpdateInterest() {
   uint32_t want = reading ? kReadable : 0;
   if (out_head_ < out_.size()) want |= kWritable;
   if (want == interest_) return;
-  absl::Status s = shard_->loop->Rewatch(fd_, want);
+  absl::Status s = shard_->loop()->Rewatch(fd_, want);
   if (s.ok()) interest_ = want;
 }
 
 absl::StatusOr<uint64_t> Connection::Write(absl::string_view data,
                                            bool close_after) {
+  shard_->loop()->AssertInLoopThread();
   if (closing()) return Gone(id_);
   const size_t queued = out_.size() - out_head_;
-  const size_t limit = shard_->options->max_outbound_bytes;
+  const size_t limit = shard_->options().max_outbound_bytes;
   if (queued + data.size() > limit) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "connection ", id_, ": ", data.size(),
@@ -306,24 +325,13 @@ absl::StatusOr<uint64_t> Connection::Write(absl::string_view data,
   }
   size_t sent = 0;
   if (queued == 0) {
-    while (sent < data.size()) {
-      ssize_t n = ::send(fd_, data.data() + sent, data.size() - sent,
-                         MSG_NOSIGNAL | MSG_DONTWAIT);
-      if (n > 0) {
-        sent += n;
-        continue;
-      }
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-      int err = n < 0 ? errno : EPIPE;
-      uint64_t id = id_;
-      FinishWithErrno("write", err);
+    if (const int err = SendSome(data.data(), data.size(), &sent); err != 0) {
+      const uint64_t id = id_;
+      FinishWithErrno("write", err);  // Deletes this.
       return absl::AbortedError(
           absl::StrCat("connection ", id, ": write failed (",
                        std::strerror(err), "); the connection is closed"));
     }
-    bytes_sent_ += sent;
-    shard_->bytes_sent.fetch_add(sent, std::memory_order_relaxed);
   }
   if (sent < data.size()) {
     out_.append(data.data() + sent, data.size() - sent);
@@ -343,6 +351,7 @@ absl::StatusOr<uint64_t> Connection::Write(absl::string_view data,
 }
 
 absl::Status Connection::Close(bool abort) {
+  shard_->loop()->AssertInLoopThread();
   if (closing()) return Gone(id_);
   if (abort) {
     struct linger lg = {1, 0};  // close() then sends RST, dropping the queue.
@@ -360,6 +369,7 @@ absl::Status Connection::Close(bool abort) {
 }
 
 absl::StatusOr<Connection::ReadOutcome> Connection::Read(uint32_t max_bytes) {
+  shard_->loop()->AssertInLoopThread();
   if (closing()) return Gone(id_);
   if (!listener_->pull) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -378,7 +388,7 @@ absl::StatusOr<Connection::ReadOutcome> Connection::Read(uint32_t max_bytes) {
   if (n > 0) {
     out.data.resize(n);
     bytes_received_ += n;
-    shard_->bytes_received.fetch_add(n, std::memory_order_relaxed);
+    shard_->CountReceived(n);
     last_activity_ = absl::Now();
     if (static_cast<uint32_t>(n) < max) {  // Drained: re-arm Readable.
       readable_announced_ = false;
@@ -410,7 +420,8 @@ void Connection::ResumeReading() {
   read_paused_ = false;
   UpdateInterest();
   // Bytes that arrived while paused made no new edge.
-  if (shard_->loop->edge_triggered()) shard_->loop->Redispatch(fd_, kReadable);
+  if (shard_->loop()->edge_triggered())
+    shard_->loop()->Redispatch(fd_, kReadable);
 }
 
 void Connection::BeginShutdown() {
@@ -430,7 +441,7 @@ void Connection::CloseIfIdle(absl::Time cutoff) {
   if (last_activity_ >= cutoff || state_ != State::kOpen) return;
   Finish(fanin::v1::CLOSE_REASON_IDLE_TIMEOUT,
          absl::StrCat("nothing read or written for ",
-                      absl::FormatDuration(shard_->options->idle_timeout)));
+                      absl::FormatDuration(shard_->options().idle_timeout)));
 }
 
 void Connection::ForceClose() {
@@ -458,32 +469,27 @@ void Connection::FinishWithErrno(const char* op, int err) {
 
 void Connection::Finish(fanin::v1::CloseReason reason, std::string detail) {
   if (linger_timer_ != 0) {
-    shard_->loop->Cancel(linger_timer_);
+    shard_->loop()->Cancel(linger_timer_);
     linger_timer_ = 0;
   }
   if (watching_) {
-    shard_->loop->Unwatch(fd_);
+    shard_->loop()->Unwatch(fd_);
     watching_ = false;
   }
   ::close(fd_);
   fd_ = -1;
-  fanin::v1::Event closed;
+  fanin::v1::Event closed = NewEvent();
   auto* c = closed.mutable_closed();
   c->set_reason(reason);
   c->set_detail(std::move(detail));
   c->set_bytes_received(bytes_received_);
   c->set_bytes_sent(bytes_sent_);
-  closed.set_time_unix_nano(absl::GetCurrentTimeNanos());
-  closed.set_connection_id(id_);
-  closed.set_listener(listener_->name);
   auto event = fanout::MakeEvent(closed, listener_->index);
   Shard* shard = shard_;
-  const uint64_t id = id_;
   // Free the connection's slot (max_connections, per IP, connections_open)
   // before announcing Closed: a subscriber that saw Closed may count on the
   // slot, and a new client accepted on another loop must find it free.
-  shard->read_paused.erase(id);
-  shard->Erase(id);  // Deletes this.
+  shard->Erase(id_);  // Deletes this.
   shard->Publish(std::move(event));
 }
 

@@ -7,8 +7,9 @@
 // the linger time, then closes. Every transition publishes its event to the
 // hub; Closed is always last.
 //
-// Thread: everything here runs on the owning loop's thread; no locks.
-// Ownership: owns the fd; owned by its Shard, which deletes it in Finish().
+// Thread: everything here runs on the owning loop's thread (checked in debug
+// builds); no locks. Ownership: owns the fd; owned by its Shard, which
+// deletes it in Finish().
 #ifndef FANIN_SERVER_CORE_CONNECTION_H_
 #define FANIN_SERVER_CORE_CONNECTION_H_
 
@@ -25,13 +26,15 @@
 
 namespace fanin::core {
 
-struct Shard;
+class Shard;
 struct ListenerInfo;
 
 class Connection : public reactor::IoHandler {
  public:
+  // `peer_host` is what the connection's slot was taken for
+  // (ConnectionSlots::TryAcquire); the shard gives it back on Erase.
   Connection(Shard* shard, const ListenerInfo* listener, uint64_t id, int fd,
-             std::string remote, std::string local);
+             std::string remote, std::string local, std::string peer_host);
   ~Connection() override;
 
   // Publishes Opened and starts watching; on failure closes the fd and
@@ -64,8 +67,7 @@ class Connection : public reactor::IoHandler {
 
   uint64_t id() const { return id_; }
   const std::string& remote_address() const { return remote_; }
-  // Set by the core when this connection holds a per-IP slot.
-  bool counted_per_ip = false;
+  const std::string& peer_host() const { return peer_host_; }
   const ListenerInfo& listener() const { return *listener_; }
   void FillInfo(fanin::v1::Connection* out) const;
   // True once a close was requested or under way (the connection is "gone"
@@ -84,12 +86,17 @@ class Connection : public reactor::IoHandler {
   void HandleReadable(uint32_t events);
   void HandlePullReadable();
   void OnPeerEof();
+  // Sends data[0, len) until all is sent or the socket is full; counts what
+  // went out in *sent. 0, or the errno that failed the send.
+  int SendSome(const char* data, size_t len, size_t* sent);
   // Writes from the outbound buffer; false if the connection was finished.
   bool Flush();
   bool AfterFlushed();
   bool SendFinAndLinger();
   void UpdateInterest();
-  void Publish(fanin::v1::Event& event);
+  // An event of this connection with its header filled in; Publish sends it.
+  fanin::v1::Event NewEvent() const;
+  void Publish(const fanin::v1::Event& event);
   // Closes the fd, publishes Closed and deletes this. Return right after.
   void Finish(fanin::v1::CloseReason reason, std::string detail);
   void FinishWithErrno(const char* op, int err);
@@ -100,6 +107,7 @@ class Connection : public reactor::IoHandler {
   int fd_;
   const std::string remote_;
   const std::string local_;
+  const std::string peer_host_;
   const int64_t opened_unix_nano_;
   absl::Time last_activity_;
   State state_ = State::kOpen;

@@ -18,30 +18,6 @@
 namespace fanin::core {
 namespace {
 
-// Runs the callback exactly once: with a value, or with UNAVAILABLE when the
-// task carrying it is destroyed unrun (its loop stopped first).
-template <typename T>
-class Completion {
- public:
-  explicit Completion(absl::AnyInvocable<void(T)> fn) : fn_(std::move(fn)) {}
-  Completion(Completion&& other) : fn_(std::move(other.fn_)) {
-    other.fn_ = nullptr;
-  }
-  Completion& operator=(Completion&&) = delete;
-  ~Completion() {
-    if (fn_) Call(T(absl::UnavailableError("fanin server is shutting down")));
-  }
-  void operator()(T value) { Call(std::move(value)); }
-
- private:
-  void Call(T value) {
-    absl::AnyInvocable<void(T)> fn = std::move(fn_);
-    fn_ = nullptr;
-    std::move(fn)(std::move(value));
-  }
-  absl::AnyInvocable<void(T)> fn_;
-};
-
 // Runs fn on `loop` and waits for it (not on the loop's own thread).
 void RunOnLoop(reactor::EventLoop* loop, absl::AnyInvocable<void()> fn) {
   absl::Notification done;
@@ -54,62 +30,15 @@ void RunOnLoop(reactor::EventLoop* loop, absl::AnyInvocable<void()> fn) {
 
 }  // namespace
 
-std::string IpCounter::HostOf(absl::string_view address) {
-  if (absl::StartsWith(address, "[")) {
-    size_t end = address.find(']');
-    return end == absl::string_view::npos
-               ? ""
-               : std::string(address.substr(1, end - 1));
-  }
-  size_t colon = address.rfind(':');
-  if (colon == absl::string_view::npos || address.find('/') == 0) return "";
-  return std::string(address.substr(0, colon));
-}
-
-bool IpCounter::TryAcquire(const std::string& host, size_t limit) {
-  absl::MutexLock lock(&mu_);
-  size_t& n = counts_[host];
-  if (n >= limit) return false;
-  ++n;
-  return true;
-}
-
-void IpCounter::Release(const std::string& host) {
-  absl::MutexLock lock(&mu_);
-  auto it = counts_.find(host);
-  if (it == counts_.end()) return;
-  if (--it->second == 0) counts_.erase(it);
-}
-
 int DefaultLoops() {
   const int cores = static_cast<int>(std::thread::hardware_concurrency());
   return std::max(1, cores - 1);
 }
 
-void Shard::Publish(std::shared_ptr<fanout::StoredEvent> event) {
-  hub->Publish(std::move(event), &pending_wakes);
-  if (pending_wakes.empty() || wakes_posted) return;
-  wakes_posted = true;
-  // Posted from the loop thread during I/O dispatch, this runs at the end of
-  // the same iteration, after every ready fd was read.
-  loop->Post([this] {
-    wakes_posted = false;
-    fanout::EventHub::RunWakes(&pending_wakes);
-  });
-}
-
-void Shard::Erase(uint64_t id) {
-  auto it = connections.find(id);
-  if (it == connections.end()) return;
-  if (it->second->counted_per_ip) {
-    ip_counter->Release(IpCounter::HostOf(it->second->remote_address()));
-  }
-  connections.erase(it);
-  open_connections->fetch_sub(1, std::memory_order_relaxed);
-}
-
 FaninCore::FaninCore(CoreOptions options, fanout::EventHub* hub)
-    : options_(std::move(options)), hub_(hub) {}
+    : options_(std::move(options)),
+      hub_(hub),
+      slots_(options_.max_connections, options_.max_connections_per_ip) {}
 
 absl::StatusOr<std::unique_ptr<FaninCore>> FaninCore::Create(
     CoreOptions options, fanout::EventHub* hub) {
@@ -159,15 +88,8 @@ absl::StatusOr<std::unique_ptr<FaninCore>> FaninCore::Create(
   if (!loops.ok()) return loops.status();
   core->loops_ = *std::move(loops);
   for (int i = 0; i < core->loops_->size(); ++i) {
-    auto shard = std::make_unique<Shard>();
-    shard->options = &core->options_;
-    shard->hub = hub;
-    shard->loop = core->loops_->loop(i);
-    shard->index = i;
-    shard->open_connections = &core->open_;
-    shard->ip_counter = &core->ip_counter_;
-    shard->read_buffer.resize(opts.read_chunk_bytes);
-    core->shards_.push_back(std::move(shard));
+    core->shards_.push_back(std::make_unique<Shard>(
+        &core->options_, hub, core->loops_->loop(i), &core->slots_));
   }
   return core;
 }
@@ -204,15 +126,11 @@ absl::Status FaninCore::Start() {
                                       absl::Milliseconds(10), absl::Seconds(1));
     for (auto& s : shards_) {
       Shard* shard = s.get();
-      RunOnLoop(shard->loop, [this, shard, every] {
-        shard->loop->RunEvery(every, [this, shard] {
-          absl::Time cutoff = absl::Now() - options_.idle_timeout;
-          std::vector<uint64_t> ids;
-          for (const auto& [id, conn] : shard->connections) ids.push_back(id);
-          for (uint64_t id : ids) {
-            auto it = shard->connections.find(id);
-            if (it != shard->connections.end()) it->second->CloseIfIdle(cutoff);
-          }
+      RunOnLoop(shard->loop(), [this, shard, every] {
+        shard->loop()->RunEvery(every, [this, shard] {
+          const absl::Time cutoff = absl::Now() - options_.idle_timeout;
+          shard->ForEachConnection(
+              [cutoff](Connection& c) { c.CloseIfIdle(cutoff); });
         });
       });
     }
@@ -239,59 +157,49 @@ void LogRejected(uint64_t id, const std::string& listener,
 
 void FaninCore::OnAccept(ListenerInfo* info, int fd) {
   const uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
-  if (open_.load(std::memory_order_relaxed) >=
-      static_cast<int64_t>(options_.max_connections)) {
-    Reject(info, id, fd, kMaxConnections,
-           absl::StrCat("max_connections (", options_.max_connections,
-                        ") reached"));
-    return;
+  net::Peer peer = net::PeerOf(fd);
+  switch (slots_.TryAcquire(peer.host)) {
+    case ConnectionSlots::Refusal::kTotal:
+      Reject(info, id, fd, kMaxConnections,
+             absl::StrCat("max_connections (", options_.max_connections,
+                          ") reached"));
+      return;
+    case ConnectionSlots::Refusal::kPerIp:
+      Reject(info, id, fd, kPerIp,
+             absl::StrCat("max_connections_per_ip (",
+                          options_.max_connections_per_ip, ") reached for ",
+                          peer.host));
+      return;
+    case ConnectionSlots::Refusal::kNone:
+      break;
   }
-  bool counted_per_ip = false;
-  if (options_.max_connections_per_ip > 0) {
-    std::string host = IpCounter::HostOf(net::PeerAddressOf(fd));
-    if (!host.empty()) {
-      if (!ip_counter_.TryAcquire(host, options_.max_connections_per_ip)) {
-        Reject(info, id, fd, kPerIp,
-               absl::StrCat("max_connections_per_ip (",
-                            options_.max_connections_per_ip, ") reached for ",
-                            host));
-        return;
-      }
-      counted_per_ip = true;
-    }
-  }
-  open_.fetch_add(1, std::memory_order_relaxed);
   Shard* shard = ShardFor(id);
-  if (shard->loop == info->loop) {
-    Adopt(shard, info, id, fd, counted_per_ip);
+  auto conn = std::make_unique<Connection>(
+      shard, info, id, fd, std::move(peer.address), net::LocalAddressOf(fd),
+      std::move(peer.host));
+  if (shard->loop() == info->loop) {
+    Adopt(shard, std::move(conn));
     return;
   }
-  shard->loop->Post([this, shard, info, id, fd, counted_per_ip] {
-    Adopt(shard, info, id, fd, counted_per_ip);
+  shard->Post([this, shard, conn = std::move(conn)]() mutable {
+    Adopt(shard, std::move(conn));
   });
 }
 
-void FaninCore::Adopt(Shard* shard, const ListenerInfo* info, uint64_t id,
-                      int fd, bool counted_per_ip) {
-  auto conn = std::make_unique<Connection>(
-      shard, info, id, fd, net::PeerAddressOf(fd), net::LocalAddressOf(fd));
-  conn->counted_per_ip = counted_per_ip;
-  if (shard->shutting_down) {
-    // Counted in open_ and maybe per IP: Erase undoes both and closes fd.
-    shard->connections.emplace(id, std::move(conn));
-    shard->Erase(id);
+void FaninCore::Adopt(Shard* shard, std::unique_ptr<Connection> conn) {
+  const uint64_t id = conn->id();
+  Connection* c = shard->Insert(std::move(conn));
+  if (shard->shutting_down()) {
+    shard->Erase(id);  // Gives the slot back and closes the fd.
     return;
   }
-  Connection* c = conn.get();
-  shard->connections.emplace(id, std::move(conn));
   absl::Status status = c->Start();
   if (!status.ok()) {
     // As for every other rejection: counted, and the slot freed, before
     // Closed(REJECTED) is announced.
     auto closed = c->RejectedEvent(status.message());
-    shard->connections_rejected.fetch_add(1, std::memory_order_relaxed);
     rejected_[kPoller].fetch_add(1, std::memory_order_relaxed);
-    LogRejected(id, info->name, status.message());
+    LogRejected(id, c->listener().name, status.message());
     shard->Erase(id);  // Deletes c.
     shard->Publish(std::move(closed));
     return;
@@ -301,20 +209,16 @@ void FaninCore::Adopt(Shard* shard, const ListenerInfo* info, uint64_t id,
 
 void FaninCore::Reject(const ListenerInfo* info, uint64_t id, int fd,
                        RejectReason reason, const std::string& why) {
-  fanin::v1::Event event;
-  event.set_connection_id(id);
-  event.set_listener(info->name);
-  event.set_time_unix_nano(absl::GetCurrentTimeNanos());
+  fanin::v1::Event event = NewConnectionEvent(id, *info);
   event.mutable_opened()->set_remote_address(net::PeerAddressOf(fd));
   event.mutable_opened()->set_local_address(net::LocalAddressOf(fd));
   hub_->Publish(fanout::MakeEvent(event, info->index));
   ::close(fd);
-  event.set_time_unix_nano(absl::GetCurrentTimeNanos());
+  event = NewConnectionEvent(id, *info);
   event.mutable_closed()->set_reason(fanin::v1::CLOSE_REASON_REJECTED);
   event.mutable_closed()->set_detail(why);
   // Counted before Closed(REJECTED) is announced, so GetStats never lags
   // what a subscriber has already seen.
-  shards_[0]->connections_rejected.fetch_add(1, std::memory_order_relaxed);
   rejected_[reason].fetch_add(1, std::memory_order_relaxed);
   hub_->Publish(fanout::MakeEvent(event, info->index));
   LogRejected(id, info->name, why);
@@ -325,21 +229,7 @@ void FaninCore::Reject(const ListenerInfo* info, uint64_t id, int fd,
 void FaninCore::OnPauseChange() {
   for (auto& s : shards_) {
     Shard* shard = s.get();
-    shard->loop->Post([this, shard] {
-      std::vector<uint64_t> ids(shard->read_paused.begin(),
-                                shard->read_paused.end());
-      for (uint64_t id : ids) {
-        auto it = shard->connections.find(id);
-        if (it == shard->connections.end()) {
-          shard->read_paused.erase(id);
-          continue;
-        }
-        if (!hub_->ReadingPaused(it->second->listener().index, id)) {
-          shard->read_paused.erase(id);
-          it->second->ResumeReading();
-        }
-      }
-    });
+    shard->Post([shard] { shard->ResumeReadingWherePossible(); });
   }
   for (auto& l : listeners_) {
     ListenerInfo* info = l.get();
@@ -357,47 +247,26 @@ void FaninCore::OnPauseChange() {
 
 void FaninCore::Write(uint64_t id, std::string data, bool close_after,
                       absl::AnyInvocable<void(absl::StatusOr<uint64_t>)> done) {
-  Shard* shard = ShardFor(id);
-  shard->loop->Post(
-      [shard, id, data = std::move(data), close_after,
-       c = Completion<absl::StatusOr<uint64_t>>(std::move(done))]() mutable {
-        auto it = shard->connections.find(id);
-        if (it == shard->connections.end()) {
-          c(absl::NotFoundError(absl::StrCat("connection ", id, " not found")));
-          return;
-        }
-        c(it->second->Write(data, close_after));
-      });
+  ShardFor(id)->WithConnection<absl::StatusOr<uint64_t>>(
+      id,
+      [data = std::move(data), close_after](Connection& c) {
+        return c.Write(data, close_after);
+      },
+      std::move(done));
 }
 
 void FaninCore::Close(uint64_t id, bool abort,
                       absl::AnyInvocable<void(absl::Status)> done) {
-  Shard* shard = ShardFor(id);
-  shard->loop->Post([shard, id, abort,
-                     c = Completion<absl::Status>(std::move(done))]() mutable {
-    auto it = shard->connections.find(id);
-    if (it == shard->connections.end()) {
-      c(absl::NotFoundError(absl::StrCat("connection ", id, " not found")));
-      return;
-    }
-    c(it->second->Close(abort));
-  });
+  ShardFor(id)->WithConnection<absl::Status>(
+      id, [abort](Connection& c) { return c.Close(abort); }, std::move(done));
 }
 
 void FaninCore::Read(
     uint64_t id, uint32_t max_bytes,
     absl::AnyInvocable<void(absl::StatusOr<Connection::ReadOutcome>)> done) {
-  Shard* shard = ShardFor(id);
-  shard->loop->Post([shard, id, max_bytes,
-                     c = Completion<absl::StatusOr<Connection::ReadOutcome>>(
-                         std::move(done))]() mutable {
-    auto it = shard->connections.find(id);
-    if (it == shard->connections.end()) {
-      c(absl::NotFoundError(absl::StrCat("connection ", id, " not found")));
-      return;
-    }
-    c(it->second->Read(max_bytes));
-  });
+  ShardFor(id)->WithConnection<absl::StatusOr<Connection::ReadOutcome>>(
+      id, [max_bytes](Connection& c) { return c.Read(max_bytes); },
+      std::move(done));
 }
 
 namespace {
@@ -421,7 +290,7 @@ struct ListGather {
   const size_t limit;
   absl::Mutex mu;
   std::vector<fanin::v1::Connection> found ABSL_GUARDED_BY(mu);
-  Completion<absl::StatusOr<FaninCore::ListPage>> done;
+  internal::Completion<absl::StatusOr<FaninCore::ListPage>> done;
 };
 
 }  // namespace
@@ -431,13 +300,13 @@ void FaninCore::List(std::string listener, uint64_t after_id, size_t limit,
   auto gather = std::make_shared<ListGather>(limit, std::move(done));
   for (auto& s : shards_) {
     Shard* shard = s.get();
-    shard->loop->Post([shard, gather, listener, after_id, limit] {
+    shard->Post([shard, gather, listener, after_id, limit] {
       std::vector<const Connection*> mine;
-      for (const auto& [id, conn] : shard->connections) {
-        if (id <= after_id || conn->closing()) continue;
-        if (!listener.empty() && conn->listener().name != listener) continue;
-        mine.push_back(conn.get());
-      }
+      shard->ForEachConnection([&](Connection& conn) {
+        if (conn.id() <= after_id || conn.closing()) return;
+        if (!listener.empty() && conn.listener().name != listener) return;
+        mine.push_back(&conn);
+      });
       // Only the limit+1 smallest ids can be on this page.
       if (mine.size() > limit + 1) {
         std::nth_element(mine.begin(), mine.begin() + limit, mine.end(),
@@ -457,16 +326,17 @@ CoreStats FaninCore::GetStats() const {
   CoreStats s;
   s.poller = std::string(reactor::PollerKindName(options_.poller));
   s.connections_open =
-      static_cast<uint64_t>(std::max<int64_t>(0, open_.load()));
+      static_cast<uint64_t>(std::max<int64_t>(0, slots_.open()));
   s.connections_accepted = accepted_.load();
   for (const auto& shard : shards_) {
-    s.connections_rejected += shard->connections_rejected.load();
-    s.bytes_received += shard->bytes_received.load();
-    s.bytes_sent += shard->bytes_sent.load();
+    s.bytes_received += shard->bytes_received();
+    s.bytes_sent += shard->bytes_sent();
   }
   s.rejected_max_connections = rejected_[kMaxConnections].load();
   s.rejected_per_ip = rejected_[kPerIp].load();
   s.rejected_poller = rejected_[kPoller].load();
+  s.connections_rejected =
+      s.rejected_max_connections + s.rejected_per_ip + s.rejected_poller;
   for (const auto& l : listeners_) {
     if (l->listener) s.accept_errors += l->listener->accept_errors();
   }
@@ -482,28 +352,13 @@ void FaninCore::Shutdown(absl::Duration flush_timeout) {
   }
   for (auto& s : shards_) {
     Shard* shard = s.get();
-    RunOnLoop(shard->loop, [shard] {
-      shard->shutting_down = true;
-      std::vector<uint64_t> ids;
-      for (const auto& [id, conn] : shard->connections) ids.push_back(id);
-      for (uint64_t id : ids) {
-        auto it = shard->connections.find(id);
-        if (it != shard->connections.end()) it->second->BeginShutdown();
-      }
-    });
+    RunOnLoop(shard->loop(), [shard] { shard->BeginShutdown(); });
   }
   // Connections still flushing close as their buffers drain; wait for them.
-  absl::Time deadline = absl::Now() + flush_timeout;
-  while (open_.load() > 0 && absl::Now() < deadline) {
-    absl::SleepFor(absl::Milliseconds(2));
-  }
+  slots_.WaitUntilNoneOpen(absl::Now() + flush_timeout);
   for (auto& s : shards_) {
     Shard* shard = s.get();
-    RunOnLoop(shard->loop, [shard] {
-      while (!shard->connections.empty()) {
-        shard->connections.begin()->second->ForceClose();
-      }
-    });
+    RunOnLoop(shard->loop(), [shard] { shard->ForceCloseAll(); });
   }
   loops_->Stop();
 }

@@ -120,8 +120,7 @@ class FaninCore {
  private:
   FaninCore(CoreOptions options, fanout::EventHub* hub);
   void OnAccept(ListenerInfo* info, int fd);
-  void Adopt(Shard* shard, const ListenerInfo* info, uint64_t id, int fd,
-             bool counted_per_ip);
+  void Adopt(Shard* shard, std::unique_ptr<Connection> conn);
   enum RejectReason { kMaxConnections, kPerIp, kPoller, kNumRejectReasons };
   void Reject(const ListenerInfo* info, uint64_t id, int fd,
               RejectReason reason, const std::string& why);
@@ -135,10 +134,9 @@ class FaninCore {
   std::vector<std::string> names_;
   std::vector<std::unique_ptr<ListenerInfo>> listeners_;
   std::unique_ptr<reactor::LoopGroup> loops_;
+  ConnectionSlots slots_;
   std::vector<std::unique_ptr<Shard>> shards_;
-  IpCounter ip_counter_;
   std::atomic<uint64_t> next_id_{1};
-  std::atomic<int64_t> open_{0};
   std::atomic<uint64_t> accepted_{0};
   std::atomic<uint64_t> rejected_[kNumRejectReasons] = {};
   std::atomic<bool> started_{false};

@@ -1,6 +1,15 @@
-// Shard: what one reactor loop owns — its connections, its read buffer and its
-// counters. Only that loop's thread touches it (counters are atomics so other
-// threads can read them for stats).
+// Shard: what one reactor loop owns — its connections, its read buffer and
+// the wakes of the streams its events unparked. Everything here is touched on
+// that loop's thread only (checked in debug builds), except:
+//   - WithConnection and Post, which any thread calls to reach the loop;
+//   - the byte counters, atomics that any thread reads for stats;
+//   - the ConnectionSlots it shares with the other shards and the accepting
+//     listeners (a mutex-free open count and a locked per-IP table).
+//
+// Example (a gRPC thread writing to connection 7):
+//   shard->WithConnection<absl::StatusOr<uint64_t>>(
+//       7, [](Connection& c) { return c.Write("hi", false); },
+//       [](absl::StatusOr<uint64_t> queued) { /* answer the RPC */ });
 #ifndef FANIN_SERVER_CORE_SHARD_H_
 #define FANIN_SERVER_CORE_SHARD_H_
 
@@ -8,13 +17,22 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "fanin/v1/fanin.pb.h"
 #include "server/core/connection.h"
 #include "server/fanout/event_hub.h"
+#include "server/fanout/stored_event.h"
 #include "server/net/listener.h"
 #include "server/reactor/event_loop.h"
 
@@ -22,18 +40,33 @@ namespace fanin::core {
 
 struct CoreOptions;
 
-// Connections per client IP, for --max_connections_per_ip. Any thread.
-class IpCounter {
+// The server-wide connection budget: --max_connections in total and
+// --max_connections_per_ip per source host. Any thread.
+class ConnectionSlots {
  public:
-  // "1.2.3.4" of "1.2.3.4:5", "::1" of "[::1]:5"; empty for unix peers.
-  static std::string HostOf(absl::string_view address);
-  // False (and nothing counted) when `host` already has `limit`.
-  bool TryAcquire(const std::string& host, size_t limit);
+  ConnectionSlots(size_t max_total, size_t max_per_ip)
+      : max_total_(max_total), max_per_ip_(max_per_ip) {}
+
+  enum class Refusal { kNone, kTotal, kPerIp };
+  // Takes a slot for a connection from `host` ("" for unix peers, which the
+  // per-IP limit does not count). Nothing is taken when it refuses.
+  Refusal TryAcquire(const std::string& host);
+  // Gives back what TryAcquire took for `host`.
   void Release(const std::string& host);
 
+  int64_t open() const { return open_.load(std::memory_order_relaxed); }
+  // Blocks until no slot is taken or the deadline; true if none is.
+  bool WaitUntilNoneOpen(absl::Time deadline);
+  size_t max_total() const { return max_total_; }
+  size_t max_per_ip() const { return max_per_ip_; }
+
  private:
+  const size_t max_total_;
+  const size_t max_per_ip_;  // 0: no per-IP limit
+  std::atomic<int64_t> open_{0};
   absl::Mutex mu_;
-  absl::flat_hash_map<std::string, size_t> counts_ ABSL_GUARDED_BY(mu_);
+  absl::CondVar none_open_;  // signalled under mu_ when open_ drops to 0
+  absl::flat_hash_map<std::string, size_t> per_ip_ ABSL_GUARDED_BY(mu_);
 };
 
 // A listener and what connections need to know about it. Immutable once the
@@ -46,34 +79,133 @@ struct ListenerInfo {
   reactor::EventLoop* loop = nullptr;
 };
 
-struct Shard {
-  const CoreOptions* options = nullptr;
-  fanout::EventHub* hub = nullptr;
-  reactor::EventLoop* loop = nullptr;
-  int index = 0;
-  // Called after a connection is removed (loop thread).
-  std::atomic<int64_t>* open_connections = nullptr;
-  IpCounter* ip_counter = nullptr;
+// The one place a connection's event gets its header: connection id,
+// listener and the current time. The caller sets the kind and publishes it.
+fanin::v1::Event NewConnectionEvent(uint64_t id, const ListenerInfo& listener);
 
-  absl::flat_hash_map<uint64_t, std::unique_ptr<Connection>> connections;
-  absl::flat_hash_set<uint64_t> read_paused;
-  std::string read_buffer;  // one per loop: connections hold no read buffer
-  bool shutting_down = false;
-  // Streams that events of this iteration unparked; woken once, after the
-  // iteration's I/O (see Publish).
-  fanout::EventHub::WakeList pending_wakes;
-  bool wakes_posted = false;
+class Shard {
+ public:
+  Shard(const CoreOptions* options, fanout::EventHub* hub,
+        reactor::EventLoop* loop, ConnectionSlots* slots);
+  Shard(const Shard&) = delete;
+  Shard& operator=(const Shard&) = delete;
 
-  std::atomic<uint64_t> bytes_received{0};
-  std::atomic<uint64_t> bytes_sent{0};
-  std::atomic<uint64_t> connections_rejected{0};
+  const CoreOptions& options() const { return *options_; }
+  fanout::EventHub* hub() const { return hub_; }
+  reactor::EventLoop* loop() const { return loop_; }
 
-  // Removes (and deletes) a finished connection.
+  // Any thread: runs `fn` on this shard's loop against connection `id` and
+  // hands its result to `done` there. `done` gets NOT_FOUND when there is no
+  // such connection and UNAVAILABLE when the loop stops before running it,
+  // so it always runs exactly once.
+  template <typename T>
+  void WithConnection(uint64_t id, absl::AnyInvocable<T(Connection&)> fn,
+                      absl::AnyInvocable<void(T)> done);
+  // Any thread: runs fn on this shard's loop (dropped if the loop stops).
+  void Post(absl::AnyInvocable<void() &&> fn) { loop_->Post(std::move(fn)); }
+
+  // Loop thread. Takes ownership of a new connection (not started yet).
+  Connection* Insert(std::unique_ptr<Connection> conn);
+  // Loop thread. The connection, or null.
+  Connection* Find(uint64_t id);
+  // Loop thread. Removes (and deletes) a finished connection, giving back
+  // its slot.
   void Erase(uint64_t id);
-  // Publishes from this loop, waking the streams it unparks at the end of
-  // the loop iteration rather than at once.
+  // Loop thread. Calls fn for every connection; fn may finish (erase) any.
+  void ForEachConnection(absl::FunctionRef<void(Connection&)> fn);
+  size_t connection_count() const { return connections_.size(); }
+
+  // Loop thread. Publishes an event of this loop; the streams it unparks are
+  // woken once, at the end of the loop iteration, so one batch carries every
+  // event the iteration read.
   void Publish(std::shared_ptr<fanout::StoredEvent> event);
+
+  // Loop thread. Back-pressure: connections that stopped reading for a paused
+  // lossless subscriber; ResumeReadingWherePossible re-asks the hub for each.
+  void NoteReadPaused(uint64_t id) { read_paused_.insert(id); }
+  void ResumeReadingWherePossible();
+
+  // Loop thread. Server shutdown: no more connections; each one flushes and
+  // closes (BeginShutdown), or closes at once (ForceCloseAll).
+  void BeginShutdown();
+  void ForceCloseAll();
+  bool shutting_down() const { return shutting_down_; }
+
+  // The loop's one read buffer: connections hold none of their own.
+  std::string& read_buffer() { return read_buffer_; }
+
+  // Any thread (relaxed atomics).
+  void CountReceived(uint64_t n) {
+    bytes_received_.fetch_add(n, std::memory_order_relaxed);
+  }
+  void CountSent(uint64_t n) {
+    bytes_sent_.fetch_add(n, std::memory_order_relaxed);
+  }
+  uint64_t bytes_received() const {
+    return bytes_received_.load(std::memory_order_relaxed);
+  }
+  uint64_t bytes_sent() const {
+    return bytes_sent_.load(std::memory_order_relaxed);
+  }
+
+ private:
+  const CoreOptions* const options_;
+  fanout::EventHub* const hub_;
+  reactor::EventLoop* const loop_;
+  ConnectionSlots* const slots_;
+
+  absl::flat_hash_map<uint64_t, std::unique_ptr<Connection>> connections_;
+  absl::flat_hash_set<uint64_t> read_paused_;
+  std::string read_buffer_;
+  bool shutting_down_ = false;
+  fanout::EventHub::WakeList pending_wakes_;
+  bool wakes_posted_ = false;
+
+  std::atomic<uint64_t> bytes_received_{0};
+  std::atomic<uint64_t> bytes_sent_{0};
 };
+
+namespace internal {
+
+// Runs the callback exactly once: with a value, or with UNAVAILABLE when the
+// task carrying it is destroyed unrun (its loop stopped first).
+template <typename T>
+class Completion {
+ public:
+  explicit Completion(absl::AnyInvocable<void(T)> fn) : fn_(std::move(fn)) {}
+  Completion(Completion&& other) : fn_(std::move(other.fn_)) {
+    other.fn_ = nullptr;
+  }
+  Completion& operator=(Completion&&) = delete;
+  ~Completion() {
+    if (fn_) Call(T(absl::UnavailableError("fanin server is shutting down")));
+  }
+  void operator()(T value) { Call(std::move(value)); }
+
+ private:
+  void Call(T value) {
+    absl::AnyInvocable<void(T)> fn = std::move(fn_);
+    fn_ = nullptr;
+    std::move(fn)(std::move(value));
+  }
+  absl::AnyInvocable<void(T)> fn_;
+};
+
+}  // namespace internal
+
+template <typename T>
+void Shard::WithConnection(uint64_t id, absl::AnyInvocable<T(Connection&)> fn,
+                           absl::AnyInvocable<void(T)> done) {
+  loop_->Post([this, id, fn = std::move(fn),
+               c = internal::Completion<T>(std::move(done))]() mutable {
+    Connection* conn = Find(id);
+    if (conn == nullptr) {
+      c(T(absl::NotFoundError(absl::StrCat("connection ", id, " not found"))));
+      return;
+    }
+    c(fn(*conn));
+  });
+}
 
 }  // namespace fanin::core
 

@@ -108,6 +108,28 @@ absl::StatusOr<ListenSpec> ParseListenSpec(absl::string_view spec) {
   return out;
 }
 
+namespace {
+
+// The IP of an AF_INET/AF_INET6 address without port or brackets; "" else.
+std::string HostOfSockaddr(const sockaddr* sa, socklen_t len) {
+  char buf[INET6_ADDRSTRLEN];
+  if (sa->sa_family == AF_INET &&
+      len >= static_cast<socklen_t>(sizeof(sockaddr_in)) &&
+      inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(sa)->sin_addr,
+                buf, sizeof(buf)) != nullptr) {
+    return buf;
+  }
+  if (sa->sa_family == AF_INET6 &&
+      len >= static_cast<socklen_t>(sizeof(sockaddr_in6)) &&
+      inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(sa)->sin6_addr,
+                buf, sizeof(buf)) != nullptr) {
+    return buf;
+  }
+  return "";
+}
+
+}  // namespace
+
 std::string FormatSockaddr(const sockaddr* sa, socklen_t len) {
   if (sa == nullptr || len < static_cast<socklen_t>(sizeof(sa_family_t))) {
     return "";
@@ -158,6 +180,14 @@ std::string PeerAddressOf(int fd) {
   socklen_t len = sizeof(ss);
   if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "";
   return FormatSockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+}
+
+Peer PeerOf(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return {};
+  const auto* sa = reinterpret_cast<const sockaddr*>(&ss);
+  return {FormatSockaddr(sa, len), HostOfSockaddr(sa, len)};
 }
 
 }  // namespace fanin::net

@@ -37,6 +37,14 @@ std::string FormatSockaddr(const sockaddr* sa, socklen_t len);
 std::string LocalAddressOf(int fd);
 std::string PeerAddressOf(int fd);
 
+// A connected peer, read once: `address` formatted as above, and `host` its
+// IP ("1.2.3.4", "::1") for per-host accounting, "" for unix peers.
+struct Peer {
+  std::string address;
+  std::string host;
+};
+Peer PeerOf(int fd);
+
 }  // namespace fanin::net
 
 #endif  // FANIN_SERVER_NET_ADDRESS_H_

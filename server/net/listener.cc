@@ -204,6 +204,7 @@ void Listener::Resume() {
 
 void Listener::UpdateWatch() {
   if (loop_ == nullptr || fd_ < 0) return;
+  loop_->AssertInLoopThread();
   const uint32_t interest = paused_ || backing_off_ ? 0 : reactor::kReadable;
   absl::Status s = loop_->Rewatch(fd_, interest);
   if (!s.ok()) {
@@ -215,6 +216,7 @@ void Listener::UpdateWatch() {
 void Listener::Close() {
   if (fd_ < 0) return;
   if (loop_ != nullptr) {
+    loop_->AssertInLoopThread();
     loop_->Unwatch(fd_);
     if (backoff_timer_ != 0) loop_->Cancel(backoff_timer_);
     backoff_timer_ = 0;
@@ -227,6 +229,7 @@ void Listener::Close() {
 }
 
 void Listener::OnIo(uint32_t events) {
+  loop_->AssertInLoopThread();
   // Redispatch bits can arrive while paused; the backlog keeps them.
   if (fd_ < 0 || paused_ || backing_off_) return;
   if (events & (reactor::kReadable | reactor::kError | reactor::kHangup)) {

@@ -40,8 +40,8 @@ FAULTS = [
     dict(name="lossless-no-pause-check",
          promise="lossless: past --subscriber_queue_bytes the server stops reading the sockets it matches",
          file="server/core/connection.cc",
-         find="if (shard_->hub->ReadingPaused(listener_->index, id_)) {",
-         replace="if (false && shard_->hub->ReadingPaused(listener_->index, id_)) {",
+         find="if (shard_->hub()->ReadingPaused(listener_->index, id_)) {",
+         replace="if (false && shard_->hub()->ReadingPaused(listener_->index, id_)) {",
          tests=[STREAM], filter="*StalledLossless*:*LosslessByteExact*"),
     dict(name="lossless-drops-evicted",
          promise="lossless: no event is dropped, evicted events wait in the subscriber's overflow",
@@ -70,14 +70,14 @@ FAULTS = [
     dict(name="peer-close-without-closed",
          promise="a connection's events end with Closed",
          file="server/core/connection.cc",
-         find="  shard->Erase(id);  // Deletes this.\n  shard->Publish(std::move(event));",
-         replace="  shard->Erase(id);  // Deletes this.\n  if (reason != fanin::v1::CLOSE_REASON_PEER_CLOSED) shard->Publish(std::move(event));",
+         find="  shard->Erase(id_);  // Deletes this.\n  shard->Publish(std::move(event));",
+         replace="  shard->Erase(id_);  // Deletes this.\n  if (reason != fanin::v1::CLOSE_REASON_PEER_CLOSED) shard->Publish(std::move(event));",
          tests=[WRITE_CLOSE], filter="*PeerFin*"),
     dict(name="filter-ignores-listeners",
          promise="filters (listeners) apply before anything is queued",
          file="server/fanout/filter.h",
          find="return (listeners_ >> listener & 1u) != 0 &&\n",
-         replace="return true &&\n",
+         replace="return ((listeners_ | ~uint64_t{0}) >> listener & 1u) != 0 &&\n",
          tests=[STREAM], filter="*FiltersAndPayloadOptions*"),
     dict(name="max-payload-off-by-one",
          promise="max_payload_bytes trims Data to at most that many bytes; size says how many were read",
@@ -147,15 +147,15 @@ FAULTS = [
          tests=[WRITE_CLOSE], filter="*Writable*"),
     dict(name="per-ip-off-by-one",
          promise="--max_connections_per_ip admits exactly that many per source address",
-         file="server/core/fanin_core.cc",
-         find="if (n >= limit) return false;",
-         replace="if (n > limit) return false;",
+         file="server/core/shard.cc",
+         find="if (n >= max_per_ip_) return Refusal::kPerIp;",
+         replace="if (n > max_per_ip_) return Refusal::kPerIp;",
          tests=[LIMITS], filter="*PerIp*"),
     dict(name="max-connections-off-by-one",
          promise="--max_connections admits exactly that many; more are Closed(REJECTED)",
-         file="server/core/fanin_core.cc",
-         find=">=\n      static_cast<int64_t>(options_.max_connections)) {",
-         replace=">\n      static_cast<int64_t>(options_.max_connections)) {",
+         file="server/core/shard.cc",
+         find="if (open_.load(std::memory_order_relaxed) >=\n      static_cast<int64_t>(max_total_)) {",
+         replace="if (open_.load(std::memory_order_relaxed) >\n      static_cast<int64_t>(max_total_)) {",
          tests=[LIMITS], filter="*MaxConnectionsRejects*"),
 ]
 
@@ -166,6 +166,15 @@ def copy_tree():
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT, check=True, capture_output=True).stdout.decode().split("\0")
     os.makedirs(SCRATCH, exist_ok=True)
+    keep = {f for f in files if f}
+    for dirpath, dirnames, filenames in os.walk(SCRATCH):
+        rel = os.path.relpath(dirpath, SCRATCH)
+        if rel == ".":
+            dirnames[:] = [d for d in dirnames if not d.startswith("bazel-")]
+        for name in filenames:
+            f = os.path.normpath(os.path.join(rel, name))
+            if f not in keep and not f.startswith("bazel-"):
+                os.remove(os.path.join(SCRATCH, f))
     for f in files:
         if not f or not os.path.exists(os.path.join(ROOT, f)):
             continue
@@ -228,7 +237,8 @@ def main():
     results = []
     for f in faults:
         path = os.path.join(SCRATCH, f["file"])
-        original = open(os.path.join(ROOT, f["file"])).read()
+        # The scratch copy, not the live tree: it may change during the run.
+        original = open(path).read()
         count = original.count(f["find"])
         if count != 1:
             results.append((f["name"], "STALE", f"text found {count} times in {f['file']}"))
