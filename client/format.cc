@@ -7,12 +7,15 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "google/protobuf/descriptor.h"
 
 namespace fanin::cli {
 namespace {
@@ -64,6 +67,14 @@ int32_t DecodeUtf8(absl::string_view s, size_t* i) {
 
 void AppendU16Escape(std::string* out, uint32_t unit) {
   absl::StrAppendFormat(out, "\\u%04x", unit);
+}
+
+// The generated enum name without its prefix, lower case:
+// ("EVENT_KIND_READ_CLOSED", "EVENT_KIND_") -> "read_closed". Empty for a
+// value the enum lacks (its _Name() is empty then).
+std::string ShortName(absl::string_view full, absl::string_view prefix) {
+  absl::ConsumePrefix(&full, prefix);
+  return absl::AsciiStrToLower(full);
 }
 
 std::string UpperKind(v1::EventKind kind) {
@@ -146,28 +157,7 @@ std::string EscapeBytes(absl::string_view bytes, size_t max_bytes) {
 }
 
 std::string Base64Encode(absl::string_view bytes) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  const auto* in = reinterpret_cast<const unsigned char*>(bytes.data());
-  std::string out((bytes.size() + 2) / 3 * 4, '=');
-  char* o = out.data();
-  size_t i = 0;
-  for (; i + 3 <= bytes.size(); i += 3, o += 4) {
-    uint32_t v = (in[i] << 16) | (in[i + 1] << 8) | in[i + 2];
-    o[0] = kAlphabet[(v >> 18) & 63];
-    o[1] = kAlphabet[(v >> 12) & 63];
-    o[2] = kAlphabet[(v >> 6) & 63];
-    o[3] = kAlphabet[v & 63];
-  }
-  size_t rest = bytes.size() - i;
-  if (rest > 0) {
-    uint32_t v = in[i] << 16;
-    if (rest == 2) v |= in[i + 1] << 8;
-    o[0] = kAlphabet[(v >> 18) & 63];
-    o[1] = kAlphabet[(v >> 12) & 63];
-    if (rest == 2) o[2] = kAlphabet[(v >> 6) & 63];
-  }
-  return out;
+  return absl::Base64Escape(bytes);
 }
 
 std::string JsonString(absl::string_view text) {
@@ -286,22 +276,8 @@ std::string FormatAge(absl::Duration age) {
 }
 
 std::string KindName(v1::EventKind kind) {
-  switch (kind) {
-    case v1::EVENT_KIND_OPENED:
-      return "opened";
-    case v1::EVENT_KIND_DATA:
-      return "data";
-    case v1::EVENT_KIND_WRITABLE:
-      return "writable";
-    case v1::EVENT_KIND_READ_CLOSED:
-      return "read_closed";
-    case v1::EVENT_KIND_CLOSED:
-      return "closed";
-    case v1::EVENT_KIND_READABLE:
-      return "readable";
-    default:
-      return "unknown";
-  }
+  std::string name = ShortName(v1::EventKind_Name(kind), "EVENT_KIND_");
+  return name.empty() || kind == v1::EVENT_KIND_UNSPECIFIED ? "unknown" : name;
 }
 
 v1::EventKind EventKindOf(const v1::Event& event) {
@@ -325,53 +301,33 @@ v1::EventKind EventKindOf(const v1::Event& event) {
 }
 
 absl::StatusOr<v1::EventKind> ParseKind(absl::string_view text) {
-  std::string name = absl::AsciiStrToLower(text);
+  std::string name = absl::AsciiStrToUpper(text);
   absl::StrReplaceAll({{"-", "_"}}, &name);
-  absl::string_view view = name;
-  absl::ConsumePrefix(&view, "event_kind_");
-  for (v1::EventKind kind :
-       {v1::EVENT_KIND_OPENED, v1::EVENT_KIND_DATA, v1::EVENT_KIND_WRITABLE,
-        v1::EVENT_KIND_READ_CLOSED, v1::EVENT_KIND_CLOSED,
-        v1::EVENT_KIND_READABLE}) {
-    if (view == KindName(kind)) return kind;
+  if (!absl::StartsWith(name, "EVENT_KIND_")) name.insert(0, "EVENT_KIND_");
+  v1::EventKind kind;
+  if (v1::EventKind_Parse(name, &kind) && kind != v1::EVENT_KIND_UNSPECIFIED) {
+    return kind;
+  }
+  // Every kind the API defines, so a newer proto needs no change here.
+  std::vector<std::string> names;
+  const google::protobuf::EnumDescriptor* kinds = v1::EventKind_descriptor();
+  for (int i = 0; i < kinds->value_count(); ++i) {
+    if (kinds->value(i)->number() == v1::EVENT_KIND_UNSPECIFIED) continue;
+    names.push_back(
+        KindName(static_cast<v1::EventKind>(kinds->value(i)->number())));
   }
   return absl::InvalidArgumentError(absl::StrCat(
-      "unknown event kind \"", text,
-      "\"; want opened, data, writable, read_closed, closed or readable"));
+      "unknown event kind \"", text, "\"; want ", absl::StrJoin(names, ", ")));
 }
 
 std::string CloseReasonName(v1::CloseReason reason) {
-  switch (reason) {
-    case v1::CLOSE_REASON_PEER_CLOSED:
-      return "peer_closed";
-    case v1::CLOSE_REASON_RESET:
-      return "reset";
-    case v1::CLOSE_REASON_CLOSED_BY_SUBSCRIBER:
-      return "closed_by_subscriber";
-    case v1::CLOSE_REASON_IDLE_TIMEOUT:
-      return "idle_timeout";
-    case v1::CLOSE_REASON_ERROR:
-      return "error";
-    case v1::CLOSE_REASON_SERVER_SHUTDOWN:
-      return "server_shutdown";
-    case v1::CLOSE_REASON_REJECTED:
-      return "rejected";
-    default:
-      return "unspecified";
-  }
+  std::string name = ShortName(v1::CloseReason_Name(reason), "CLOSE_REASON_");
+  return name.empty() ? "unspecified" : name;
 }
 
 std::string GapReasonName(v1::GapReason reason) {
-  switch (reason) {
-    case v1::GAP_REASON_SUBSCRIBER_TOO_SLOW:
-      return "subscriber_too_slow";
-    case v1::GAP_REASON_HISTORY_EXPIRED:
-      return "history_expired";
-    case v1::GAP_REASON_EPOCH_CHANGED:
-      return "epoch_changed";
-    default:
-      return "unspecified";
-  }
+  std::string name = ShortName(v1::GapReason_Name(reason), "GAP_REASON_");
+  return name.empty() ? "unspecified" : name;
 }
 
 std::string FormatEventText(const v1::Event& event,

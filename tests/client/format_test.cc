@@ -132,6 +132,21 @@ TEST(ParseKind, AcceptsNamesInAnyCaseAndTheEnumName) {
   }
 }
 
+TEST(EnumNames, AreTheGeneratedNamesWithoutTheirPrefix) {
+  EXPECT_EQ(KindName(v1::EVENT_KIND_READ_CLOSED), "read_closed");
+  EXPECT_EQ(KindName(v1::EVENT_KIND_UNSPECIFIED), "unknown");
+  EXPECT_EQ(KindName(static_cast<v1::EventKind>(99)), "unknown");
+  EXPECT_EQ(CloseReasonName(v1::CLOSE_REASON_CLOSED_BY_SUBSCRIBER),
+            "closed_by_subscriber");
+  EXPECT_EQ(CloseReasonName(v1::CLOSE_REASON_REJECTED), "rejected");
+  EXPECT_EQ(CloseReasonName(static_cast<v1::CloseReason>(99)), "unspecified");
+  EXPECT_EQ(GapReasonName(v1::GAP_REASON_HISTORY_EXPIRED), "history_expired");
+  EXPECT_EQ(GapReasonName(v1::GAP_REASON_UNSPECIFIED), "unspecified");
+  EXPECT_THAT(std::string(ParseKind("bogus").status().message()),
+              HasSubstr("want opened, data, writable, read_closed, closed, "
+                        "readable"));
+}
+
 v1::Event DataEvent(absl::string_view payload, uint32_t size) {
   v1::Event e;
   e.set_seq(12);
