@@ -9,6 +9,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -352,6 +353,27 @@ TEST_F(CliE2eTest, WriteCloseAfterFlushesThenCloses) {
   auto all = raw.RecvUntilEof(Deadline());
   ASSERT_TRUE(all.ok()) << all.status();
   EXPECT_EQ(*all, "bye\n");
+}
+
+// 9 MiB is more than the server takes in one gRPC message (4 MiB by
+// default) and than its per-connection outbound buffer (4 MiB): the CLI must
+// send it as several Writes, in order, riding out the full buffer while the
+// client drains it, and close only after the last byte.
+TEST_F(CliE2eTest, WriteLargerThanTheMessageLimitArrivesInOrderThenCloses) {
+  TcpClient raw = Connect();
+  uint64_t id = ConnectionIdOf(raw);
+  std::string data = RandomBytes(9 << 20, 3);
+  absl::StatusOr<std::string> got;
+  std::thread reader(
+      [&] { got = raw.RecvUntilEof(Deadline(absl::Seconds(60))); });
+  CommandResult r = Fanin({"write", absl::StrCat(id), "--close-after"}, data);
+  reader.join();
+  EXPECT_EQ(r.exit_code, 0) << r.stderr_data;
+  EXPECT_THAT(r.stdout_data, HasSubstr(absl::StrCat(
+                                 "wrote 9437184 bytes to connection ", id)));
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(got->size(), data.size());
+  EXPECT_TRUE(*got == data) << "payload differs or is out of order";
 }
 
 TEST_F(CliE2eTest, UnknownConnectionExitsFour) {
