@@ -1,7 +1,6 @@
 #include "client/format.h"
 
 #include <algorithm>
-#include <cmath>
 #include <string>
 #include <utility>
 #include <vector>
@@ -16,58 +15,12 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "google/protobuf/descriptor.h"
+#include "google/protobuf/util/json_util.h"
 
 namespace fanin::cli {
 namespace {
 
 constexpr char kHex[] = "0123456789abcdef";
-
-// Decodes one UTF-8 code point at s[*i]; advances *i. Returns -1 (and
-// advances one byte) on an invalid or overlong sequence or a surrogate.
-int32_t DecodeUtf8(absl::string_view s, size_t* i) {
-  unsigned char c = static_cast<unsigned char>(s[*i]);
-  int len;
-  int32_t cp;
-  if (c < 0x80) {
-    ++*i;
-    return c;
-  } else if ((c & 0xe0) == 0xc0) {
-    len = 2;
-    cp = c & 0x1f;
-  } else if ((c & 0xf0) == 0xe0) {
-    len = 3;
-    cp = c & 0x0f;
-  } else if ((c & 0xf8) == 0xf0) {
-    len = 4;
-    cp = c & 0x07;
-  } else {
-    ++*i;
-    return -1;
-  }
-  if (*i + len > s.size()) {
-    ++*i;
-    return -1;
-  }
-  for (int k = 1; k < len; ++k) {
-    unsigned char cc = static_cast<unsigned char>(s[*i + k]);
-    if ((cc & 0xc0) != 0x80) {
-      ++*i;
-      return -1;
-    }
-    cp = (cp << 6) | (cc & 0x3f);
-  }
-  static constexpr int32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
-  if (cp < kMin[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
-    ++*i;
-    return -1;
-  }
-  *i += len;
-  return cp;
-}
-
-void AppendU16Escape(std::string* out, uint32_t unit) {
-  absl::StrAppendFormat(out, "\\u%04x", unit);
-}
 
 // The generated enum name without its prefix, lower case:
 // ("EVENT_KIND_READ_CLOSED", "EVENT_KIND_") -> "read_closed". Empty for a
@@ -156,109 +109,6 @@ std::string EscapeBytes(absl::string_view bytes, size_t max_bytes) {
   return out;
 }
 
-std::string Base64Encode(absl::string_view bytes) {
-  return absl::Base64Escape(bytes);
-}
-
-std::string JsonString(absl::string_view text) {
-  // Everything outside printable ASCII is escaped, so the output is plain
-  // ASCII: valid JSON, and safe to show on a terminal.
-  std::string out;
-  out.reserve(text.size() + 2);
-  out.push_back('"');
-  size_t i = 0;
-  while (i < text.size()) {
-    // Runs that need no escape (all of a base64 payload) go in one append.
-    size_t run = i;
-    while (run < text.size() && text[run] >= 0x20 && text[run] < 0x7f &&
-           text[run] != '"' && text[run] != '\\') {
-      ++run;
-    }
-    if (run > i) {
-      out.append(text.data() + i, run - i);
-      i = run;
-      continue;
-    }
-    int32_t cp = DecodeUtf8(text, &i);
-    if (cp < 0) cp = 0xfffd;
-    switch (cp) {
-      case '"':
-        out += "\\\"";
-        continue;
-      case '\\':
-        out += "\\\\";
-        continue;
-      case '\n':
-        out += "\\n";
-        continue;
-      case '\r':
-        out += "\\r";
-        continue;
-      case '\t':
-        out += "\\t";
-        continue;
-      case '\b':
-        out += "\\b";
-        continue;
-      case '\f':
-        out += "\\f";
-        continue;
-      default:
-        break;
-    }
-    if (cp >= 0x20 && cp < 0x7f) {
-      out.push_back(static_cast<char>(cp));
-    } else if (cp < 0x10000) {
-      AppendU16Escape(&out, static_cast<uint32_t>(cp));
-    } else {
-      uint32_t v = static_cast<uint32_t>(cp) - 0x10000;
-      AppendU16Escape(&out, 0xd800 + (v >> 10));
-      AppendU16Escape(&out, 0xdc00 + (v & 0x3ff));
-    }
-  }
-  out += "\"";
-  return out;
-}
-
-void JsonObject::Key(absl::string_view key) {
-  if (body_.size() > 1) body_ += ",";
-  body_ += JsonString(key);
-  body_ += ":";
-}
-
-JsonObject& JsonObject::Add(absl::string_view key, absl::string_view value) {
-  Key(key);
-  body_ += JsonString(value);
-  return *this;
-}
-
-JsonObject& JsonObject::Add(absl::string_view key, uint64_t value) {
-  Key(key);
-  absl::StrAppend(&body_, value);
-  return *this;
-}
-
-JsonObject& JsonObject::Add(absl::string_view key, double value) {
-  Key(key);
-  if (std::isfinite(value)) {
-    absl::StrAppendFormat(&body_, "%.3f", value);
-  } else {
-    body_ += "null";
-  }
-  return *this;
-}
-
-JsonObject& JsonObject::Add(absl::string_view key, bool value) {
-  Key(key);
-  body_ += value ? "true" : "false";
-  return *this;
-}
-
-std::string FormatTimeRfc3339(uint64_t unix_nano) {
-  absl::Time t = absl::FromUnixNanos(static_cast<int64_t>(unix_nano));
-  return absl::FormatTime("%Y-%m-%dT%H:%M:%E9SZ", t, absl::UTCTimeZone());
-}
-
 std::string FormatTimeOfDay(uint64_t unix_nano) {
   absl::Time t = absl::FromUnixNanos(static_cast<int64_t>(unix_nano));
   return absl::FormatTime("%H:%M:%E6SZ", t, absl::UTCTimeZone());
@@ -342,64 +192,25 @@ std::string FormatEventText(const v1::Event& event,
   return line;
 }
 
-std::string FormatEventJson(const v1::Event& event) {
-  JsonObject o;
-  o.Add("type", "event")
-      .Add("seq", event.seq())
-      .Add("time", FormatTimeRfc3339(event.time_unix_nano()))
-      .Add("time_unix_nano", event.time_unix_nano())
-      .Add("connection_id", event.connection_id())
-      .Add("listener", event.listener())
-      .Add("kind", KindName(EventKindOf(event)));
-  switch (event.kind_case()) {
-    case v1::Event::kOpened:
-      o.Add("remote_address", event.opened().remote_address())
-          .Add("local_address", event.opened().local_address());
-      break;
-    case v1::Event::kData:
-      o.Add("size", event.data().size())
-          .Add("payload", Base64Encode(event.data().payload()))
-          .Add("payload_truncated",
-               event.data().payload().size() < event.data().size());
-      break;
-    case v1::Event::kClosed:
-      o.Add("reason", CloseReasonName(event.closed().reason()))
-          .Add("detail", event.closed().detail())
-          .Add("bytes_received", event.closed().bytes_received())
-          .Add("bytes_sent", event.closed().bytes_sent());
-      break;
-    default:
-      break;
+std::string MessageJson(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;
+  options.add_whitespace = false;  // one object per line
+  std::string out;
+  google::protobuf::util::Status status =
+      google::protobuf::util::MessageToJsonString(message, &out, options);
+  if (!status.ok()) {
+    // Only a message the generated pool does not describe gets here: a bug,
+    // but the line must stay one JSON object.
+    std::string why = status.message().as_string();
+    std::replace_if(
+        why.begin(), why.end(),
+        [](char c) { return c == '"' || c == '\\' || c < 0x20 || c >= 0x7f; },
+        '?');
+    out = absl::StrCat("{\"error\":\"", why, "\"}");
   }
-  return o.str();
-}
-
-std::string FormatStartedJson(const v1::Started& started) {
-  JsonObject o;
-  o.Add("type", "started")
-      .Add("server_epoch", started.server_epoch())
-      .Add("oldest_seq", started.oldest_seq())
-      .Add("head_seq", started.head_seq());
-  return o.str();
-}
-
-std::string FormatGapJson(const v1::Gap& gap) {
-  JsonObject o;
-  o.Add("type", "gap")
-      .Add("first_seq", gap.first_seq())
-      .Add("last_seq", gap.last_seq())
-      .Add("lost", gap.lost())
-      .Add("reason", GapReasonName(gap.reason()));
-  return o.str();
-}
-
-std::string FormatHeartbeatJson(const v1::Heartbeat& heartbeat) {
-  JsonObject o;
-  o.Add("type", "heartbeat")
-      .Add("head_seq", heartbeat.head_seq())
-      .Add("delivered", heartbeat.delivered())
-      .Add("lost", heartbeat.lost());
-  return o.str();
+  return out;
 }
 
 std::string FormatGapText(const v1::Gap& gap) {
@@ -428,24 +239,6 @@ std::string FormatHeartbeatText(const v1::Heartbeat& heartbeat) {
                       " lost on this stream");
 }
 
-std::string FormatConnectionJson(const v1::Connection& c, absl::Time now) {
-  absl::Time opened =
-      absl::FromUnixNanos(static_cast<int64_t>(c.opened_unix_nano()));
-  double age = std::max(0.0, absl::ToDoubleSeconds(now - opened));
-  JsonObject o;
-  o.Add("connection_id", c.connection_id())
-      .Add("listener", c.listener())
-      .Add("remote_address", c.remote_address())
-      .Add("local_address", c.local_address())
-      .Add("opened", FormatTimeRfc3339(c.opened_unix_nano()))
-      .Add("opened_unix_nano", c.opened_unix_nano())
-      .Add("age_seconds", age)
-      .Add("bytes_received", c.bytes_received())
-      .Add("bytes_sent", c.bytes_sent())
-      .Add("queued_bytes", c.queued_bytes());
-  return o.str();
-}
-
 namespace {
 
 std::vector<std::pair<std::string, std::string>> StatsRows(
@@ -466,22 +259,6 @@ std::vector<std::pair<std::string, std::string>> StatsRows(
 }
 
 }  // namespace
-
-std::string FormatStatsJson(const v1::GetStatsResponse& s) {
-  JsonObject o;
-  o.Add("poller", s.poller())
-      .Add("connections_open", s.connections_open())
-      .Add("connections_accepted", s.connections_accepted())
-      .Add("connections_rejected", s.connections_rejected())
-      .Add("events_published", s.events_published())
-      .Add("events_lost", s.events_lost())
-      .Add("bytes_received", s.bytes_received())
-      .Add("bytes_sent", s.bytes_sent())
-      .Add("subscribers", s.subscribers())
-      .Add("head_seq", s.head_seq())
-      .Add("oldest_seq", s.oldest_seq());
-  return o.str();
-}
 
 std::string FormatStatsText(const v1::GetStatsResponse& s) {
   std::string out;

@@ -159,12 +159,7 @@ int RunWrite(const Invocation& inv) {
 
   Output out(stdout);
   if (inv.flags.String("output", "text") == "json") {
-    JsonObject o;
-    o.Add("connection_id", id)
-        .Add("bytes", static_cast<uint64_t>(data.size()))
-        .Add("queued_bytes", response.queued_bytes())
-        .Add("close_after", close_after);
-    out.Line(o.str());
+    out.Line(MessageJson(response));
   } else if (!inv.flags.Bool("quiet")) {
     out.Line(absl::StrCat("wrote ", data.size(), " bytes to connection ", id,
                           " (", response.queued_bytes(), " bytes queued",
@@ -244,7 +239,7 @@ int RunList(const Invocation& inv) {
     for (const v1::Connection& c : response.connections()) {
       if (json) {
         // Streamed page by page: memory stays flat for any table size.
-        if (!out.Line(FormatConnectionJson(c, now))) {
+        if (!out.Line(MessageJson(c))) {
           return OutputFailureExit(out);
         }
       } else {
@@ -315,7 +310,7 @@ int RunStats(const Invocation& inv) {
   if (!status.ok()) return RpcFailed(status, *connection, "get stats");
   Output out(stdout);
   if (inv.flags.String("output", "text") == "json") {
-    out.Line(FormatStatsJson(response));
+    out.Line(MessageJson(response));
   } else {
     out.Write(FormatStatsText(response));
   }
@@ -381,7 +376,8 @@ Command WriteCommand() {
           "Any size: the bytes go as Writes of at most 1 MiB, in order (under\n"
           "the server's 4 MiB message limit); the last carries --close-after.\n"
           "While the connection's outbound buffer is full, write waits for\n"
-          "the client to drain it, up to --timeout per piece.\n",
+          "the client to drain it, up to --timeout per piece. -o json prints\n"
+          "the last fanin.v1.WriteResponse in protobuf's JSON mapping.\n",
       .examples =
           "  fanin write 42 'hello'\n"
           "  printf 'HTTP/1.0 200 OK\\r\\n\\r\\n' | fanin write 42 "
@@ -429,7 +425,8 @@ Command ListCommand() {
           "Lists every open connection, paging through the server's table:\n"
           "id, listener, remote address, age, bytes in (received from the\n"
           "client), bytes out (sent to it) and bytes queued for it. With\n"
-          "-o json, one JSON object per connection per line.\n",
+          "-o json, one fanin.v1.Connection per line in protobuf's JSON\n"
+          "mapping.\n",
       .examples =
           "  fanin list\n"
           "  fanin list --listener default -o json | jq "
@@ -456,7 +453,8 @@ Command StatsCommand() {
       .description =
           "Prints the server's counters: poller, connections, "
           "events, bytes,\nsubscribers and the retained seq "
-          "range.\n",
+          "range. -o json prints the\nfanin.v1.GetStatsResponse in "
+          "protobuf's JSON mapping.\n",
       .examples =
           "  fanin stats\n"
           "  fanin stats -o json | jq .events_lost\n",
