@@ -158,7 +158,8 @@ int RunWrite(const Invocation& inv) {
   if (!status.ok()) return RpcFailed(status, *connection, what);
 
   Output out(stdout);
-  if (inv.flags.String("output", "text") == "json") {
+  if (inv.flags.Get<OutputFormat>("output", OutputFormat::kText) ==
+      OutputFormat::kJson) {
     out.Line(MessageJson(response));
   } else if (!inv.flags.Bool("quiet")) {
     out.Line(absl::StrCat("wrote ", data.size(), " bytes to connection ", id,
@@ -219,7 +220,8 @@ int RunList(const Invocation& inv) {
   auto connection = Connect(inv, &code);
   if (!connection) return code;
   auto stub = v1::FanIn::NewStub(connection->channel());
-  bool json = inv.flags.String("output", "text") == "json";
+  bool json = inv.flags.Get<OutputFormat>("output", OutputFormat::kText) ==
+              OutputFormat::kJson;
   absl::Duration timeout = inv.flags.Duration("timeout", kDefaultUnaryTimeout);
   uint64_t page_size =
       std::min<uint64_t>(inv.flags.Uint("page_size", 1000), 1000);
@@ -309,7 +311,8 @@ int RunStats(const Invocation& inv) {
       stub->GetStats(&context, v1::GetStatsRequest(), &response);
   if (!status.ok()) return RpcFailed(status, *connection, "get stats");
   Output out(stdout);
-  if (inv.flags.String("output", "text") == "json") {
+  if (inv.flags.Get<OutputFormat>("output", OutputFormat::kText) ==
+      OutputFormat::kJson) {
     out.Line(MessageJson(response));
   } else {
     out.Write(FormatStatsText(response));

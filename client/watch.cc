@@ -109,7 +109,7 @@ class SignalWatcher {
   std::thread thread_;
 };
 
-enum class Mode { kText, kJson, kRaw };
+using Mode = OutputFormat;
 
 struct WatchOptions {
   Mode mode = Mode::kText;
@@ -134,10 +134,7 @@ std::optional<WatchOptions> ParseWatchOptions(const Invocation& inv) {
                               "\"; filters are flags"));
   }
   WatchOptions o;
-  std::string mode = f.String("output", "text");
-  o.mode = mode == "json"  ? Mode::kJson
-           : mode == "raw" ? Mode::kRaw
-                           : Mode::kText;
+  o.mode = f.Get<OutputFormat>("output", OutputFormat::kText);
   for (const std::string& kind : f.List("kind")) {
     absl::StatusOr<v1::EventKind> parsed = ParseKind(kind);
     if (!parsed.ok()) return usage(parsed.status().message());
