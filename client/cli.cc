@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cstdio>
@@ -53,20 +54,22 @@ std::string MainHelp() {
   for (const Command& c : Commands()) {
     absl::StrAppendFormat(&out, "  %-8s %s\n", c.name, c.summary);
   }
-  absl::StrAppend(&out, "\nCommon flags (every command accepts them):\n",
-                  FlagsHelp(Concat(ServerFlagSpecs(),
-                                   Concat({TimeoutFlag()}, HelpFlags()))),
-                  "\nEnvironment:\n"
-                  "  FANIN_SERVER  default for --server\n\n",
-                  ExitCodesHelp(),
-                  "\nExamples:\n"
-                  "  fanin watch --kind data,closed\n"
-                  "  fanin watch -o json --follow | jq .\n"
-                  "  printf 'hello\\n' | fanin write 42\n"
-                  "  fanin list -o json\n"
-                  "  fanin health && echo up\n"
-                  "\nRun \"fanin COMMAND --help\" for a command's flags and "
-                  "examples; docs/CLI.md has the details.\n");
+  absl::StrAppend(
+      &out, "\nCommon flags (every command accepts them):\n",
+      FlagsHelp(
+          Concat(ServerFlagSpecs(), Concat({TimeoutFlag()}, HelpFlags()))),
+      "\nEnvironment (the command line wins):\n"
+      "  FANIN_SERVER, FANIN_TLS_CA, FANIN_TLS_SERVER_NAME,\n"
+      "  FANIN_TOKEN_FILE  defaults for the flags of those names\n\n",
+      ExitCodesHelp(),
+      "\nExamples:\n"
+      "  fanin watch --kind data,closed\n"
+      "  fanin watch -o json --follow | jq .\n"
+      "  printf 'hello\\n' | fanin write 42\n"
+      "  fanin list -o json\n"
+      "  fanin health && echo up\n"
+      "\nRun \"fanin COMMAND --help\" for a command's flags and "
+      "examples; docs/CLI.md has the details.\n");
   return out;
 }
 
@@ -218,6 +221,12 @@ int RunCli(const std::vector<std::string>& args) {
     return kExitOk;
   }
   flags->Merge(*own);
+  absl::Status env = ApplyEnvironment(
+      common, [](const char* name) -> const char* { return getenv(name); },
+      &*flags);
+  if (!env.ok()) {
+    return Usage(absl::StrCat(command->name, ": ", env.message()), hint);
+  }
 
   absl::StatusOr<ServerOptions> server = ServerOptionsFromFlags(*flags);
   if (!server.ok()) {

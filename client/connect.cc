@@ -39,12 +39,13 @@ std::vector<FlagSpec> ServerFlagSpecs() {
       {.name = "server",
        .type = FlagType::kString,
        .value_name = "HOST:PORT",
-       .help = "server address, also unix:PATH (default $FANIN_SERVER, "
-               "else 127.0.0.1:50051)"},
+       .help = "server address, also unix:PATH (default 127.0.0.1:50051)",
+       .env = true},
       {.name = "tls_ca",
        .type = FlagType::kString,
        .value_name = "FILE",
-       .help = "use TLS, trusting the CA certificates in FILE (PEM)"},
+       .help = "use TLS, trusting the CA certificates in FILE (PEM)",
+       .env = true},
       {.name = "tls_cert",
        .type = FlagType::kString,
        .value_name = "FILE",
@@ -57,20 +58,20 @@ std::vector<FlagSpec> ServerFlagSpecs() {
       {.name = "tls_server_name",
        .type = FlagType::kString,
        .value_name = "NAME",
-       .help = "expect this name in the server certificate"},
+       .help = "expect this name in the server certificate",
+       .env = true},
       {.name = "token_file",
        .type = FlagType::kString,
        .value_name = "FILE",
        .help = "send \"authorization: Bearer <token>\" with the token "
-               "read from FILE"},
+               "read from FILE",
+       .env = true},
   };
 }
 
 absl::StatusOr<ServerOptions> ServerOptionsFromFlags(const ParsedFlags& flags) {
   ServerOptions options;
-  const char* env = getenv(kServerEnv);
-  std::string fallback = env != nullptr && *env != '\0' ? env : kDefaultServer;
-  options.server = flags.String("server", fallback);
+  options.server = flags.String("server", kDefaultServer);
   if (options.server.empty()) {
     return absl::InvalidArgumentError("--server is empty");
   }

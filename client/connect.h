@@ -15,7 +15,6 @@
 namespace fanin::cli {
 
 inline constexpr char kDefaultServer[] = "127.0.0.1:50051";
-inline constexpr char kServerEnv[] = "FANIN_SERVER";
 
 struct ServerOptions {
   // "HOST:PORT", "[V6]:PORT" or "unix:PATH".
@@ -28,11 +27,15 @@ struct ServerOptions {
 };
 
 // The common flags of every subcommand (--server, --tls_*, --token_file).
+// --server, --tls_ca, --tls_server_name and --token_file are `env` flags
+// (FANIN_SERVER, ...). --tls_cert and --tls_key are not: fanin_server reads
+// FANIN_TLS_CERT and FANIN_TLS_KEY as its own certificate, and a client run
+// in the server's environment must not present that.
 std::vector<FlagSpec> ServerFlagSpecs();
 
-// Reads the common flags; --server falls back to $FANIN_SERVER, then to
-// 127.0.0.1:50051. InvalidArgument for --tls_cert without --tls_key (or the
-// reverse) or an empty server.
+// A pure function of the parsed flags (the environment is applied while
+// parsing): --server defaults to 127.0.0.1:50051. InvalidArgument for
+// --tls_cert without --tls_key (or the reverse) or an empty server.
 absl::StatusOr<ServerOptions> ServerOptionsFromFlags(const ParsedFlags& flags);
 
 // A channel plus the token to send on each call. Thread-safe.

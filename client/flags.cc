@@ -21,6 +21,14 @@ std::string Canonical(absl::string_view name) {
   return absl::StrReplaceAll(name, {{"_", "-"}});
 }
 
+// Whether absl::ParseFlag takes the text as a T.
+template <typename T>
+bool Parses(absl::string_view text) {
+  T value;
+  std::string error;
+  return absl::ParseFlag(text, &value, &error);
+}
+
 const FlagSpec* FindLong(const std::vector<FlagSpec>& specs,
                          absl::string_view name) {
   std::string want = Canonical(name);
@@ -44,16 +52,15 @@ absl::Status CheckValue(const FlagSpec& spec, absl::string_view value) {
   };
   switch (spec.type) {
     case FlagType::kBool:
-      if (value != "true" && value != "false") return bad("true or false");
+      if (!Parses<bool>(value)) return bad("true or false");
       break;
-    case FlagType::kUint: {
-      uint64_t n;
+    case FlagType::kUint:
+      // A leading digit: Abseil alone would also take "+5" and "0x10".
       if (value.empty() || !absl::ascii_isdigit(value[0]) ||
-          !absl::SimpleAtoi(value, &n)) {
+          !Parses<uint64_t>(value)) {
         return bad("a non-negative integer");
       }
       break;
-    }
     case FlagType::kDuration: {
       absl::Duration d;
       if (!ParseDurationValue(value, &d)) {
@@ -75,6 +82,37 @@ absl::Status CheckValue(const FlagSpec& spec, absl::string_view value) {
 }
 
 }  // namespace
+
+std::string ParsedFlags::Canonical(absl::string_view name) {
+  return fanin::cli::Canonical(name);
+}
+
+bool AbslParseFlag(absl::string_view text, OutputFormat* format,
+                   std::string* error) {
+  if (text == "text") {
+    *format = OutputFormat::kText;
+  } else if (text == "json") {
+    *format = OutputFormat::kJson;
+  } else if (text == "raw") {
+    *format = OutputFormat::kRaw;
+  } else {
+    *error = "want text, json or raw";
+    return false;
+  }
+  return true;
+}
+
+std::string AbslUnparseFlag(OutputFormat format) {
+  switch (format) {
+    case OutputFormat::kText:
+      return "text";
+    case OutputFormat::kJson:
+      return "json";
+    case OutputFormat::kRaw:
+      return "raw";
+  }
+  return "text";
+}
 
 bool ParseDurationValue(absl::string_view text, absl::Duration* out) {
   double seconds;
@@ -160,16 +198,11 @@ std::string ParsedFlags::String(absl::string_view name,
 }
 
 bool ParsedFlags::Bool(absl::string_view name) const {
-  return String(name, "false") == "true";
+  return Get<bool>(name, false);
 }
 
 uint64_t ParsedFlags::Uint(absl::string_view name, uint64_t def) const {
-  auto it = values_.find(Canonical(name));
-  uint64_t n = def;
-  if (it != values_.end() && !absl::SimpleAtoi(it->second.back(), &n)) {
-    n = def;
-  }
-  return n;
+  return Get<uint64_t>(name, def);
 }
 
 absl::Duration ParsedFlags::Duration(absl::string_view name,
@@ -202,6 +235,26 @@ void ParsedFlags::Merge(const ParsedFlags& other) {
   }
   positional_.insert(positional_.end(), other.positional_.begin(),
                      other.positional_.end());
+}
+
+absl::Status ApplyEnvironment(
+    const std::vector<FlagSpec>& specs,
+    absl::FunctionRef<const char*(const char*)> getenv, ParsedFlags* flags) {
+  for (const FlagSpec& spec : specs) {
+    if (!spec.env || flags->Has(spec.name)) continue;
+    std::string var = absl::StrCat(
+        "FANIN_",
+        absl::AsciiStrToUpper(absl::StrReplaceAll(spec.name, {{"-", "_"}})));
+    const char* value = getenv(var.c_str());
+    if (value == nullptr || *value == '\0') continue;
+    absl::Status status = CheckValue(spec, value);
+    if (!status.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("$", var, ": ", status.message()));
+    }
+    flags->values_[Canonical(spec.name)].push_back(value);
+  }
+  return absl::OkStatus();
 }
 
 std::string FlagsHelp(const std::vector<FlagSpec>& specs) {

@@ -1,7 +1,13 @@
-// A small command-line parser for the `fanin` subcommands.
+// The command-line parser of the `fanin` subcommands.
 //
 // Each subcommand declares its flags as FlagSpecs; ParseFlags checks names,
 // types and values up front, so the typed getters of ParsedFlags never fail.
+// Values are parsed by Abseil's flag marshalling (absl::ParseFlag and
+// AbslParseFlag overloads such as OutputFormat's), the same code
+// ABSL_FLAG uses. The tokenizer stays ours: Abseil's global flags and
+// ParseCommandLine (which exits 1 on an error; 20220623 has no
+// ParseAbseilFlagsOnly) cannot give per-subcommand flag sets and help,
+// short options or exit code 2 for usage errors.
 // Accepted forms: --name=value, --name value, -x value, -xvalue, --bool,
 // --bool=true|false, `--` (everything after is positional) and a lone `-`
 // (positional, conventionally stdin). '-' and '_' in long names are
@@ -21,6 +27,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/flags/marshalling.h"
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
@@ -44,7 +53,17 @@ struct FlagSpec {
   std::string help;
   // Restricts a kString flag to these values (case-sensitive) when non-empty.
   std::vector<std::string> choices;
+  // Also read from $FANIN_<NAME> (upper case, '-' as '_') when absent from
+  // the command line; see ApplyEnvironment.
+  bool env = false;
 };
+
+// -o/--output of the subcommands.
+enum class OutputFormat { kText, kJson, kRaw };
+// "text", "json" or "raw"; Abseil's flag marshalling hooks.
+bool AbslParseFlag(absl::string_view text, OutputFormat* format,
+                   std::string* error);
+std::string AbslUnparseFlag(OutputFormat format);
 
 class ParsedFlags {
  public:
@@ -57,6 +76,20 @@ class ParsedFlags {
   // Every value, in order, split at commas, without empty items.
   std::vector<std::string> List(absl::string_view name) const;
 
+  // The last value given parsed as T by absl::ParseFlag, or def. For types
+  // with an AbslParseFlag overload (OutputFormat) and Abseil's built-ins.
+  template <typename T>
+  T Get(absl::string_view name, T def) const {
+    auto it = values_.find(Canonical(name));
+    T value;
+    std::string error;
+    if (it == values_.end() ||
+        !absl::ParseFlag(it->second.back(), &value, &error)) {
+      return def;
+    }
+    return value;
+  }
+
   const std::vector<std::string>& positional() const { return positional_; }
 
   // Adds other's flags (overriding on String/Uint/Duration, appending on List)
@@ -67,6 +100,11 @@ class ParsedFlags {
   friend absl::StatusOr<ParsedFlags> ParseFlags(const std::vector<FlagSpec>&,
                                                 const std::vector<std::string>&,
                                                 bool);
+  friend absl::Status ApplyEnvironment(
+      const std::vector<FlagSpec>&, absl::FunctionRef<const char*(const char*)>,
+      ParsedFlags*);
+  // "resume_after" and "resume-after" are one flag.
+  static std::string Canonical(absl::string_view name);
   // Canonical name -> values in order.
   std::map<std::string, std::vector<std::string>> values_;
   std::vector<std::string> positional_;
@@ -80,6 +118,15 @@ class ParsedFlags {
 absl::StatusOr<ParsedFlags> ParseFlags(const std::vector<FlagSpec>& specs,
                                        const std::vector<std::string>& args,
                                        bool stop_at_positional = false);
+
+// The one environment overlay: every spec marked `env` that the command
+// line did not set takes $FANIN_<NAME> when that is set and non-empty
+// (FANIN_SERVER, FANIN_TOKEN_FILE, ...), checked like a flag value. The
+// command line wins. getenv is a parameter so tests need not touch the
+// process environment. InvalidArgument naming the variable on a bad value.
+absl::Status ApplyEnvironment(
+    const std::vector<FlagSpec>& specs,
+    absl::FunctionRef<const char*(const char*)> getenv, ParsedFlags* flags);
 
 // Aligned help lines, one flag per line, for --help output.
 std::string FlagsHelp(const std::vector<FlagSpec>& specs);

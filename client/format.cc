@@ -1,69 +1,33 @@
 #include "client/format.h"
 
 #include <algorithm>
-#include <cmath>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/util/json_util.h"
 
 namespace fanin::cli {
 namespace {
 
 constexpr char kHex[] = "0123456789abcdef";
 
-// Decodes one UTF-8 code point at s[*i]; advances *i. Returns -1 (and
-// advances one byte) on an invalid or overlong sequence or a surrogate.
-int32_t DecodeUtf8(absl::string_view s, size_t* i) {
-  unsigned char c = static_cast<unsigned char>(s[*i]);
-  int len;
-  int32_t cp;
-  if (c < 0x80) {
-    ++*i;
-    return c;
-  } else if ((c & 0xe0) == 0xc0) {
-    len = 2;
-    cp = c & 0x1f;
-  } else if ((c & 0xf0) == 0xe0) {
-    len = 3;
-    cp = c & 0x0f;
-  } else if ((c & 0xf8) == 0xf0) {
-    len = 4;
-    cp = c & 0x07;
-  } else {
-    ++*i;
-    return -1;
-  }
-  if (*i + len > s.size()) {
-    ++*i;
-    return -1;
-  }
-  for (int k = 1; k < len; ++k) {
-    unsigned char cc = static_cast<unsigned char>(s[*i + k]);
-    if ((cc & 0xc0) != 0x80) {
-      ++*i;
-      return -1;
-    }
-    cp = (cp << 6) | (cc & 0x3f);
-  }
-  static constexpr int32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
-  if (cp < kMin[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
-    ++*i;
-    return -1;
-  }
-  *i += len;
-  return cp;
-}
-
-void AppendU16Escape(std::string* out, uint32_t unit) {
-  absl::StrAppendFormat(out, "\\u%04x", unit);
+// The generated enum name without its prefix, lower case:
+// ("EVENT_KIND_READ_CLOSED", "EVENT_KIND_") -> "read_closed". Empty for a
+// value the enum lacks (its _Name() is empty then).
+std::string ShortName(absl::string_view full, absl::string_view prefix) {
+  absl::ConsumePrefix(&full, prefix);
+  return absl::AsciiStrToLower(full);
 }
 
 std::string UpperKind(v1::EventKind kind) {
@@ -145,130 +109,6 @@ std::string EscapeBytes(absl::string_view bytes, size_t max_bytes) {
   return out;
 }
 
-std::string Base64Encode(absl::string_view bytes) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  const auto* in = reinterpret_cast<const unsigned char*>(bytes.data());
-  std::string out((bytes.size() + 2) / 3 * 4, '=');
-  char* o = out.data();
-  size_t i = 0;
-  for (; i + 3 <= bytes.size(); i += 3, o += 4) {
-    uint32_t v = (in[i] << 16) | (in[i + 1] << 8) | in[i + 2];
-    o[0] = kAlphabet[(v >> 18) & 63];
-    o[1] = kAlphabet[(v >> 12) & 63];
-    o[2] = kAlphabet[(v >> 6) & 63];
-    o[3] = kAlphabet[v & 63];
-  }
-  size_t rest = bytes.size() - i;
-  if (rest > 0) {
-    uint32_t v = in[i] << 16;
-    if (rest == 2) v |= in[i + 1] << 8;
-    o[0] = kAlphabet[(v >> 18) & 63];
-    o[1] = kAlphabet[(v >> 12) & 63];
-    if (rest == 2) o[2] = kAlphabet[(v >> 6) & 63];
-  }
-  return out;
-}
-
-std::string JsonString(absl::string_view text) {
-  // Everything outside printable ASCII is escaped, so the output is plain
-  // ASCII: valid JSON, and safe to show on a terminal.
-  std::string out;
-  out.reserve(text.size() + 2);
-  out.push_back('"');
-  size_t i = 0;
-  while (i < text.size()) {
-    // Runs that need no escape (all of a base64 payload) go in one append.
-    size_t run = i;
-    while (run < text.size() && text[run] >= 0x20 && text[run] < 0x7f &&
-           text[run] != '"' && text[run] != '\\') {
-      ++run;
-    }
-    if (run > i) {
-      out.append(text.data() + i, run - i);
-      i = run;
-      continue;
-    }
-    int32_t cp = DecodeUtf8(text, &i);
-    if (cp < 0) cp = 0xfffd;
-    switch (cp) {
-      case '"':
-        out += "\\\"";
-        continue;
-      case '\\':
-        out += "\\\\";
-        continue;
-      case '\n':
-        out += "\\n";
-        continue;
-      case '\r':
-        out += "\\r";
-        continue;
-      case '\t':
-        out += "\\t";
-        continue;
-      case '\b':
-        out += "\\b";
-        continue;
-      case '\f':
-        out += "\\f";
-        continue;
-      default:
-        break;
-    }
-    if (cp >= 0x20 && cp < 0x7f) {
-      out.push_back(static_cast<char>(cp));
-    } else if (cp < 0x10000) {
-      AppendU16Escape(&out, static_cast<uint32_t>(cp));
-    } else {
-      uint32_t v = static_cast<uint32_t>(cp) - 0x10000;
-      AppendU16Escape(&out, 0xd800 + (v >> 10));
-      AppendU16Escape(&out, 0xdc00 + (v & 0x3ff));
-    }
-  }
-  out += "\"";
-  return out;
-}
-
-void JsonObject::Key(absl::string_view key) {
-  if (body_.size() > 1) body_ += ",";
-  body_ += JsonString(key);
-  body_ += ":";
-}
-
-JsonObject& JsonObject::Add(absl::string_view key, absl::string_view value) {
-  Key(key);
-  body_ += JsonString(value);
-  return *this;
-}
-
-JsonObject& JsonObject::Add(absl::string_view key, uint64_t value) {
-  Key(key);
-  absl::StrAppend(&body_, value);
-  return *this;
-}
-
-JsonObject& JsonObject::Add(absl::string_view key, double value) {
-  Key(key);
-  if (std::isfinite(value)) {
-    absl::StrAppendFormat(&body_, "%.3f", value);
-  } else {
-    body_ += "null";
-  }
-  return *this;
-}
-
-JsonObject& JsonObject::Add(absl::string_view key, bool value) {
-  Key(key);
-  body_ += value ? "true" : "false";
-  return *this;
-}
-
-std::string FormatTimeRfc3339(uint64_t unix_nano) {
-  absl::Time t = absl::FromUnixNanos(static_cast<int64_t>(unix_nano));
-  return absl::FormatTime("%Y-%m-%dT%H:%M:%E9SZ", t, absl::UTCTimeZone());
-}
-
 std::string FormatTimeOfDay(uint64_t unix_nano) {
   absl::Time t = absl::FromUnixNanos(static_cast<int64_t>(unix_nano));
   return absl::FormatTime("%H:%M:%E6SZ", t, absl::UTCTimeZone());
@@ -286,22 +126,8 @@ std::string FormatAge(absl::Duration age) {
 }
 
 std::string KindName(v1::EventKind kind) {
-  switch (kind) {
-    case v1::EVENT_KIND_OPENED:
-      return "opened";
-    case v1::EVENT_KIND_DATA:
-      return "data";
-    case v1::EVENT_KIND_WRITABLE:
-      return "writable";
-    case v1::EVENT_KIND_READ_CLOSED:
-      return "read_closed";
-    case v1::EVENT_KIND_CLOSED:
-      return "closed";
-    case v1::EVENT_KIND_READABLE:
-      return "readable";
-    default:
-      return "unknown";
-  }
+  std::string name = ShortName(v1::EventKind_Name(kind), "EVENT_KIND_");
+  return name.empty() || kind == v1::EVENT_KIND_UNSPECIFIED ? "unknown" : name;
 }
 
 v1::EventKind EventKindOf(const v1::Event& event) {
@@ -325,53 +151,33 @@ v1::EventKind EventKindOf(const v1::Event& event) {
 }
 
 absl::StatusOr<v1::EventKind> ParseKind(absl::string_view text) {
-  std::string name = absl::AsciiStrToLower(text);
+  std::string name = absl::AsciiStrToUpper(text);
   absl::StrReplaceAll({{"-", "_"}}, &name);
-  absl::string_view view = name;
-  absl::ConsumePrefix(&view, "event_kind_");
-  for (v1::EventKind kind :
-       {v1::EVENT_KIND_OPENED, v1::EVENT_KIND_DATA, v1::EVENT_KIND_WRITABLE,
-        v1::EVENT_KIND_READ_CLOSED, v1::EVENT_KIND_CLOSED,
-        v1::EVENT_KIND_READABLE}) {
-    if (view == KindName(kind)) return kind;
+  if (!absl::StartsWith(name, "EVENT_KIND_")) name.insert(0, "EVENT_KIND_");
+  v1::EventKind kind;
+  if (v1::EventKind_Parse(name, &kind) && kind != v1::EVENT_KIND_UNSPECIFIED) {
+    return kind;
+  }
+  // Every kind the API defines, so a newer proto needs no change here.
+  std::vector<std::string> names;
+  const google::protobuf::EnumDescriptor* kinds = v1::EventKind_descriptor();
+  for (int i = 0; i < kinds->value_count(); ++i) {
+    if (kinds->value(i)->number() == v1::EVENT_KIND_UNSPECIFIED) continue;
+    names.push_back(
+        KindName(static_cast<v1::EventKind>(kinds->value(i)->number())));
   }
   return absl::InvalidArgumentError(absl::StrCat(
-      "unknown event kind \"", text,
-      "\"; want opened, data, writable, read_closed, closed or readable"));
+      "unknown event kind \"", text, "\"; want ", absl::StrJoin(names, ", ")));
 }
 
 std::string CloseReasonName(v1::CloseReason reason) {
-  switch (reason) {
-    case v1::CLOSE_REASON_PEER_CLOSED:
-      return "peer_closed";
-    case v1::CLOSE_REASON_RESET:
-      return "reset";
-    case v1::CLOSE_REASON_CLOSED_BY_SUBSCRIBER:
-      return "closed_by_subscriber";
-    case v1::CLOSE_REASON_IDLE_TIMEOUT:
-      return "idle_timeout";
-    case v1::CLOSE_REASON_ERROR:
-      return "error";
-    case v1::CLOSE_REASON_SERVER_SHUTDOWN:
-      return "server_shutdown";
-    case v1::CLOSE_REASON_REJECTED:
-      return "rejected";
-    default:
-      return "unspecified";
-  }
+  std::string name = ShortName(v1::CloseReason_Name(reason), "CLOSE_REASON_");
+  return name.empty() ? "unspecified" : name;
 }
 
 std::string GapReasonName(v1::GapReason reason) {
-  switch (reason) {
-    case v1::GAP_REASON_SUBSCRIBER_TOO_SLOW:
-      return "subscriber_too_slow";
-    case v1::GAP_REASON_HISTORY_EXPIRED:
-      return "history_expired";
-    case v1::GAP_REASON_EPOCH_CHANGED:
-      return "epoch_changed";
-    default:
-      return "unspecified";
-  }
+  std::string name = ShortName(v1::GapReason_Name(reason), "GAP_REASON_");
+  return name.empty() ? "unspecified" : name;
 }
 
 std::string FormatEventText(const v1::Event& event,
@@ -386,64 +192,25 @@ std::string FormatEventText(const v1::Event& event,
   return line;
 }
 
-std::string FormatEventJson(const v1::Event& event) {
-  JsonObject o;
-  o.Add("type", "event")
-      .Add("seq", event.seq())
-      .Add("time", FormatTimeRfc3339(event.time_unix_nano()))
-      .Add("time_unix_nano", event.time_unix_nano())
-      .Add("connection_id", event.connection_id())
-      .Add("listener", event.listener())
-      .Add("kind", KindName(EventKindOf(event)));
-  switch (event.kind_case()) {
-    case v1::Event::kOpened:
-      o.Add("remote_address", event.opened().remote_address())
-          .Add("local_address", event.opened().local_address());
-      break;
-    case v1::Event::kData:
-      o.Add("size", event.data().size())
-          .Add("payload", Base64Encode(event.data().payload()))
-          .Add("payload_truncated",
-               event.data().payload().size() < event.data().size());
-      break;
-    case v1::Event::kClosed:
-      o.Add("reason", CloseReasonName(event.closed().reason()))
-          .Add("detail", event.closed().detail())
-          .Add("bytes_received", event.closed().bytes_received())
-          .Add("bytes_sent", event.closed().bytes_sent());
-      break;
-    default:
-      break;
+std::string MessageJson(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;
+  options.add_whitespace = false;  // one object per line
+  std::string out;
+  google::protobuf::util::Status status =
+      google::protobuf::util::MessageToJsonString(message, &out, options);
+  if (!status.ok()) {
+    // Only a message the generated pool does not describe gets here: a bug,
+    // but the line must stay one JSON object.
+    std::string why = status.message().as_string();
+    std::replace_if(
+        why.begin(), why.end(),
+        [](char c) { return c == '"' || c == '\\' || c < 0x20 || c >= 0x7f; },
+        '?');
+    out = absl::StrCat("{\"error\":\"", why, "\"}");
   }
-  return o.str();
-}
-
-std::string FormatStartedJson(const v1::Started& started) {
-  JsonObject o;
-  o.Add("type", "started")
-      .Add("server_epoch", started.server_epoch())
-      .Add("oldest_seq", started.oldest_seq())
-      .Add("head_seq", started.head_seq());
-  return o.str();
-}
-
-std::string FormatGapJson(const v1::Gap& gap) {
-  JsonObject o;
-  o.Add("type", "gap")
-      .Add("first_seq", gap.first_seq())
-      .Add("last_seq", gap.last_seq())
-      .Add("lost", gap.lost())
-      .Add("reason", GapReasonName(gap.reason()));
-  return o.str();
-}
-
-std::string FormatHeartbeatJson(const v1::Heartbeat& heartbeat) {
-  JsonObject o;
-  o.Add("type", "heartbeat")
-      .Add("head_seq", heartbeat.head_seq())
-      .Add("delivered", heartbeat.delivered())
-      .Add("lost", heartbeat.lost());
-  return o.str();
+  return out;
 }
 
 std::string FormatGapText(const v1::Gap& gap) {
@@ -472,24 +239,6 @@ std::string FormatHeartbeatText(const v1::Heartbeat& heartbeat) {
                       " lost on this stream");
 }
 
-std::string FormatConnectionJson(const v1::Connection& c, absl::Time now) {
-  absl::Time opened =
-      absl::FromUnixNanos(static_cast<int64_t>(c.opened_unix_nano()));
-  double age = std::max(0.0, absl::ToDoubleSeconds(now - opened));
-  JsonObject o;
-  o.Add("connection_id", c.connection_id())
-      .Add("listener", c.listener())
-      .Add("remote_address", c.remote_address())
-      .Add("local_address", c.local_address())
-      .Add("opened", FormatTimeRfc3339(c.opened_unix_nano()))
-      .Add("opened_unix_nano", c.opened_unix_nano())
-      .Add("age_seconds", age)
-      .Add("bytes_received", c.bytes_received())
-      .Add("bytes_sent", c.bytes_sent())
-      .Add("queued_bytes", c.queued_bytes());
-  return o.str();
-}
-
 namespace {
 
 std::vector<std::pair<std::string, std::string>> StatsRows(
@@ -510,22 +259,6 @@ std::vector<std::pair<std::string, std::string>> StatsRows(
 }
 
 }  // namespace
-
-std::string FormatStatsJson(const v1::GetStatsResponse& s) {
-  JsonObject o;
-  o.Add("poller", s.poller())
-      .Add("connections_open", s.connections_open())
-      .Add("connections_accepted", s.connections_accepted())
-      .Add("connections_rejected", s.connections_rejected())
-      .Add("events_published", s.events_published())
-      .Add("events_lost", s.events_lost())
-      .Add("bytes_received", s.bytes_received())
-      .Add("bytes_sent", s.bytes_sent())
-      .Add("subscribers", s.subscribers())
-      .Add("head_seq", s.head_seq())
-      .Add("oldest_seq", s.oldest_seq());
-  return o.str();
-}
 
 std::string FormatStatsText(const v1::GetStatsResponse& s) {
   std::string out;

@@ -1,9 +1,7 @@
-// Output formatting for the `fanin` client: terminal-safe previews, base64,
-// a small JSON object encoder (RFC 8259 escaping), and the text and JSON
-// renderings of fanin.v1 messages. Pure functions; any thread.
-//
-// JSON field names are a stable contract for scripts (docs/CLI.md lists them);
-// add fields, never rename or remove them.
+// Output formatting for the `fanin` client: terminal-safe previews, the text
+// renderings of fanin.v1 messages, and their JSON (protobuf's canonical proto3
+// JSON mapping, so the JSON contract is fanin.proto itself). Pure functions;
+// any thread.
 #ifndef FANIN_CLIENT_FORMAT_H_
 #define FANIN_CLIENT_FORMAT_H_
 
@@ -15,6 +13,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "fanin/v1/fanin.pb.h"
+#include "google/protobuf/message.h"
 
 namespace fanin::cli {
 
@@ -24,44 +23,6 @@ namespace fanin::cli {
 std::string EscapeBytes(absl::string_view bytes,
                         size_t max_bytes = static_cast<size_t>(-1));
 
-// Standard base64 (RFC 4648, with padding).
-std::string Base64Encode(absl::string_view bytes);
-
-// A JSON string literal, quotes included. Bytes that are not valid UTF-8 are
-// replaced by U+FFFD so the output is always valid JSON.
-std::string JsonString(absl::string_view text);
-
-// Builds one flat JSON object, keys in insertion order.
-//   JsonObject o; o.Add("seq", 5).Add("kind", "data"); o.str() ->
-//   {"seq":5,"kind":"data"}
-class JsonObject {
- public:
-  JsonObject& Add(absl::string_view key, absl::string_view value);
-  JsonObject& Add(absl::string_view key, const char* value) {
-    return Add(key, absl::string_view(value));
-  }
-  JsonObject& Add(absl::string_view key, const std::string& value) {
-    return Add(key, absl::string_view(value));
-  }
-  JsonObject& Add(absl::string_view key, uint64_t value);
-  JsonObject& Add(absl::string_view key, uint32_t value) {
-    return Add(key, static_cast<uint64_t>(value));
-  }
-  JsonObject& Add(absl::string_view key, int value) {
-    return Add(key, static_cast<uint64_t>(value < 0 ? 0 : value));
-  }
-  JsonObject& Add(absl::string_view key, double value);
-  JsonObject& Add(absl::string_view key, bool value);
-  // The object text, without a trailing newline.
-  std::string str() const { return body_ + "}"; }
-
- private:
-  void Key(absl::string_view key);
-  std::string body_ = "{";
-};
-
-// RFC 3339 UTC with nanoseconds: "2026-11-27T07:31:02.123456789Z".
-std::string FormatTimeRfc3339(uint64_t unix_nano);
 // Time of day, UTC, microseconds: "07:31:02.123456Z".
 std::string FormatTimeOfDay(uint64_t unix_nano);
 // Compact age: "850ms", "42s", "3m07s", "5h02m", "2d03h".
@@ -93,28 +54,20 @@ struct TextOptions {
 std::string FormatEventText(const v1::Event& event,
                             const TextOptions& options = {});
 
-// {"type":"event","seq":..,"time":..,"time_unix_nano":..,"connection_id":..,
-//  "listener":..,"kind":.., + per kind: opened: remote_address,
-//  local_address; data: size, payload (base64), payload_truncated; closed:
-//  reason, detail, bytes_received, bytes_sent}
-std::string FormatEventJson(const v1::Event& event);
-// {"type":"started","server_epoch":..,"oldest_seq":..,"head_seq":..}
-std::string FormatStartedJson(const v1::Started& started);
-// {"type":"gap","first_seq":..,"last_seq":..,"lost":..,"reason":..}
-std::string FormatGapJson(const v1::Gap& gap);
-// {"type":"heartbeat","head_seq":..,"delivered":..,"lost":..}
-std::string FormatHeartbeatJson(const v1::Heartbeat& heartbeat);
+// One API message as one line of JSON (no newline): protobuf's canonical
+// proto3 JSON mapping, printed by its own printer. Field names as in
+// fanin.proto (snake_case), every field present even at its default value
+// (scripts need no defaults), enums by name ("CLOSE_REASON_RESET"), 64-bit
+// integers as strings ("seq":"12"), bytes in base64, a oneof as the one
+// member set ("data":{"payload":..,"size":..}).
+//   MessageJson(event) ->
+//   {"seq":"12","time_unix_nano":"1795765373123456789","connection_id":"3",
+//    "listener":"default","data":{"payload":"aGkK","size":3}}
+std::string MessageJson(const google::protobuf::Message& message);
 // Human sentences for stderr (no "fanin: " prefix, no newline).
 std::string FormatGapText(const v1::Gap& gap);
 std::string FormatHeartbeatText(const v1::Heartbeat& heartbeat);
 
-// {"connection_id":..,"listener":..,"remote_address":..,"local_address":..,
-//  "opened":..,"opened_unix_nano":..,"age_seconds":..,"bytes_received":..,
-//  "bytes_sent":..,"queued_bytes":..}
-std::string FormatConnectionJson(const v1::Connection& connection,
-                                 absl::Time now);
-// Proto field names: {"poller":..,"connections_open":.., ...}
-std::string FormatStatsJson(const v1::GetStatsResponse& stats);
 // "name   value" lines, aligned, newline-terminated.
 std::string FormatStatsText(const v1::GetStatsResponse& stats);
 

@@ -75,6 +75,17 @@ int ConnectionNotFound(uint64_t id, const grpc::Status& status) {
 
 // ---- write ----
 
+// One Write RPC carries at most this many bytes: well under gRPC's default
+// 4 MiB receive limit (the server's --max_grpc_message_bytes), so a large
+// DATA or stdin becomes several Writes, in order, instead of one the server
+// must refuse.
+constexpr size_t kWritePieceBytes = size_t{1} << 20;
+// Back-off while the connection's outbound buffer is full in mid-write
+// (the server says "wait for a Writable event and retry"; polling keeps the
+// CLI free of a second stream).
+constexpr absl::Duration kFullBufferFirstWait = absl::Milliseconds(5);
+constexpr absl::Duration kFullBufferMaxWait = absl::Milliseconds(200);
+
 int RunWrite(const Invocation& inv) {
   const auto& args = inv.flags.positional();
   if (args.empty() || args.size() > 2) {
@@ -102,29 +113,54 @@ int RunWrite(const Invocation& inv) {
   auto connection = Connect(inv, &code);
   if (!connection) return code;
   auto stub = v1::FanIn::NewStub(connection->channel());
-  grpc::ClientContext context;
-  connection->Prepare(&context,
-                      inv.flags.Duration("timeout", kDefaultUnaryTimeout));
+  absl::Duration timeout = inv.flags.Duration("timeout", kDefaultUnaryTimeout);
   v1::WriteRequest request;
   request.set_connection_id(id);
-  request.set_data(data);
-  request.set_close_after(close_after);
   v1::WriteResponse response;
-  grpc::Status status = stub->Write(&context, request, &response);
+  grpc::Status status;
+  // Pieces go one at a time, in order; the last one carries close_after.
+  size_t offset = 0;
+  absl::Time progress = absl::Now();
+  absl::Duration wait = kFullBufferFirstWait;
+  do {
+    size_t n = std::min(kWritePieceBytes, data.size() - offset);
+    request.set_data(data.substr(offset, n));
+    request.set_close_after(close_after && offset + n == data.size());
+    grpc::ClientContext context;
+    connection->Prepare(&context, timeout);
+    status = stub->Write(&context, request, &response);
+    if (status.ok()) {
+      offset += n;
+      progress = absl::Now();
+      wait = kFullBufferFirstWait;
+      continue;
+    }
+    // The outbound buffer filled up behind the pieces already queued (the
+    // first piece fitting proves one can): wait for the client to drain it,
+    // as long as it keeps draining within --timeout.
+    bool full = status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED &&
+                offset > 0;
+    if (!full ||
+        (timeout > absl::ZeroDuration() && absl::Now() - progress >= timeout)) {
+      break;
+    }
+    absl::SleepFor(wait);
+    wait = std::min(wait * 2, kFullBufferMaxWait);
+  } while (offset < data.size());
   std::string what = absl::StrCat("write to connection ", id);
-  if (status.error_code() == grpc::StatusCode::NOT_FOUND) {
+  if (!status.ok() && offset > 0) {
+    absl::StrAppend(&what, " (", offset, " of ", data.size(),
+                    " bytes were queued before this failure)");
+  }
+  if (status.error_code() == grpc::StatusCode::NOT_FOUND && offset == 0) {
     return ConnectionNotFound(id, status);
   }
   if (!status.ok()) return RpcFailed(status, *connection, what);
 
   Output out(stdout);
-  if (inv.flags.String("output", "text") == "json") {
-    JsonObject o;
-    o.Add("connection_id", id)
-        .Add("bytes", static_cast<uint64_t>(data.size()))
-        .Add("queued_bytes", response.queued_bytes())
-        .Add("close_after", close_after);
-    out.Line(o.str());
+  if (inv.flags.Get<OutputFormat>("output", OutputFormat::kText) ==
+      OutputFormat::kJson) {
+    out.Line(MessageJson(response));
   } else if (!inv.flags.Bool("quiet")) {
     out.Line(absl::StrCat("wrote ", data.size(), " bytes to connection ", id,
                           " (", response.queued_bytes(), " bytes queued",
@@ -184,7 +220,8 @@ int RunList(const Invocation& inv) {
   auto connection = Connect(inv, &code);
   if (!connection) return code;
   auto stub = v1::FanIn::NewStub(connection->channel());
-  bool json = inv.flags.String("output", "text") == "json";
+  bool json = inv.flags.Get<OutputFormat>("output", OutputFormat::kText) ==
+              OutputFormat::kJson;
   absl::Duration timeout = inv.flags.Duration("timeout", kDefaultUnaryTimeout);
   uint64_t page_size =
       std::min<uint64_t>(inv.flags.Uint("page_size", 1000), 1000);
@@ -204,7 +241,7 @@ int RunList(const Invocation& inv) {
     for (const v1::Connection& c : response.connections()) {
       if (json) {
         // Streamed page by page: memory stays flat for any table size.
-        if (!out.Line(FormatConnectionJson(c, now))) {
+        if (!out.Line(MessageJson(c))) {
           return OutputFailureExit(out);
         }
       } else {
@@ -274,8 +311,9 @@ int RunStats(const Invocation& inv) {
       stub->GetStats(&context, v1::GetStatsRequest(), &response);
   if (!status.ok()) return RpcFailed(status, *connection, "get stats");
   Output out(stdout);
-  if (inv.flags.String("output", "text") == "json") {
-    out.Line(FormatStatsJson(response));
+  if (inv.flags.Get<OutputFormat>("output", OutputFormat::kText) ==
+      OutputFormat::kJson) {
+    out.Line(MessageJson(response));
   } else {
     out.Write(FormatStatsText(response));
   }
@@ -337,7 +375,12 @@ Command WriteCommand() {
           "buffer.\n"
           "With --close-after the connection is closed gracefully once the\n"
           "bytes are flushed (DATA may then be empty). DATA that starts with\n"
-          "'-' goes after \"--\": fanin write 42 -- -x.\n",
+          "'-' goes after \"--\": fanin write 42 -- -x.\n"
+          "Any size: the bytes go as Writes of at most 1 MiB, in order (under\n"
+          "the server's 4 MiB message limit); the last carries --close-after.\n"
+          "While the connection's outbound buffer is full, write waits for\n"
+          "the client to drain it, up to --timeout per piece. -o json prints\n"
+          "the last fanin.v1.WriteResponse in protobuf's JSON mapping.\n",
       .examples =
           "  fanin write 42 'hello'\n"
           "  printf 'HTTP/1.0 200 OK\\r\\n\\r\\n' | fanin write 42 "
@@ -385,7 +428,8 @@ Command ListCommand() {
           "Lists every open connection, paging through the server's table:\n"
           "id, listener, remote address, age, bytes in (received from the\n"
           "client), bytes out (sent to it) and bytes queued for it. With\n"
-          "-o json, one JSON object per connection per line.\n",
+          "-o json, one fanin.v1.Connection per line in protobuf's JSON\n"
+          "mapping.\n",
       .examples =
           "  fanin list\n"
           "  fanin list --listener default -o json | jq "
@@ -412,7 +456,8 @@ Command StatsCommand() {
       .description =
           "Prints the server's counters: poller, connections, "
           "events, bytes,\nsubscribers and the retained seq "
-          "range.\n",
+          "range. -o json prints the\nfanin.v1.GetStatsResponse in "
+          "protobuf's JSON mapping.\n",
       .examples =
           "  fanin stats\n"
           "  fanin stats -o json | jq .events_lost\n",

@@ -109,7 +109,7 @@ class SignalWatcher {
   std::thread thread_;
 };
 
-enum class Mode { kText, kJson, kRaw };
+using Mode = OutputFormat;
 
 struct WatchOptions {
   Mode mode = Mode::kText;
@@ -134,10 +134,7 @@ std::optional<WatchOptions> ParseWatchOptions(const Invocation& inv) {
                               "\"; filters are flags"));
   }
   WatchOptions o;
-  std::string mode = f.String("output", "text");
-  o.mode = mode == "json"  ? Mode::kJson
-           : mode == "raw" ? Mode::kRaw
-                           : Mode::kText;
+  o.mode = f.Get<OutputFormat>("output", OutputFormat::kText);
   for (const std::string& kind : f.List("kind")) {
     absl::StatusOr<v1::EventKind> parsed = ParseKind(kind);
     if (!parsed.ok()) return usage(parsed.status().message());
@@ -328,7 +325,7 @@ class Watcher {
   }
 
   void OnStarted(const v1::Started& started, bool reconnect) {
-    if (o_.mode == Mode::kJson) out_.Line(FormatStartedJson(started));
+    if (o_.mode == Mode::kJson) out_.Line(MessageJson(started));
     const std::string& epoch = started.server_epoch();
     if (!last_epoch_.empty() && last_epoch_ != epoch) {
       Notice(absl::StrCat(
@@ -364,7 +361,7 @@ class Watcher {
       case v1::SubscribeResponse::kGap: {
         const v1::Gap& gap = response.gap();
         if (o_.mode == Mode::kJson) {
-          out_.Line(FormatGapJson(gap));
+          out_.Line(MessageJson(gap));
         } else {
           Notice(FormatGapText(gap));
         }
@@ -378,7 +375,7 @@ class Watcher {
       }
       case v1::SubscribeResponse::kHeartbeat:
         if (o_.mode == Mode::kJson) {
-          out_.Line(FormatHeartbeatJson(response.heartbeat()));
+          out_.Line(MessageJson(response.heartbeat()));
         } else if (!o_.quiet) {
           Notice(FormatHeartbeatText(response.heartbeat()));
         }
@@ -394,7 +391,7 @@ class Watcher {
         out_.Line(FormatEventText(event, o_.text));
         break;
       case Mode::kJson:
-        out_.Line(FormatEventJson(event));
+        out_.Line(MessageJson(event));
         break;
       case Mode::kRaw:
         if (event.has_data()) out_.Write(event.data().payload());
@@ -444,8 +441,10 @@ Command WatchCommand() {
           "it\n"
           "arrives. -o text (default) prints one aligned line per event:\n"
           "time (UTC), seq, connection, listener, kind, and for data the size\n"
-          "and an escaped preview. -o json prints one JSON object per line\n"
-          "(payload in base64; \"type\" is event, started, gap or heartbeat).\n"
+          "and an escaped preview. -o json prints each fanin.v1 message on a\n"
+          "line of its own in protobuf's JSON mapping: Started, then Event,\n"
+          "Gap and Heartbeat (field names as in fanin.proto, every field\n"
+          "present, 64-bit numbers as strings, payload in base64).\n"
           "-o raw writes only payload bytes, for piping. Gaps and heartbeats\n"
           "go to stderr in text and raw mode.\n"
           "\n"
@@ -460,7 +459,7 @@ Command WatchCommand() {
           "  fanin watch --kind opened,closed --listener default\n"
           "  fanin watch --connection 42 -o raw > conn42.bin\n"
           "  fanin watch -o json --follow --lossless | jq -c "
-          "'select(.kind==\"data\")'\n"
+          "'select(.data)'\n"
           "  fanin watch --resume-after 1200 --resume-epoch EPOCH --count 100\n"
           "  fanin watch --timeout 30s --omit-payload\n",
       .flags =

@@ -244,10 +244,10 @@ TEST_F(CliFakeServerTest, WatchShowsGapsAndHeartbeatsPerMode) {
   auto parsed = ParseJsonLines(r.stdout_data);
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   std::vector<std::string> types;
-  for (const auto& o : *parsed) types.push_back(JsonStr(o, "type"));
+  for (const auto& o : *parsed) types.push_back(JsonType(o));
   EXPECT_EQ(types,
             (std::vector<std::string>{"started", "gap", "heartbeat", "event"}));
-  EXPECT_EQ(JsonStr((*parsed)[1], "reason"), "subscriber_too_slow");
+  EXPECT_EQ(JsonStr((*parsed)[1], "reason"), "GAP_REASON_SUBSCRIBER_TOO_SLOW");
   EXPECT_EQ(JsonUint((*parsed)[1], "lost"), 3u);
   EXPECT_EQ(JsonUint((*parsed)[2], "lost"), 3u);
 

@@ -34,6 +34,16 @@ TEST(ExitCodeForStatus, EachClassHasItsOwnCode) {
   EXPECT_EQ(ExitCodeForStatus(grpc::StatusCode::CANCELLED), kExitServerError);
 }
 
+TEST(StatusCodeName, IsTheCanonicalNameOfEveryCode) {
+  EXPECT_EQ(StatusCodeName(grpc::StatusCode::OK), "OK");
+  EXPECT_EQ(StatusCodeName(grpc::StatusCode::UNAVAILABLE), "UNAVAILABLE");
+  EXPECT_EQ(StatusCodeName(grpc::StatusCode::FAILED_PRECONDITION),
+            "FAILED_PRECONDITION");
+  EXPECT_EQ(StatusCodeName(grpc::StatusCode::UNAUTHENTICATED),
+            "UNAUTHENTICATED");
+  EXPECT_EQ(StatusCodeName(static_cast<grpc::StatusCode>(42)), "CODE_42");
+}
+
 TEST(ExitCodeForStatus, NoErrorMapsToSuccessOrUsage) {
   for (int c = 1; c <= 16; ++c) {
     int code = ExitCodeForStatus(static_cast<grpc::StatusCode>(c));

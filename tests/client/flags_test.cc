@@ -1,6 +1,7 @@
 // The subcommand flag parser: forms, types, errors.
 #include "client/flags.h"
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -71,7 +72,12 @@ TEST(ParseFlags, BoolTakesExplicitValuesOnlyAfterEquals) {
   EXPECT_FALSE(f->Bool("follow"));
   EXPECT_TRUE(f->Has("follow"));
   EXPECT_THAT(f->positional(), ElementsAre("next"));
-  EXPECT_FALSE(ParseFlags(Specs(), {"--follow=yes"}).ok());
+  // Abseil's bool syntax: yes/no and 1/0 too, nothing else.
+  EXPECT_TRUE(ParseFlags(Specs(), {"--follow=yes"})->Bool("follow"));
+  EXPECT_FALSE(ParseFlags(Specs(), {"--follow=0"})->Bool("follow"));
+  auto bad = ParseFlags(Specs(), {"--follow=maybe"});
+  EXPECT_THAT(std::string(bad.status().message()),
+              HasSubstr("--follow: want true or false, got \"maybe\""));
 }
 
 TEST(ParseFlags, ListsRepeatAndSplitAtCommas) {
@@ -111,6 +117,62 @@ TEST(ParseFlags, RejectsUnknownFlagsAndBadValues) {
   auto choice = ParseFlags(Specs(), {"-o", "yaml"});
   EXPECT_THAT(std::string(choice.status().message()),
               HasSubstr("want text, json"));
+}
+
+TEST(ParsedFlags, GetParsesWithAbslParseFlag) {
+  auto f = ParseFlags(Specs(), {"-o", "json", "-n", "18446744073709551615"});
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(f->Get<OutputFormat>("output", OutputFormat::kText),
+            OutputFormat::kJson);
+  EXPECT_EQ(f->Uint("count", 0), 18446744073709551615u);
+  EXPECT_EQ(f->Get<OutputFormat>("absent", OutputFormat::kRaw),
+            OutputFormat::kRaw);
+}
+
+TEST(OutputFormat, RoundTripsThroughAbseilsMarshalling) {
+  for (OutputFormat format :
+       {OutputFormat::kText, OutputFormat::kJson, OutputFormat::kRaw}) {
+    OutputFormat back;
+    std::string error;
+    ASSERT_TRUE(absl::ParseFlag(absl::UnparseFlag(format), &back, &error));
+    EXPECT_EQ(back, format);
+  }
+  OutputFormat format;
+  std::string error;
+  EXPECT_FALSE(absl::ParseFlag("yaml", &format, &error));
+  EXPECT_THAT(error, HasSubstr("text, json or raw"));
+}
+
+TEST(ApplyEnvironment, FillsMarkedFlagsTheCommandLineLeftOut) {
+  std::vector<FlagSpec> specs = {
+      {.name = "server", .type = FlagType::kString, .env = true},
+      {.name = "token_file", .type = FlagType::kString, .env = true},
+      {.name = "tls_cert", .type = FlagType::kString},
+      {.name = "count", .type = FlagType::kUint, .env = true},
+  };
+  std::map<std::string, std::string> env = {
+      {"FANIN_SERVER", "from-env:1"},
+      {"FANIN_TOKEN_FILE", "/t"},
+      {"FANIN_TLS_CERT", "server.pem"},  // not an env flag: ignored
+      {"FANIN_COUNT", ""},               // empty: ignored
+  };
+  auto lookup = [&](const char* name) -> const char* {
+    auto it = env.find(name);
+    return it == env.end() ? nullptr : it->second.c_str();
+  };
+  auto f = ParseFlags(specs, {"--server=from-flag:2"});
+  ASSERT_TRUE(f.ok());
+  ASSERT_TRUE(ApplyEnvironment(specs, lookup, &*f).ok());
+  EXPECT_EQ(f->String("server", ""), "from-flag:2");  // the command line wins
+  EXPECT_EQ(f->String("token_file", ""), "/t");
+  EXPECT_FALSE(f->Has("tls_cert"));
+  EXPECT_FALSE(f->Has("count"));
+
+  env["FANIN_COUNT"] = "many";
+  auto g = ParseFlags(specs, {});
+  absl::Status status = ApplyEnvironment(specs, lookup, &*g);
+  EXPECT_THAT(std::string(status.message()),
+              HasSubstr("$FANIN_COUNT: --count: want a non-negative integer"));
 }
 
 TEST(ParseDurationValue, TakesUnitsOrPlainSeconds) {

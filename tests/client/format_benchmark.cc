@@ -33,7 +33,7 @@ BENCHMARK(BM_EventText)->Arg(64)->Arg(4096);
 
 void BM_EventJson(benchmark::State& state) {
   v1::Event e = DataEvent(static_cast<size_t>(state.range(0)));
-  for (auto _ : state) benchmark::DoNotOptimize(FormatEventJson(e));
+  for (auto _ : state) benchmark::DoNotOptimize(MessageJson(e));
   state.SetItemsProcessed(state.iterations());
   state.SetBytesProcessed(state.iterations() * state.range(0));
 }
@@ -46,17 +46,21 @@ void BM_OpenedJson(benchmark::State& state) {
   e.set_listener("default");
   e.mutable_opened()->set_remote_address("127.0.0.1:54321");
   e.mutable_opened()->set_local_address("127.0.0.1:7070");
-  for (auto _ : state) benchmark::DoNotOptimize(FormatEventJson(e));
+  for (auto _ : state) benchmark::DoNotOptimize(MessageJson(e));
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_OpenedJson);
 
-void BM_Base64(benchmark::State& state) {
-  std::string bytes(static_cast<size_t>(state.range(0)), '\x7f');
-  for (auto _ : state) benchmark::DoNotOptimize(Base64Encode(bytes));
-  state.SetBytesProcessed(state.iterations() * state.range(0));
+void BM_StatsJson(benchmark::State& state) {
+  v1::GetStatsResponse s;
+  s.set_poller("epoll");
+  s.set_connections_open(1000);
+  s.set_events_published(123456789);
+  s.set_head_seq(123456789);
+  for (auto _ : state) benchmark::DoNotOptimize(MessageJson(s));
+  state.SetItemsProcessed(state.iterations());
 }
-BENCHMARK(BM_Base64)->Arg(65536);
+BENCHMARK(BM_StatsJson);
 
 }  // namespace
 }  // namespace fanin::cli

@@ -12,7 +12,9 @@
 namespace fanin::testing {
 namespace {
 
-// Prints "O" per object, then "F <key hex> <type> <value hex>" per field.
+// Prints "O" per object, then "F <key hex> <type> <value hex>" per field;
+// a nested object is a field ("o", re-encoded) and so is each of its fields,
+// under "outer.inner".
 constexpr char kScript[] = R"PY(
 import json, sys
 def no_duplicates(pairs):
@@ -34,7 +36,12 @@ for number, line in enumerate(text.split("\n"), 1):
         sys.stderr.write("line %d is not an object: %r\n" % (number, line[:200]))
         sys.exit(1)
     out.append("O")
-    for k, v in obj.items():
+    def fields(prefix, obj):
+        for k, v in obj.items():
+            yield prefix + k, v
+            if isinstance(v, dict):
+                yield from fields(prefix + k + ".", v)
+    for k, v in fields("", obj):
         if isinstance(v, bool): t, s = "b", "true" if v else "false"
         elif v is None: t, s = "z", ""
         elif isinstance(v, int): t, s = "i", str(v)
@@ -101,7 +108,10 @@ std::string JsonStr(const JsonMap& object, const std::string& key) {
 uint64_t JsonUint(const JsonMap& object, const std::string& key) {
   auto it = object.find(key);
   uint64_t n = 0;
-  if (it == object.end() || it->second.type != JsonValue::kInt ||
+  // proto3 JSON writes 64-bit integers as strings, 32-bit ones as numbers.
+  if (it == object.end() ||
+      (it->second.type != JsonValue::kInt &&
+       it->second.type != JsonValue::kString) ||
       !absl::SimpleAtoi(it->second.text, &n)) {
     return 0;
   }
@@ -112,6 +122,26 @@ bool JsonBool(const JsonMap& object, const std::string& key) {
   auto it = object.find(key);
   return it != object.end() && it->second.type == JsonValue::kBool &&
          it->second.text == "true";
+}
+
+bool JsonHas(const JsonMap& object, const std::string& key) {
+  return object.count(key) > 0;
+}
+
+std::string JsonType(const JsonMap& o) {
+  if (JsonHas(o, "seq")) return "event";
+  if (JsonHas(o, "server_epoch")) return "started";
+  if (JsonHas(o, "first_seq")) return "gap";
+  if (JsonHas(o, "delivered")) return "heartbeat";
+  return "";
+}
+
+std::string JsonKind(const JsonMap& event) {
+  for (const char* kind :
+       {"opened", "data", "writable", "read_closed", "closed", "readable"}) {
+    if (JsonHas(event, kind)) return kind;
+  }
+  return "";
 }
 
 absl::StatusOr<std::string> Base64Decode(absl::string_view text) {

@@ -23,7 +23,8 @@ struct JsonValue {
   std::string text;
 };
 
-// One flat JSON object: key -> value.
+// One JSON object: key -> value. Nested objects are flattened too: for
+// {"data":{"size":3}} both "data" (kNested) and "data.size" are keys.
 using JsonMap = std::map<std::string, JsonValue>;
 
 // Every non-empty line must be one JSON object. InvalidArgument with
@@ -31,9 +32,19 @@ using JsonMap = std::map<std::string, JsonValue>;
 absl::StatusOr<std::vector<JsonMap>> ParseJsonLines(absl::string_view text);
 
 // Convenience accessors for tests: empty / 0 when absent or of another type.
+// JsonUint also takes a decimal string (proto3 JSON's 64-bit integers).
 std::string JsonStr(const JsonMap& object, const std::string& key);
 uint64_t JsonUint(const JsonMap& object, const std::string& key);
 bool JsonBool(const JsonMap& object, const std::string& key);
+bool JsonHas(const JsonMap& object, const std::string& key);
+
+// Which fanin.v1 message a line of `fanin watch -o json` is, by the fields
+// only it has: "event" (seq), "started" (server_epoch), "gap" (first_seq),
+// "heartbeat" (delivered); "" otherwise.
+std::string JsonType(const JsonMap& object);
+// The kind an event object carries: the one member of Event's oneof present
+// ("opened", "data", ..., "readable"); "" when none is.
+std::string JsonKind(const JsonMap& event);
 
 // Standard base64 decoding (the test's own, independent of the client).
 absl::StatusOr<std::string> Base64Decode(absl::string_view text);
