@@ -3,8 +3,11 @@
 #include <algorithm>
 #include <exception>
 #include <limits>
+#include <string>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "prometheus/client_metric.h"
 #include "prometheus/metric_family.h"
@@ -44,10 +47,11 @@ void Single(std::vector<MetricFamily>* out, std::string name, std::string help,
   Sample(&Family(out, std::move(name), std::move(help), type), value);
 }
 
-// Label values for fanin_events_total, by fanin::v1::EventKind number.
-constexpr const char* kKindNames[8] = {"unspecified", "opened",      "data",
-                                       "writable",    "read_closed", "closed",
-                                       "readable",    "other"};
+// The kind label of fanin_events_total: "data" for EVENT_KIND_DATA.
+std::string KindLabel(fanin::v1::EventKind kind) {
+  return absl::AsciiStrToLower(
+      absl::StripPrefix(fanin::v1::EventKind_Name(kind), "EVENT_KIND_"));
+}
 
 }  // namespace
 
@@ -158,8 +162,13 @@ std::vector<MetricFamily> Metrics::Collect() const {
     MetricFamily& events =
         Family(&out, "fanin_events_total", "Events published, by kind.",
                MetricType::Counter);
-    for (int k = 1; k <= 6; ++k) {
-      Sample(&events, h.events_by_kind[k], {{"kind", kKindNames[k]}});
+    for (int k = 0; k < fanin::v1::EventKind_ARRAYSIZE; ++k) {
+      if (!fanin::v1::EventKind_IsValid(k) ||
+          k == fanin::v1::EVENT_KIND_UNSPECIFIED) {
+        continue;
+      }
+      Sample(&events, h.events_by_kind[k],
+             {{"kind", KindLabel(static_cast<fanin::v1::EventKind>(k))}});
     }
     MetricFamily& lost = Family(
         &out, "fanin_events_lost_total",

@@ -1,6 +1,7 @@
 #include "server/fanout/event_hub.h"
 
 #include <algorithm>
+#include <iterator>
 #include <utility>
 
 #include "absl/container/inlined_vector.h"
@@ -142,7 +143,7 @@ uint64_t EventHub::Publish(std::shared_ptr<StoredEvent> event,
     absl::MutexLock lock(&mu_);
     seq = event->seq = ++head_;
     ++published_;
-    ++by_kind_[event->kind & 7];
+    if (fanin::v1::EventKind_IsValid(event->kind)) ++by_kind_[event->kind];
     const size_t cost = event->MemoryBytes();
     history_bytes_ += cost;
     for (const auto& sub : subs_) {
@@ -331,7 +332,7 @@ EventHub::Stats EventHub::GetStats() const {
   for (const auto& sub : subs_) {
     if (sub->lossless) s.lossless_pending_bytes += sub->pending_bytes;
   }
-  for (int i = 0; i < 8; ++i) s.events_by_kind[i] = by_kind_[i];
+  std::copy(std::begin(by_kind_), std::end(by_kind_), s.events_by_kind);
   return s;
 }
 

@@ -101,7 +101,7 @@ class EventHub {
     // Sum over lossless subscriptions of their unread matching bytes.
     size_t lossless_pending_bytes = 0;
     // Published events by fanin::v1::EventKind value.
-    uint64_t events_by_kind[8] = {};
+    uint64_t events_by_kind[fanin::v1::EventKind_ARRAYSIZE] = {};
   };
 
   explicit EventHub(HubOptions options);
@@ -172,7 +172,7 @@ class EventHub {
   uint64_t head_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t published_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t lost_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t by_kind_[8] ABSL_GUARDED_BY(mu_) = {};
+  uint64_t by_kind_[fanin::v1::EventKind_ARRAYSIZE] ABSL_GUARDED_BY(mu_) = {};
   std::vector<std::shared_ptr<Subscription>> subs_ ABSL_GUARDED_BY(mu_);
 
   absl::Mutex observer_mu_;
