@@ -133,6 +133,7 @@ std::vector<MetricFamily> Metrics::Collect() const {
     Sample(&rejected, c.rejected_per_ip,
            {{"reason", "max_connections_per_ip"}});
     Sample(&rejected, c.rejected_poller, {{"reason", "poller"}});
+    Sample(&rejected, c.rejected_out_of_fds, {{"reason", "out_of_fds"}});
     Single(&out, "fanin_accept_errors_total",
            "Connections lost to accept() failures (e.g. shed on EMFILE).",
            MetricType::Counter, c.accept_errors);

@@ -117,7 +117,13 @@ absl::Status FaninCore::Start() {
     info->loop = loops_->loop(static_cast<int>(i % loops_->size()));
     RunOnLoop(info->loop, [&, info] {
       absl::Status s = info->listener->Start(
-          info->loop, [this, info](int fd) { OnAccept(info, fd); });
+          info->loop, [this, info](int fd) { OnAccept(info, fd); },
+          [this, info](int fd) {
+            Reject(info, next_id_.fetch_add(1, std::memory_order_relaxed), fd,
+                   kOutOfFds,
+                   "out of file descriptors (the process's ulimit -n); "
+                   "closed at once");
+          });
       if (!s.ok() && status.ok()) status = s;
     });
   }
@@ -335,8 +341,9 @@ CoreStats FaninCore::GetStats() const {
   s.rejected_max_connections = rejected_[kMaxConnections].load();
   s.rejected_per_ip = rejected_[kPerIp].load();
   s.rejected_poller = rejected_[kPoller].load();
-  s.connections_rejected =
-      s.rejected_max_connections + s.rejected_per_ip + s.rejected_poller;
+  s.rejected_out_of_fds = rejected_[kOutOfFds].load();
+  s.connections_rejected = s.rejected_max_connections + s.rejected_per_ip +
+                           s.rejected_poller + s.rejected_out_of_fds;
   for (const auto& l : listeners_) {
     if (l->listener) s.accept_errors += l->listener->accept_errors();
   }

@@ -68,7 +68,10 @@ struct CoreStats {
   uint64_t rejected_max_connections = 0;
   uint64_t rejected_per_ip = 0;
   uint64_t rejected_poller = 0;  // the poller refused the fd
-  // Lost to accept() failures (EMFILE shedding and the like); not in
+  // Accepted with the reserve descriptor while the process was out of
+  // descriptors (ulimit -n), and closed at once.
+  uint64_t rejected_out_of_fds = 0;
+  // Lost to accept() failures (ENOBUFS and the like); not in
   // connections_rejected since no connection id was given.
   uint64_t accept_errors = 0;
   uint64_t bytes_received = 0;
@@ -121,7 +124,13 @@ class FaninCore {
   FaninCore(CoreOptions options, fanout::EventHub* hub);
   void OnAccept(ListenerInfo* info, int fd);
   void Adopt(Shard* shard, std::unique_ptr<Connection> conn);
-  enum RejectReason { kMaxConnections, kPerIp, kPoller, kNumRejectReasons };
+  enum RejectReason {
+    kMaxConnections,
+    kPerIp,
+    kPoller,
+    kOutOfFds,
+    kNumRejectReasons
+  };
   void Reject(const ListenerInfo* info, uint64_t id, int fd,
               RejectReason reason, const std::string& why);
   void OnPauseChange();

@@ -175,8 +175,8 @@ Listener::Listener(int fd, std::string name, std::string bound_address,
 
 Listener::~Listener() { Close(); }
 
-absl::Status Listener::Start(reactor::EventLoop* loop,
-                             AcceptCallback on_accept) {
+absl::Status Listener::Start(reactor::EventLoop* loop, AcceptCallback on_accept,
+                             ShedCallback on_shed) {
   if (fd_ < 0) {
     return absl::FailedPreconditionError(
         absl::StrCat("listener ", name_, " is closed"));
@@ -189,6 +189,7 @@ absl::Status Listener::Start(reactor::EventLoop* loop,
   if (!s.ok()) return s;
   loop_ = loop;
   on_accept_ = std::move(on_accept);
+  on_shed_ = std::move(on_shed);
   return absl::OkStatus();
 }
 
@@ -262,7 +263,7 @@ void Listener::AcceptSome() {
         // backlog, so whether a client is waiting is not known yet.
         switch (ShedOneConnection()) {
           case Shed::kShed:
-            accept_errors_.fetch_add(1, std::memory_order_relaxed);
+            if (fd_ < 0 || paused_) return;  // the callback closed or paused us
             continue;
           case Shed::kNoneWaiting:
             return;
@@ -296,7 +297,14 @@ Listener::Shed Listener::ShedOneConnection() {
   close(reserve_fd_);
   int fd = accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
   const int accept_errno = errno;
-  if (fd >= 0) close(fd);
+  if (fd >= 0) {
+    if (on_shed_) {
+      on_shed_(fd);  // Reports and closes it.
+    } else {
+      close(fd);
+      accept_errors_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
   reserve_fd_ = OpenReserve();
   if (fd >= 0) return reserve_fd_ >= 0 ? Shed::kShed : Shed::kCannot;
   if (accept_errno == EAGAIN) return Shed::kNoneWaiting;

@@ -27,10 +27,11 @@ namespace fanin::net {
 // rest is picked up through EventLoop::Redispatch).
 //
 // Running out of descriptors (EMFILE/ENFILE) does not make it spin: it keeps
-// one reserved descriptor, and on EMFILE closes it, accepts and closes the
-// pending connection at once (the client sees the connection closed), reopens
-// the reserve and counts the error. Without a reserve it stops accepting for
-// a short back-off. Other accept errors are counted and accepting continues.
+// one reserved descriptor, and on EMFILE closes it, accepts the pending
+// connection with it and sheds it at once (hands it to the shed callback,
+// which reports and closes it, or closes it and counts an accept error), then
+// reopens the reserve. Without a reserve it stops accepting for a short
+// back-off. Other accept errors are counted and accepting continues.
 class Listener : public reactor::IoHandler {
  public:
   static constexpr int kMaxAcceptsPerWakeup = 64;
@@ -45,14 +46,20 @@ class Listener : public reactor::IoHandler {
   // Loop thread; fd is non-blocking and CLOEXEC (TCP_NODELAY on TCP); the
   // callee owns it.
   using AcceptCallback = absl::AnyInvocable<void(int fd)>;
+  // Loop thread: a connection accepted while out of descriptors, to be
+  // reported and closed at once (the callee must close fd before returning:
+  // the reserve descriptor is reopened right after).
+  using ShedCallback = absl::AnyInvocable<void(int fd)>;
 
   // Closes the fd if still open. Destroy on the loop thread, or when the loop
   // is not running.
   ~Listener() override;
 
   // Loop thread: starts accepting on loop. FailedPrecondition if already
-  // started or closed; else the loop's Watch status.
-  absl::Status Start(reactor::EventLoop* loop, AcceptCallback on_accept);
+  // started or closed; else the loop's Watch status. Without on_shed, shed
+  // connections are closed and counted in accept_errors.
+  absl::Status Start(reactor::EventLoop* loop, AcceptCallback on_accept,
+                     ShedCallback on_shed = nullptr);
   // Loop thread (or before Start): stop accepting (the kernel backlog then
   // pushes back on clients).
   void Pause();
@@ -64,8 +71,9 @@ class Listener : public reactor::IoHandler {
   const std::string& name() const { return name_; }
   // The actual address: "127.0.0.1:43211", "[::1]:43211" or "unix:/path".
   const std::string& bound_address() const { return bound_address_; }
-  // Connections lost to accept failures and survived: those shed for want
-  // of descriptors (EMFILE/ENFILE), ENOBUFS/ENOMEM, EPROTO, ... Any thread.
+  // Connections lost to accept failures and survived: ENOBUFS/ENOMEM,
+  // EPROTO, ..., and those shed for want of descriptors (EMFILE/ENFILE) when
+  // there is no shed callback. Any thread.
   uint64_t accept_errors() const {
     return accept_errors_.load(std::memory_order_relaxed);
   }
@@ -95,6 +103,7 @@ class Listener : public reactor::IoHandler {
   const bool is_tcp_;
   reactor::EventLoop* loop_ = nullptr;
   AcceptCallback on_accept_;
+  ShedCallback on_shed_;
   bool paused_ = false;
   bool backing_off_ = false;
   reactor::EventLoop::TimerId backoff_timer_ = 0;
