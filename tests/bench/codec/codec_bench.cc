@@ -8,6 +8,7 @@
 #include "benchmark/benchmark.h"
 #include "server/fanout/event_codec.h"
 #include "server/fanout/stored_event.h"
+#include "server/grpc/batch_encoder.h"
 
 namespace fanin::fanout {
 namespace {
@@ -39,7 +40,7 @@ void BM_AppendBatchResponse(benchmark::State& state) {
   if (state.range(1) == 2) policy.max = 16;
   for (auto _ : state) {
     std::string wire;
-    AppendBatchResponse(events, policy, &wire);
+    grpc_api::AppendBatchResponse(events, policy, &wire);
     benchmark::DoNotOptimize(wire);
   }
   state.SetItemsProcessed(state.iterations() * events.size());
