@@ -7,35 +7,62 @@ and its headers are included as "fanin/v1/fanin.pb.h".
 """
 
 def cc_grpc_proto(name, src, deps = [], visibility = None):
-    """Generates <src>.pb.{h,cc} and <src>.grpc.pb.{h,cc} and wraps them in cc_library `name`.
+    """Generates C++ messages and gRPC stubs for `src` as two cc_library targets.
+
+    - `<name>_cc_proto`: <src>.pb.{h,cc}, the messages only. Depends on protobuf and
+      `deps` (the message libraries of imported .proto files), never on gRPC. Code
+      that only builds or parses messages depends on this one.
+    - `<name>_cc_grpc`: <src>.grpc.pb.{h,cc}, the service stubs. Depends on
+      `<name>_cc_proto` and gRPC. Servers and clients of the service depend on it.
 
     Example:
-        cc_grpc_proto(name = "fanin_cc_grpc", src = "fanin/v1/fanin.proto")
+        cc_grpc_proto(name = "fanin", src = "fanin/v1/fanin.proto")
+        # //proto:fanin_cc_proto and //proto:fanin_cc_grpc
     """
     if not src.endswith(".proto"):
         fail("cc_grpc_proto: src must end with .proto, got " + src)
     base = src[:-len(".proto")]
-    outs = [base + ".pb.h", base + ".pb.cc", base + ".grpc.pb.h", base + ".grpc.pb.cc"]
     pkg = native.package_name()
+    protoc = [
+        "protoc",
+        "--proto_path=" + (pkg or "."),
+    ]
     native.genrule(
-        name = name + "_gen",
+        name = name + "_cc_proto_gen",
         srcs = [src],
-        outs = outs,
-        cmd = " ".join([
-            "protoc",
-            "--proto_path=" + (pkg or "."),
+        outs = [base + ".pb.h", base + ".pb.cc"],
+        cmd = " ".join(protoc + [
             "--cpp_out=$(GENDIR)/" + pkg,
+            "$(location " + src + ")",
+        ]),
+    )
+    native.genrule(
+        name = name + "_cc_grpc_gen",
+        srcs = [src],
+        outs = [base + ".grpc.pb.h", base + ".grpc.pb.cc"],
+        cmd = " ".join(protoc + [
             "--grpc_out=$(GENDIR)/" + pkg,
             "--plugin=protoc-gen-grpc=$$(command -v grpc_cpp_plugin)",
             "$(location " + src + ")",
         ]),
     )
     native.cc_library(
-        name = name,
-        srcs = [base + ".pb.cc", base + ".grpc.pb.cc"],
-        hdrs = [base + ".pb.h", base + ".grpc.pb.h"],
+        name = name + "_cc_proto",
+        srcs = [base + ".pb.cc"],
+        hdrs = [base + ".pb.h"],
         includes = ["."],
-        deps = deps + ["@system//:grpc"],
+        deps = deps + ["@system//:protobuf"],
+        visibility = visibility,
+    )
+    native.cc_library(
+        name = name + "_cc_grpc",
+        srcs = [base + ".grpc.pb.cc"],
+        hdrs = [base + ".grpc.pb.h"],
+        includes = ["."],
+        deps = [
+            ":" + name + "_cc_proto",
+            "@system//:grpc",
+        ],
         visibility = visibility,
     )
 

@@ -1,55 +1,63 @@
 #include "server/fanout/event_codec.h"
 
 #include <algorithm>
+#include <memory>
+
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/wire_format_lite.h"
 
 namespace fanin::fanout {
 namespace {
 
-// Protobuf wire format, by hand: the batch is built for every subscriber on
-// every write, and going through message objects would copy each payload twice.
-constexpr uint8_t kLen = 2;
-constexpr uint8_t kVarint = 0;
-constexpr uint8_t kFixed64 = 1;
+using fanin::v1::Data;
+using fanin::v1::Event;
+using google::protobuf::internal::WireFormatLite;
+using google::protobuf::io::CodedOutputStream;
 
-constexpr uint8_t Tag(int field, uint8_t wire_type) {
-  return static_cast<uint8_t>((field << 3) | wire_type);
-}
+constexpr uint32_t kSeqTag = WireFormatLite::MakeTag(
+    Event::kSeqFieldNumber, WireFormatLite::WIRETYPE_VARINT);
+constexpr uint32_t kDataTag = WireFormatLite::MakeTag(
+    Event::kDataFieldNumber, WireFormatLite::WIRETYPE_LENGTH_DELIMITED);
+constexpr uint32_t kPayloadTag = WireFormatLite::MakeTag(
+    Data::kPayloadFieldNumber, WireFormatLite::WIRETYPE_LENGTH_DELIMITED);
+constexpr uint32_t kSizeTag = WireFormatLite::MakeTag(
+    Data::kSizeFieldNumber, WireFormatLite::WIRETYPE_VARINT);
 
-size_t VarintSize(uint64_t v) {
-  size_t n = 1;
-  while (v >= 0x80) {
-    v >>= 7;
-    ++n;
+// Protobuf's array writers fill a small stack buffer that is then appended to
+// the string: streaming into a std::string through a ZeroCopyOutputStream
+// resizes (zero-fills) it first, which would double the memory traffic of
+// every payload copied on this path.
+class Scratch {
+ public:
+  // Enough for the largest run written at once: three tags with a varint or
+  // fixed64 each (e.g. a field's tag and length, then seq).
+  static constexpr size_t kBytes = 3 * (5 + 10);
+
+  uint8_t* pos() { return pos_; }
+  void Advance(uint8_t* end) { pos_ = end; }
+  void AppendTo(std::string* out) {
+    out->append(reinterpret_cast<const char*>(buf_), pos_ - buf_);
+    pos_ = buf_;
   }
-  return n;
+
+ private:
+  uint8_t buf_[kBytes];
+  uint8_t* pos_ = buf_;
+};
+
+size_t TagAndVarintSize(uint32_t tag, uint64_t value) {
+  return CodedOutputStream::VarintSize32(tag) +
+         WireFormatLite::UInt64Size(value);
 }
 
-void PutVarint(uint64_t v, std::string* out) {
-  char buf[10];
-  size_t n = 0;
-  while (v >= 0x80) {
-    buf[n++] = static_cast<char>(v | 0x80);
-    v >>= 7;
-  }
-  buf[n++] = static_cast<char>(v);
-  out->append(buf, n);
-}
-
-void PutFixed64(uint64_t v, std::string* out) {
-  char buf[8];
-  for (int i = 0; i < 8; ++i) buf[i] = static_cast<char>(v >> (8 * i));
-  out->append(buf, 8);
-}
-
-void PutTag(uint8_t tag, std::string* out) {
-  out->push_back(static_cast<char>(tag));
-}
-
-// Data{payload = first `keep` bytes, size} as the inner message bytes' size.
+// Length of Data{payload = `keep` bytes, size}, proto3 (zero fields omitted).
 size_t DataInnerSize(size_t keep, uint32_t size) {
   size_t n = 0;
-  if (keep > 0) n += 1 + VarintSize(keep) + keep;
-  if (size > 0) n += 1 + VarintSize(size);
+  if (keep > 0) {
+    n += CodedOutputStream::VarintSize32(kPayloadTag) +
+         WireFormatLite::LengthDelimitedSize(keep);
+  }
+  if (size > 0) n += TagAndVarintSize(kSizeTag, size);
   return n;
 }
 
@@ -59,37 +67,62 @@ size_t KeptPayload(const StoredEvent& e, const PayloadPolicy& p) {
   return e.data_size;
 }
 
-// Size of Event{seq, body'} where body' is body with the payload cut.
-size_t EventSize(const StoredEvent& e, const PayloadPolicy& p) {
-  size_t seq = 1 + VarintSize(e.seq);
-  if (p.Unchanged(e)) return seq + e.body.size();
-  size_t inner = DataInnerSize(KeptPayload(e, p), e.data_size);
-  return seq + e.data_field_offset + 1 + VarintSize(inner) + inner;
+// Writes Data's tag and length and, when `keep` > 0, the payload's tag and
+// length: what comes before the payload bytes.
+uint8_t* WriteDataHead(size_t keep, uint32_t size, uint8_t* p) {
+  p = CodedOutputStream::WriteTagToArray(kDataTag, p);
+  p = CodedOutputStream::WriteVarint32ToArray(
+      static_cast<uint32_t>(DataInnerSize(keep, size)), p);
+  if (keep > 0) {
+    p = CodedOutputStream::WriteTagToArray(kPayloadTag, p);
+    p = CodedOutputStream::WriteVarint32ToArray(static_cast<uint32_t>(keep), p);
+  }
+  return p;
 }
 
-void PutEvent(const StoredEvent& e, const PayloadPolicy& p, std::string* out) {
-  PutTag(Tag(1, kVarint), out);
-  PutVarint(e.seq, out);
+uint8_t* WriteDataSize(uint32_t size, uint8_t* p) {
+  if (size == 0) return p;
+  return WireFormatLite::WriteUInt32ToArray(Data::kSizeFieldNumber, size, p);
+}
+
+}  // namespace
+
+size_t EventByteSize(const StoredEvent& e, const PayloadPolicy& p) {
+  const size_t seq = e.seq == 0 ? 0 : TagAndVarintSize(kSeqTag, e.seq);
+  if (p.Unchanged(e)) return seq + e.body.size();
+  const size_t inner = DataInnerSize(KeptPayload(e, p), e.data_size);
+  return seq + e.data_field_offset + CodedOutputStream::VarintSize32(kDataTag) +
+         WireFormatLite::LengthDelimitedSize(inner);
+}
+
+void AppendEventField(int field_number, const StoredEvent& e,
+                      const PayloadPolicy& p, std::string* out) {
+  Scratch s;
+  uint8_t* pos = WireFormatLite::WriteTagToArray(
+      field_number, WireFormatLite::WIRETYPE_LENGTH_DELIMITED, s.pos());
+  pos = CodedOutputStream::WriteVarint32ToArray(
+      static_cast<uint32_t>(EventByteSize(e, p)), pos);
+  if (e.seq != 0) {
+    pos =
+        WireFormatLite::WriteUInt64ToArray(Event::kSeqFieldNumber, e.seq, pos);
+  }
+  s.Advance(pos);
+  s.AppendTo(out);
   if (p.Unchanged(e)) {
     out->append(e.body);
     return;
   }
-  size_t keep = KeptPayload(e, p);
+  // Fields before Data as stored, then Data again with the payload cut.
+  const size_t keep = KeptPayload(e, p);
   out->append(e.body, 0, e.data_field_offset);
-  PutTag(Tag(11, kLen), out);
-  PutVarint(DataInnerSize(keep, e.data_size), out);
+  s.Advance(WriteDataHead(keep, e.data_size, s.pos()));
   if (keep > 0) {
-    PutTag(Tag(1, kLen), out);
-    PutVarint(keep, out);
+    s.AppendTo(out);
     out->append(e.body, e.payload_offset, keep);
   }
-  if (e.data_size > 0) {
-    PutTag(Tag(2, kVarint), out);
-    PutVarint(e.data_size, out);
-  }
+  s.Advance(WriteDataSize(e.data_size, s.pos()));
+  s.AppendTo(out);
 }
-
-}  // namespace
 
 std::shared_ptr<StoredEvent> MakeDataEvent(uint64_t connection_id,
                                            uint32_t listener,
@@ -102,31 +135,61 @@ std::shared_ptr<StoredEvent> MakeDataEvent(uint64_t connection_id,
   e->kind = fanin::v1::EVENT_KIND_DATA;
   e->time_unix_nano = time_unix_nano;
   e->data_size = static_cast<uint32_t>(payload.size());
-  std::string& b = e->body;
-  size_t inner = DataInnerSize(payload.size(), e->data_size);
-  b.reserve(9 + 11 + 1 + 5 + listener_name.size() + 1 + 5 + inner);
-  PutTag(Tag(2, kFixed64), &b);
-  PutFixed64(static_cast<uint64_t>(time_unix_nano), &b);
-  PutTag(Tag(3, kVarint), &b);
-  PutVarint(connection_id, &b);
+  const auto time = static_cast<uint64_t>(time_unix_nano);
+
+  // Fields in number order, zeros omitted: protobuf's own serialization.
+  size_t head = 0;
+  if (time != 0) {
+    head += CodedOutputStream::VarintSize32(
+                WireFormatLite::MakeTag(Event::kTimeUnixNanoFieldNumber,
+                                        WireFormatLite::WIRETYPE_FIXED64)) +
+            WireFormatLite::kFixed64Size;
+  }
+  if (connection_id != 0) {
+    head +=
+        CodedOutputStream::VarintSize32(WireFormatLite::MakeTag(
+            Event::kConnectionIdFieldNumber, WireFormatLite::WIRETYPE_VARINT)) +
+        WireFormatLite::UInt64Size(connection_id);
+  }
   if (!listener_name.empty()) {
-    PutTag(Tag(4, kLen), &b);
-    PutVarint(listener_name.size(), &b);
-    b.append(listener_name.data(), listener_name.size());
+    head += CodedOutputStream::VarintSize32(WireFormatLite::MakeTag(
+                Event::kListenerFieldNumber,
+                WireFormatLite::WIRETYPE_LENGTH_DELIMITED)) +
+            WireFormatLite::LengthDelimitedSize(listener_name.size());
   }
+  const size_t inner = DataInnerSize(payload.size(), e->data_size);
+  std::string& b = e->body;
+  b.reserve(head + CodedOutputStream::VarintSize32(kDataTag) +
+            WireFormatLite::LengthDelimitedSize(inner));
+
+  Scratch s;
+  uint8_t* p = s.pos();
+  if (time != 0) {
+    p = WireFormatLite::WriteFixed64ToArray(Event::kTimeUnixNanoFieldNumber,
+                                            time, p);
+  }
+  if (connection_id != 0) {
+    p = WireFormatLite::WriteUInt64ToArray(Event::kConnectionIdFieldNumber,
+                                           connection_id, p);
+  }
+  if (!listener_name.empty()) {
+    p = WireFormatLite::WriteTagToArray(
+        Event::kListenerFieldNumber, WireFormatLite::WIRETYPE_LENGTH_DELIMITED,
+        p);
+    p = CodedOutputStream::WriteVarint32ToArray(
+        static_cast<uint32_t>(listener_name.size()), p);
+  }
+  s.Advance(p);
+  s.AppendTo(&b);
+  b.append(listener_name.data(), listener_name.size());
+
   e->data_field_offset = static_cast<uint32_t>(b.size());
-  PutTag(Tag(11, kLen), &b);
-  PutVarint(inner, &b);
-  if (!payload.empty()) {
-    PutTag(Tag(1, kLen), &b);
-    PutVarint(payload.size(), &b);
-    e->payload_offset = static_cast<uint32_t>(b.size());
-    b.append(payload.data(), payload.size());
-    PutTag(Tag(2, kVarint), &b);
-    PutVarint(payload.size(), &b);
-  } else {
-    e->payload_offset = static_cast<uint32_t>(b.size());
-  }
+  s.Advance(WriteDataHead(payload.size(), e->data_size, s.pos()));
+  s.AppendTo(&b);
+  e->payload_offset = static_cast<uint32_t>(b.size());
+  b.append(payload.data(), payload.size());
+  s.Advance(WriteDataSize(e->data_size, s.pos()));
+  s.AppendTo(&b);
   return e;
 }
 
@@ -166,29 +229,6 @@ std::shared_ptr<StoredEvent> MakeEvent(const fanin::v1::Event& event,
   copy.clear_seq();
   copy.SerializeToString(&e->body);
   return e;
-}
-
-void AppendBatchResponse(const std::vector<EventPtr>& events,
-                         const PayloadPolicy& policy, std::string* out) {
-  size_t batch = 0;
-  for (const EventPtr& e : events) {
-    size_t n = EventSize(*e, policy);
-    batch += 1 + VarintSize(n) + n;
-  }
-  out->reserve(out->size() + 1 + VarintSize(batch) + batch);
-  PutTag(Tag(2, kLen), out);  // SubscribeResponse.batch
-  PutVarint(batch, out);
-  for (const EventPtr& e : events) {
-    PutTag(Tag(1, kLen), out);  // EventBatch.events
-    PutVarint(EventSize(*e, policy), out);
-    PutEvent(*e, policy, out);
-  }
-}
-
-bool DecodeEvent(const StoredEvent& event, fanin::v1::Event* out) {
-  if (!out->ParseFromString(event.body)) return false;
-  out->set_seq(event.seq);
-  return true;
 }
 
 }  // namespace fanin::fanout

@@ -1,11 +1,17 @@
-// Encodes SubscribeResponse messages straight from StoredEvents, so a batch
-// costs one copy of each event's pre-encoded body.
+// Encodes one StoredEvent as a serialized fanin.v1.Event: `seq` followed by
+// the body that MakeDataEvent / MakeEvent encoded once, with a subscriber's
+// payload policy applied. Framing events into a SubscribeResponse belongs to
+// the gRPC layer (server/grpc/batch_encoder.h).
+//
+// Example (what the batch encoder does per event):
+//   AppendEventField(fanin::v1::EventBatch::kEventsFieldNumber, *e, policy,
+//                    &out);
 #ifndef FANIN_SERVER_FANOUT_EVENT_CODEC_H_
 #define FANIN_SERVER_FANOUT_EVENT_CODEC_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
-#include <vector>
 
 #include "fanin/v1/fanin.pb.h"
 #include "server/fanout/stored_event.h"
@@ -23,12 +29,19 @@ struct PayloadPolicy {
   }
 };
 
-// Appends a serialized SubscribeResponse{batch{events}} to *out.
-void AppendBatchResponse(const std::vector<EventPtr>& events,
-                         const PayloadPolicy& policy, std::string* out);
+// Length in bytes of the encoded Event: Event{seq, body} with the policy
+// applied, without any tag or length of an enclosing field. Cheap: no
+// encoding, no allocation.
+size_t EventByteSize(const StoredEvent& event, const PayloadPolicy& policy);
 
-// Decodes one stored event back into a message (for tests and slow paths).
-bool DecodeEvent(const StoredEvent& event, fanin::v1::Event* out);
+// Appends the event as field `field_number` of an enclosing message: the
+// tag, EventByteSize(event, policy) as the length, then the Event. The body
+// is copied as stored unless the policy cuts or omits this event's payload;
+// then only its Data field is encoded again. The bytes are what protobuf's own
+// serialization of the same Event gives. Tag, length and seq go out in one
+// append, so an unchanged event costs two.
+void AppendEventField(int field_number, const StoredEvent& event,
+                      const PayloadPolicy& policy, std::string* out);
 
 }  // namespace fanin::fanout
 

@@ -3,8 +3,9 @@
 //
 // The publisher (a reactor loop) encodes every field of fanin.v1.Event except
 // `seq` into `body` once; EventHub assigns `seq`; each subscriber's batch is
-// then built by copying bodies (see event_codec.h). Only subscribers that cut
-// or omit payloads re-encode the Data part, using the offsets kept here.
+// then built by copying bodies (event_codec.h encodes one event; the gRPC
+// layer frames the batch). Only subscribers that cut or omit payloads
+// re-encode the Data part, using the offsets kept here.
 #ifndef FANIN_SERVER_FANOUT_STORED_EVENT_H_
 #define FANIN_SERVER_FANOUT_STORED_EVENT_H_
 
@@ -28,7 +29,7 @@ struct StoredEvent {
   uint32_t data_field_offset = 0;
   uint32_t payload_offset = 0;
   int64_t time_unix_nano = 0;
-  // Event fields 2..15 in protobuf wire format (everything but seq).
+  // Event fields 2..15 as protobuf serializes them (everything but seq).
   std::string body;
 
   absl::string_view payload() const {

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "server/grpc/batch_encoder.h"
 
 namespace fanin::grpc_api {
 namespace {
@@ -71,7 +72,7 @@ grpc::Slice BatchCache::Encode(const std::string& class_key,
   // Encode outside the lock; two streams racing both encode, which is
   // correct (the bytes are equal) and only costs the work saved otherwise.
   std::string wire;
-  fanout::AppendBatchResponse(events, policy, &wire);
+  AppendBatchResponse(events, policy, &wire);
   encodes_.fetch_add(1, std::memory_order_relaxed);
   grpc::Slice slice = SliceOwning(std::move(wire));
   if (!cacheable || slice.size() > max_bytes_) return slice;

@@ -1,7 +1,7 @@
 // FaninService: the fanin.v1.FanIn gRPC service on the callback API.
 //
 // Subscribe is a raw (ByteBuffer) streaming method so that batches are built
-// straight from the hub's pre-encoded events (see fanout/event_codec.h). Each
+// straight from the hub's pre-encoded events (see batch_encoder.h). Each
 // stream keeps exactly one write in flight: when a write completes it reads
 // the next batch from its hub subscription; when there is nothing to read it
 // parks and the hub wakes it on the next matching event. A batch therefore

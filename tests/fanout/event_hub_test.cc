@@ -1,4 +1,4 @@
-// EventHub and the batch codec: sequencing, filters, exact loss accounting,
+// EventHub and the event codec: sequencing, filters, exact loss accounting,
 // lossless overflow and pause, resume, waking.
 #include "server/fanout/event_hub.h"
 
@@ -43,19 +43,21 @@ std::shared_ptr<EventHub::Subscription> Sub(EventHub& hub,
   return *sub;
 }
 
-TEST(EventCodec, BatchDecodesWithPayloadPolicies) {
+TEST(EventCodec, EventDecodesWithPayloadPolicies) {
   auto e = Data(7, std::string("ab\0cdef", 7));
   e->seq = 99;
-  std::vector<EventPtr> events = {e, Opened(8)};
-  const_cast<StoredEvent&>(*events[1]).seq = 100;
+  auto o = Opened(8);
+  o->seq = 100;
   for (PayloadPolicy p : {PayloadPolicy{}, PayloadPolicy{.omit = true},
                           PayloadPolicy{.max = 3}}) {
+    // As the two events of an EventBatch.
     std::string wire;
-    AppendBatchResponse(events, p, &wire);
-    fanin::v1::SubscribeResponse resp;
-    ASSERT_TRUE(resp.ParseFromString(wire));
-    ASSERT_EQ(resp.batch().events_size(), 2);
-    const auto& d = resp.batch().events(0);
+    AppendEventField(fanin::v1::EventBatch::kEventsFieldNumber, *e, p, &wire);
+    AppendEventField(fanin::v1::EventBatch::kEventsFieldNumber, *o, p, &wire);
+    fanin::v1::EventBatch batch;
+    ASSERT_TRUE(batch.ParseFromString(wire));
+    ASSERT_EQ(batch.events_size(), 2);
+    const fanin::v1::Event& d = batch.events(0);
     EXPECT_EQ(d.seq(), 99u);
     EXPECT_EQ(d.connection_id(), 7u);
     EXPECT_EQ(d.listener(), "default");
@@ -64,8 +66,9 @@ TEST(EventCodec, BatchDecodesWithPayloadPolicies) {
                        : p.max ? "ab" + std::string(1, '\0')
                                : std::string("ab\0cdef", 7);
     EXPECT_EQ(d.data().payload(), want);
-    EXPECT_EQ(resp.batch().events(1).seq(), 100u);
-    EXPECT_EQ(resp.batch().events(1).opened().remote_address(), "127.0.0.1:1");
+    const fanin::v1::Event& opened = batch.events(1);
+    EXPECT_EQ(opened.seq(), 100u);
+    EXPECT_EQ(opened.opened().remote_address(), "127.0.0.1:1");
   }
 }
 

@@ -34,6 +34,7 @@ WRITE_CLOSE = "//tests/server:write_close_test"
 PULL = "//tests/server:pull_test"
 LIMITS = "//tests/server:limits_test"
 HUB = "//tests/fanout:event_hub_test"
+CODEC = "//tests/fanout:event_codec_test"
 
 # name, promise, file, find (must occur exactly once), replace, tests, filter
 FAULTS = [
@@ -84,7 +85,7 @@ FAULTS = [
          file="server/fanout/event_codec.cc",
          find="if (p.max != 0) return std::min<size_t>(p.max, e.data_size);",
          replace="if (p.max != 0) return std::min<size_t>(p.max + 1, e.data_size);",
-         tests=[STREAM, HUB], filter="*FiltersAndPayloadOptions*:*EventCodec*"),
+         tests=[STREAM, HUB, CODEC], filter="*FiltersAndPayloadOptions*:*EventCodec*"),
     dict(name="resume-one-late",
          promise="resume_after_seq continues with the next event",
          file="server/fanout/event_hub.cc",

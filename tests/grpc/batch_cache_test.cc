@@ -9,8 +9,8 @@
 #include "absl/strings/str_cat.h"
 #include "fanin/v1/fanin.pb.h"
 #include "gtest/gtest.h"
-#include "server/fanout/event_codec.h"
 #include "server/fanout/filter.h"
+#include "server/grpc/batch_encoder.h"
 
 namespace fanin::grpc_api {
 namespace {
@@ -35,7 +35,7 @@ std::string Bytes(const grpc::Slice& s) {
 std::string Expected(const std::vector<EventPtr>& events,
                      const fanout::PayloadPolicy& policy) {
   std::string wire;
-  fanout::AppendBatchResponse(events, policy, &wire);
+  AppendBatchResponse(events, policy, &wire);
   return wire;
 }
 
