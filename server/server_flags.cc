@@ -252,7 +252,12 @@ absl::StatusOr<ServerFlags> ParseServerFlags(int argc, char** argv) {
   if (c.service.heartbeat_interval <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--heartbeat_interval must be positive");
   }
-  c.grpc_address = absl::GetFlag(FLAGS_grpc_address);
+  auto grpc_address = net::Endpoint::Parse(absl::GetFlag(FLAGS_grpc_address));
+  if (!grpc_address.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--grpc_address: ", grpc_address.status().message()));
+  }
+  c.grpc_address = *grpc_address;
   c.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
   if (c.drain_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--drain_timeout must be positive");
@@ -275,7 +280,17 @@ absl::StatusOr<ServerFlags> ParseServerFlags(int argc, char** argv) {
         absl::StrCat("--tls_client_role: ", role.status().message()));
   }
   c.auth.cert_default_role = *role;
-  c.metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  if (!absl::GetFlag(FLAGS_metrics_address).empty()) {
+    auto metrics = net::Endpoint::Parse(absl::GetFlag(FLAGS_metrics_address));
+    if (metrics.ok() && metrics->family == net::Endpoint::Family::kUnix) {
+      metrics = absl::InvalidArgumentError("a unix socket is not supported");
+    }
+    if (!metrics.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--metrics_address: ", metrics.status().message()));
+    }
+    c.metrics_address = *metrics;
+  }
   c.watchdog.stuck_after = absl::GetFlag(FLAGS_watchdog_timeout);
   if (c.watchdog.stuck_after <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--watchdog_timeout must be positive");
