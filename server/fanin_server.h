@@ -36,6 +36,7 @@ namespace fanin {
 // PEM files for gRPC over TLS. All empty: plaintext (the default, for a
 // sidecar or a unix socket). cert and key go together; client_ca turns on
 // mutual TLS (client certificates required and verified against it).
+// Which combinations make sense is checked with the flags (server_flags.h).
 struct TlsFiles {
   std::string cert_file;
   std::string key_file;
