@@ -185,9 +185,8 @@ constexpr char kUsage[] =
     "               [--grpc_address=HOST:PORT] [--poller=epoll|epoll-edge|"
     "poll|select] [flags]\n"
     "\n"
-    "  --listen  raw listener, repeatable (default: default=127.0.0.1:7070)\n"
-    "  --pull    put listener NAME in pull mode (Readable + Read), repeatable\n"
-    "Every flag may also be set as FANIN_<FLAG> in the environment.";
+    "--listen and --pull repeat. Every flag may also be set as FANIN_<FLAG> in "
+    "the\nenvironment (the command line wins).";
 
 // fanin's own flags are those defined in this file; the rest (--help,
 // --flagfile, ...) are Abseil's and go to absl::ParseCommandLine.
