@@ -5,7 +5,6 @@
 #include <thread>
 
 #include "absl/status/status.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -34,11 +33,8 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials(
       tls.client_ca_file.empty()) {
     return grpc::InsecureServerCredentials();
   }
-  if (tls.cert_file.empty() || tls.key_file.empty()) {
-    return absl::InvalidArgumentError(
-        "--tls_cert and --tls_key go together (and --tls_client_ca needs "
-        "both)");
-  }
+  // Which files go together is checked with the flags
+  // (ServerFlagsFromValues); here a missing one is one that cannot be read.
   auto cert = ReadPem("tls_cert", tls.cert_file);
   if (!cert.ok()) return cert.status();
   auto key = ReadPem("tls_key", tls.key_file);
@@ -98,26 +94,24 @@ absl::StatusOr<std::unique_ptr<FaninServer>> FaninServer::Start(
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(c.grpc_address, *credentials, &port);
+  const std::string grpc_address = c.grpc_address.ToString();
+  builder.AddListeningPort(grpc_address, *credentials, &port);
   builder.RegisterService(server->service_.get());
   builder.SetMaxReceiveMessageSize(c.max_grpc_message_bytes);
   builder.SetMaxSendMessageSize(c.max_grpc_message_bytes);
   server->server_ = builder.BuildAndStart();
-  const bool is_unix = absl::StartsWith(c.grpc_address, "unix:");
+  const bool is_unix = c.grpc_address.family == net::Endpoint::Family::kUnix;
   if (server->server_ == nullptr || (!is_unix && port == 0)) {
     return absl::UnavailableError(absl::StrCat(
-        "cannot serve gRPC on ", c.grpc_address,
+        "cannot serve gRPC on ", grpc_address,
         " (address in use or not valid? try --grpc_address=127.0.0.1:0)"));
   }
   // The health service starts out SERVING; it must not say so before the
   // loops run.
   server->UpdateHealth();
-  if (is_unix) {
-    server->grpc_address_ = c.grpc_address;
-  } else {
-    std::string host = c.grpc_address.substr(0, c.grpc_address.rfind(':'));
-    server->grpc_address_ = absl::StrCat(host, ":", port);
-  }
+  net::Endpoint bound = c.grpc_address;
+  if (!is_unix) bound.port = port;
+  server->grpc_address_ = bound.ToString();
   absl::Status started = server->core_->Start();
   if (!started.ok()) return started;
 
@@ -136,8 +130,8 @@ absl::StatusOr<std::unique_ptr<FaninServer>> FaninServer::Start(
                                 .auth = server->auth_.get(),
                                 .watchdog = server->watchdog_.get(),
                                 .serving = [self] { return self->serving(); }});
-  if (!c.metrics_address.empty()) {
-    absl::Status metrics = server->metrics_->Serve(c.metrics_address);
+  if (c.metrics_address.has_value()) {
+    absl::Status metrics = server->metrics_->Serve(*c.metrics_address);
     if (!metrics.ok()) return metrics;
   }
   {

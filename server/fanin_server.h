@@ -4,8 +4,8 @@
 //
 // Example:
 //   ServerConfig config;
-//   config.core.listen = {{"default", "127.0.0.1:0"}};
-//   config.grpc_address = "127.0.0.1:0";
+//   config.core.listen = {{"default", net::Endpoint::Loopback(0)}};
+//   config.grpc_address = net::Endpoint::Loopback(0);
 //   auto server = FaninServer::Start(std::move(config));
 //   std::string target = (*server)->grpc_address();  // "127.0.0.1:41234"
 //   (*server)->Shutdown();
@@ -13,6 +13,7 @@
 #define FANIN_SERVER_FANIN_SERVER_H_
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -27,6 +28,7 @@
 #include "server/grpc/auth.h"
 #include "server/grpc/fanin_service.h"
 #include "server/metrics.h"
+#include "server/net/address.h"
 #include "server/reactor/watchdog.h"
 
 namespace fanin {
@@ -34,6 +36,7 @@ namespace fanin {
 // PEM files for gRPC over TLS. All empty: plaintext (the default, for a
 // sidecar or a unix socket). cert and key go together; client_ca turns on
 // mutual TLS (client certificates required and verified against it).
+// Which combinations make sense is checked with the flags (server_flags.h).
 struct TlsFiles {
   std::string cert_file;
   std::string key_file;
@@ -44,12 +47,13 @@ struct ServerConfig {
   core::CoreOptions core;
   fanout::HubOptions hub;
   grpc_api::ServiceOptions service;
-  std::string grpc_address = "127.0.0.1:50051";
+  // gRPC's address; a unix endpoint serves on that socket path.
+  net::Endpoint grpc_address = net::Endpoint::Loopback(50051);
   TlsFiles tls;
   // Access control (see ops/auth.h); auth.mtls is set from tls.client_ca_file.
   grpc_api::AuthOptions auth;
-  // "HOST:PORT" for the Prometheus endpoint (/metrics); empty: none.
-  std::string metrics_address;
+  // The Prometheus endpoint (/metrics), TCP only; none when unset.
+  std::optional<net::Endpoint> metrics_address;
   reactor::Watchdog::Options watchdog;
   // Bound on the whole graceful shutdown.
   absl::Duration drain_timeout = absl::Seconds(10);

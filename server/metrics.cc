@@ -66,22 +66,27 @@ Metrics::Metrics() : latency_buckets_(LatencyBuckets().size() + 1) {}
 
 Metrics::~Metrics() { Stop(); }
 
-absl::Status Metrics::Serve(const std::string& address) {
+absl::Status Metrics::Serve(const net::Endpoint& address) {
   if (exposer_ != nullptr) {
     return absl::FailedPreconditionError("metrics endpoint already serving");
   }
+  if (address.family == net::Endpoint::Family::kUnix) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics address ", address.ToString(),
+                     ": a unix socket is not supported; want HOST:PORT"));
+  }
   // civetweb reports a failed bind by throwing; nothing else here throws.
   try {
-    exposer_ = std::make_unique<prometheus::Exposer>(address, 2);
+    exposer_ = std::make_unique<prometheus::Exposer>(address.ToString(), 2);
   } catch (const std::exception& e) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot serve metrics on ", address, ": ", e.what(),
-                     " (address in use or not valid? it takes HOST:PORT)"));
+    return absl::UnavailableError(absl::StrCat("cannot serve metrics on ",
+                                               address.ToString(), ": ",
+                                               e.what(), " (address in use?)"));
   }
   std::vector<int> ports = exposer_->GetListeningPorts();
-  std::string host = address.substr(0, address.rfind(':'));
-  if (host.empty()) host = "0.0.0.0";
-  bound_address_ = absl::StrCat(host, ":", ports.empty() ? 0 : ports[0]);
+  net::Endpoint bound = address;
+  bound.port = ports.empty() ? 0 : ports[0];
+  bound_address_ = bound.ToString();
   exposer_->RegisterCollectable(
       std::static_pointer_cast<prometheus::Collectable>(shared_from_this()),
       "/metrics");

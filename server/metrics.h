@@ -21,7 +21,7 @@
 // Example:
 //   auto metrics = std::make_shared<Metrics>();
 //   metrics->SetSources({.core = core, .hub = hub, ...});
-//   absl::Status s = metrics->Serve("0.0.0.0:9464");
+//   absl::Status s = metrics->Serve(*net::Endpoint::Parse("0.0.0.0:9464"));
 //
 // Owned by a shared_ptr (Serve registers a weak reference). Thread-safe after
 // SetSources (which must come before Serve). Call Stop() before the last
@@ -43,6 +43,7 @@
 #include "server/fanout/event_hub.h"
 #include "server/grpc/auth.h"
 #include "server/grpc/fanin_service.h"
+#include "server/net/address.h"
 #include "server/reactor/watchdog.h"
 
 namespace fanin {
@@ -66,9 +67,9 @@ class Metrics : public prometheus::Collectable,
   ~Metrics() override;
 
   void SetSources(Sources sources) { sources_ = std::move(sources); }
-  // Starts the HTTP endpoint on "HOST:PORT" (port 0 picks a free one).
-  // UNAVAILABLE when it cannot bind.
-  absl::Status Serve(const std::string& address);
+  // Starts the HTTP endpoint on a TCP endpoint (port 0 picks a free one).
+  // INVALID_ARGUMENT for a unix endpoint, UNAVAILABLE when it cannot bind.
+  absl::Status Serve(const net::Endpoint& address);
   // "127.0.0.1:9464" once serving; empty before.
   const std::string& bound_address() const { return bound_address_; }
   // Stops the endpoint; idempotent.

@@ -1,8 +1,11 @@
 #include "server/server_flags.h"
 
+#include <algorithm>
 #include <cstdlib>
-#include <cstring>
+#include <map>
+#include <set>
 
+#include "absl/base/call_once.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
@@ -13,75 +16,161 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "server/base/log.h"
-#include "server/grpc/auth.h"
-#include "server/net/address.h"
-#include "server/reactor/poller.h"
 
-ABSL_FLAG(std::string, grpc_address, "127.0.0.1:50051",
+// Abseil flag marshalling for the enum flags, in the enums' namespaces so
+// ABSL_FLAG finds them. They live here, with the flags, rather than in the
+// layers that own the enums: only the flags spell them.
+namespace fanin::reactor {
+bool AbslParseFlag(absl::string_view text, PollerKind* kind,
+                   std::string* error) {
+  absl::StatusOr<PollerKind> parsed = ParsePollerKind(text);
+  if (!parsed.ok()) {
+    *error = std::string(parsed.status().message());
+    return false;
+  }
+  *kind = *parsed;
+  return true;
+}
+std::string AbslUnparseFlag(PollerKind kind) {
+  return std::string(PollerKindName(kind));
+}
+}  // namespace fanin::reactor
+
+namespace fanin::base {
+bool AbslParseFlag(absl::string_view text, LogLevel* level,
+                   std::string* error) {
+  absl::StatusOr<LogLevel> parsed = ParseLogLevel(text);
+  if (!parsed.ok()) {
+    *error = std::string(parsed.status().message());
+    return false;
+  }
+  *level = *parsed;
+  return true;
+}
+std::string AbslUnparseFlag(LogLevel level) {
+  switch (level) {
+    case LogLevel::kDebug:
+      return "debug";
+    case LogLevel::kInfo:
+      return "info";
+    case LogLevel::kWarning:
+      return "warning";
+    case LogLevel::kError:
+      return "error";
+  }
+  return "info";
+}
+bool AbslParseFlag(absl::string_view text, LogFormat* format,
+                   std::string* error) {
+  absl::StatusOr<LogFormat> parsed = ParseLogFormat(text);
+  if (!parsed.ok()) {
+    *error = std::string(parsed.status().message());
+    return false;
+  }
+  *format = *parsed;
+  return true;
+}
+std::string AbslUnparseFlag(LogFormat format) {
+  return format == LogFormat::kJson ? "json" : "text";
+}
+}  // namespace fanin::base
+
+namespace fanin::grpc_api {
+bool AbslParseFlag(absl::string_view text, Role* role, std::string* error) {
+  absl::StatusOr<Role> parsed = ParseRole(text);
+  if (!parsed.ok()) {
+    *error = std::string(parsed.status().message());
+    return false;
+  }
+  *role = *parsed;
+  return true;
+}
+std::string AbslUnparseFlag(Role role) { return RoleName(role); }
+}  // namespace fanin::grpc_api
+
+namespace {
+// The defaults, from one place.
+const fanin::ServerFlagValues& Defaults() {
+  static const auto* defaults = new fanin::ServerFlagValues();
+  return *defaults;
+}
+}  // namespace
+
+ABSL_FLAG(std::vector<fanin::net::ListenSpec>, listen, Defaults().listen,
+          "raw listener [NAME=]HOST:PORT, [NAME=][V6]:PORT or "
+          "[NAME=]unix:PATH; repeatable (FANIN_LISTEN: comma-separated)");
+ABSL_FLAG(std::vector<std::string>, pull, Defaults().pull,
+          "put listener NAME in pull mode (Readable + Read); repeatable "
+          "(FANIN_PULL: comma-separated)");
+ABSL_FLAG(fanin::net::Endpoint, grpc_address, Defaults().grpc_address,
           "gRPC address, HOST:PORT or unix:PATH (port 0 picks a free one)");
 ABSL_FLAG(
-    std::string, poller, "epoll",
+    fanin::reactor::PollerKind, poller, Defaults().poller,
     "readiness backend: epoll (level-triggered), epoll-edge, poll, select");
-ABSL_FLAG(int, loops, 0,
+ABSL_FLAG(int, loops, Defaults().loops,
           "reactor loops (threads); 0 = one per core less one (at least 1)");
-ABSL_FLAG(int64_t, max_connections, 100000,
+ABSL_FLAG(int64_t, max_connections, Defaults().max_connections,
           "raw connections held at once; more are accepted and closed "
           "(CLOSED with reason REJECTED)");
-ABSL_FLAG(int64_t, max_outbound_bytes, 4 << 20,
+ABSL_FLAG(int64_t, max_outbound_bytes, Defaults().max_outbound_bytes,
           "bytes a connection may have queued for writing; a Write beyond it "
           "fails with RESOURCE_EXHAUSTED");
-ABSL_FLAG(int64_t, read_chunk_bytes, 64 << 10,
+ABSL_FLAG(int64_t, read_chunk_bytes, Defaults().read_chunk_bytes,
           "bytes read from one connection per wake-up (fairness)");
-ABSL_FLAG(int64_t, subscriber_queue_bytes, 16 << 20,
+ABSL_FLAG(int64_t, subscriber_queue_bytes, Defaults().subscriber_queue_bytes,
           "unread bytes a lossless subscriber may hold back before the "
           "sockets it matches are paused");
-ABSL_FLAG(int64_t, history_events, 131072, "events kept for resume");
-ABSL_FLAG(int64_t, history_bytes, int64_t{256} << 20,
+ABSL_FLAG(int64_t, history_events, Defaults().history_events,
+          "events kept for resume");
+ABSL_FLAG(int64_t, history_bytes, Defaults().history_bytes,
           "bytes kept for resume (the history holds whichever is less)");
-ABSL_FLAG(absl::Duration, idle_timeout, absl::ZeroDuration(),
+ABSL_FLAG(absl::Duration, idle_timeout, Defaults().idle_timeout,
           "close raw connections idle this long (0 = never)");
-ABSL_FLAG(bool, keep_half_open, false,
+ABSL_FLAG(bool, keep_half_open, Defaults().keep_half_open,
           "after the peer's FIN keep the connection open for writing until a "
           "subscriber closes it");
-ABSL_FLAG(absl::Duration, close_linger, absl::Seconds(5),
+ABSL_FLAG(absl::Duration, close_linger, Defaults().close_linger,
           "after a graceful close sent FIN, how long to wait for the peer's");
-ABSL_FLAG(absl::Duration, heartbeat_interval, absl::Seconds(5),
+ABSL_FLAG(absl::Duration, heartbeat_interval, Defaults().heartbeat_interval,
           "Heartbeat on a stream idle this long");
-ABSL_FLAG(int, max_subscribers, 1024, "Subscribe streams at once");
-ABSL_FLAG(int, max_batch_events, 4096,
+ABSL_FLAG(int, max_subscribers, Defaults().max_subscribers,
+          "Subscribe streams at once");
+ABSL_FLAG(int, max_batch_events, Defaults().max_batch_events,
           "upper bound on SubscribeRequest.max_batch_events");
-ABSL_FLAG(int, default_batch_events, 256,
+ABSL_FLAG(int, default_batch_events, Defaults().default_batch_events,
           "events per batch when the subscriber does not say");
-ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(10),
+ABSL_FLAG(absl::Duration, drain_timeout, Defaults().drain_timeout,
           "bound on graceful shutdown after SIGTERM/SIGINT");
-ABSL_FLAG(int64_t, max_connections_per_ip, 0,
+ABSL_FLAG(int64_t, max_connections_per_ip, Defaults().max_connections_per_ip,
           "raw connections held at once from one source IP; more are "
           "accepted and closed (CLOSED with reason REJECTED); 0 = no limit");
-ABSL_FLAG(int64_t, max_grpc_message_bytes, 4 << 20,
+ABSL_FLAG(int64_t, max_grpc_message_bytes, Defaults().max_grpc_message_bytes,
           "largest gRPC message received or sent (a bigger Write is refused "
           "with RESOURCE_EXHAUSTED)");
-ABSL_FLAG(std::string, tls_cert, "",
+ABSL_FLAG(std::string, tls_cert, Defaults().tls_cert,
           "serve gRPC over TLS with this certificate chain (PEM; needs "
           "--tls_key)");
-ABSL_FLAG(std::string, tls_key, "", "private key of --tls_cert (PEM)");
-ABSL_FLAG(std::string, tls_client_ca, "",
+ABSL_FLAG(std::string, tls_key, Defaults().tls_key,
+          "private key of --tls_cert (PEM)");
+ABSL_FLAG(std::string, tls_client_ca, Defaults().tls_client_ca,
           "mutual TLS: require client certificates signed by these CAs (PEM)");
-ABSL_FLAG(std::string, auth_tokens_file, "",
+ABSL_FLAG(std::string, auth_tokens_file, Defaults().auth_tokens_file,
           "access control: lines 'ROLE CREDENTIAL' (role reader or writer; "
           "credential a bearer token or cert:IDENTITY); re-read on SIGHUP");
-ABSL_FLAG(std::string, tls_client_role, "reader",
+ABSL_FLAG(fanin::grpc_api::Role, tls_client_role, Defaults().tls_client_role,
           "role of a verified client certificate not named in "
           "--auth_tokens_file: none, reader or writer");
-ABSL_FLAG(std::string, metrics_address, "",
+ABSL_FLAG(std::optional<fanin::net::Endpoint>, metrics_address,
+          Defaults().metrics_address,
           "serve Prometheus metrics at http://HOST:PORT/metrics (empty: off)");
-ABSL_FLAG(absl::Duration, watchdog_timeout, absl::Seconds(5),
+ABSL_FLAG(absl::Duration, watchdog_timeout, Defaults().watchdog_timeout,
           "health turns NOT_SERVING when a reactor loop has not run a probe "
           "for this long");
-ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
-ABSL_FLAG(std::string, log_format, "text",
+ABSL_FLAG(fanin::base::LogLevel, log_level, Defaults().log_level,
+          "debug, info, warning or error");
+ABSL_FLAG(fanin::base::LogFormat, log_format, Defaults().log_format,
           "text (human-readable) or json (one object per line)");
-ABSL_FLAG(std::string, ready_file, "",
+ABSL_FLAG(std::string, ready_file, Defaults().ready_file,
           "once serving, write the bound addresses here (lines 'grpc ADDR' and "
           "'listen NAME ADDR')");
 
@@ -96,205 +185,384 @@ constexpr char kUsage[] =
     "               [--grpc_address=HOST:PORT] [--poller=epoll|epoll-edge|"
     "poll|select] [flags]\n"
     "\n"
-    "  --listen  raw listener, repeatable (default: default=127.0.0.1:7070)\n"
-    "  --pull    put listener NAME in pull mode (Readable + Read), repeatable\n"
-    "Every flag may also be set as FANIN_<FLAG> in the environment.";
+    "--listen and --pull repeat. Every flag may also be set as FANIN_<FLAG> in "
+    "the\nenvironment (the command line wins).";
 
-constexpr const char* kRepeated[] = {"listen", "pull"};
+// fanin's own flags are those defined in this file; the rest (--help,
+// --flagfile, ...) are Abseil's and go to absl::ParseCommandLine.
+bool IsOurs(const absl::CommandLineFlag& flag) {
+  return absl::StrContains(flag.Filename(), "server_flags");
+}
 
-bool IsRepeated(absl::string_view name) {
-  for (const char* r : kRepeated) {
-    if (name == r) return true;
+// Abseil's usage and file flags, which ParseCommandLine handles but which
+// are not all found by absl::FindCommandLineFlag in this Abseil version. The
+// second group takes a value.
+bool IsAbseilBuiltin(absl::string_view name, bool* takes_value) {
+  for (absl::string_view n : {"help", "helpfull", "helpshort", "helppackage",
+                              "version", "only_check_args"}) {
+    if (name == n) {
+      *takes_value = false;
+      return true;
+    }
+  }
+  for (absl::string_view n : {"helpon", "helpmatch", "flagfile", "fromenv",
+                              "tryfromenv", "undefok"}) {
+    if (name == n) {
+      *takes_value = true;
+      return true;
+    }
   }
   return false;
 }
 
-}  // namespace
+bool IsRepeated(absl::string_view name) {
+  return name == "listen" || name == "pull";
+}
 
-absl::StatusOr<ServerFlags> ParseServerFlags(int argc, char** argv) {
-  absl::SetProgramUsageMessage(kUsage);
-  // --help lists fanin's own flags (they live here, not in main.cc).
-  absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = [](absl::string_view file) {
-    return absl::StrContains(file, "server_flags");
-  };
-  usage.contains_helpshort_flags = usage.contains_help_flags;
-  absl::SetFlagsUsageConfig(usage);
-  // --listen / --pull repeat, which absl flags do not; take them out first.
-  std::vector<std::string> listen, pull;
-  std::vector<std::string> rest = {argv[0]};
+void SetUpUsage() {
+  static absl::once_flag once;
+  absl::call_once(once, [] {
+    absl::SetProgramUsageMessage(kUsage);
+    // --help lists fanin's own flags (they live here, not in main.cc).
+    absl::FlagsUsageConfig usage;
+    usage.contains_help_flags = [](absl::string_view file) {
+      return absl::StrContains(file, "server_flags");
+    };
+    usage.contains_helpshort_flags = usage.contains_help_flags;
+    absl::SetFlagsUsageConfig(usage);
+  });
+}
+
+// What the command line said, before any value is parsed.
+struct CommandLine {
+  // Last value of each non-repeated flag of ours.
+  std::map<std::string, std::string> values;
+  // Each occurrence of --listen / --pull, in order.
+  std::map<std::string, std::vector<std::string>> repeated;
+  // argv[0] and Abseil's own flags, for absl::ParseCommandLine.
+  std::vector<std::string> abseil_args;
+};
+
+// Splits argv into fanin's flags and Abseil's. Forms: --name=value,
+// --name value, -name..., --bool, --nobool, and "--" (after which
+// everything is positional, which fanin_server takes none of).
+absl::StatusOr<CommandLine> SplitCommandLine(int argc, char** argv) {
+  CommandLine out;
+  out.abseil_args.emplace_back(argc > 0 ? argv[0] : "fanin_server");
   for (int i = 1; i < argc; ++i) {
     absl::string_view arg = argv[i];
-    bool taken = false;
-    for (const char* r : kRepeated) {
-      std::string eq = absl::StrCat("--", r, "=");
-      std::string bare = absl::StrCat("--", r);
-      std::vector<std::string>& into =
-          std::strcmp(r, "listen") == 0 ? listen : pull;
-      if (absl::StartsWith(arg, eq)) {
-        into.emplace_back(arg.substr(eq.size()));
-        taken = true;
-      } else if (arg == bare) {
-        if (i + 1 >= argc) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("--", r, " needs a value"));
-        }
-        into.emplace_back(argv[++i]);
-        taken = true;
+    if (arg == "--") {
+      if (i + 1 < argc) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("unexpected argument \"", argv[i + 1],
+                         "\" (fanin_server takes no positional arguments)"));
+      }
+      break;
+    }
+    if (arg.size() < 2 || arg[0] != '-') {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unexpected argument \"", arg, "\" (flags start with --)"));
+    }
+    absl::string_view body = arg.substr(arg[1] == '-' ? 2 : 1);
+    const size_t eq = body.find('=');
+    absl::string_view name = body.substr(0, eq);
+    std::optional<std::string> value;
+    if (eq != absl::string_view::npos) value = std::string(body.substr(eq + 1));
+    bool builtin_takes_value = false;
+    if (IsAbseilBuiltin(name, &builtin_takes_value)) {
+      out.abseil_args.emplace_back(arg);
+      if (builtin_takes_value && !value.has_value() && i + 1 < argc) {
+        out.abseil_args.emplace_back(argv[++i]);
+      }
+      continue;
+    }
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    if (flag == nullptr && !value.has_value() &&
+        absl::ConsumePrefix(&name, "no")) {
+      flag = absl::FindCommandLineFlag(name);
+      if (flag != nullptr && !flag->IsOfType<bool>()) flag = nullptr;
+      if (flag != nullptr) value = "false";
+    }
+    if (flag == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown flag --", body.substr(0, eq),
+                       " (fanin_server --help lists them)"));
+    }
+    if (!IsOurs(*flag)) {
+      out.abseil_args.emplace_back(arg);
+      if (!value.has_value() && !flag->IsOfType<bool>() && i + 1 < argc) {
+        out.abseil_args.emplace_back(argv[++i]);
+      }
+      continue;
+    }
+    if (!value.has_value()) {
+      if (flag->IsOfType<bool>()) {
+        value = "true";
+      } else if (i + 1 < argc) {
+        value = argv[++i];
+      } else {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--", name, " needs a value"));
       }
     }
-    if (!taken) rest.emplace_back(arg);
-  }
-  // FANIN_<FLAG> variables go before the command line, which then wins.
-  std::vector<std::string> args = {rest[0]};
-  for (const auto& [name, flag] : absl::GetAllFlags()) {
-    if (IsRepeated(name)) continue;
-    if (flag->Filename().find("server_flags") == std::string::npos) continue;
-    std::string var = absl::StrCat("FANIN_", absl::AsciiStrToUpper(name));
-    if (const char* v = std::getenv(var.c_str())) {
-      args.push_back(absl::StrCat("--", name, "=", v));
+    if (IsRepeated(name)) {
+      out.repeated[std::string(name)].push_back(*std::move(value));
+    } else {
+      out.values[std::string(name)] = *std::move(value);
     }
   }
-  args.insert(args.end(), rest.begin() + 1, rest.end());
-  for (const char* r : kRepeated) {
-    std::vector<std::string>& into =
-        std::strcmp(r, "listen") == 0 ? listen : pull;
-    if (!into.empty()) continue;
-    std::string var = absl::StrCat("FANIN_", absl::AsciiStrToUpper(r));
-    if (const char* v = std::getenv(var.c_str())) {
-      for (absl::string_view part : absl::StrSplit(v, ',', absl::SkipEmpty())) {
-        into.emplace_back(part);
-      }
-    }
-  }
-  std::vector<char*> cargs;
-  for (std::string& a : args) cargs.push_back(a.data());
-  std::vector<char*> positional =
-      absl::ParseCommandLine(static_cast<int>(cargs.size()), cargs.data());
-  if (positional.size() > 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "unexpected argument \"", positional[1], "\" (flags start with --)"));
-  }
+  return out;
+}
 
-  ServerFlags out;
-  ServerConfig& c = out.config;
-  if (listen.empty()) listen.push_back("default=127.0.0.1:7070");
-  for (const std::string& spec : listen) {
-    auto parsed = net::ParseListenSpec(spec);
-    if (!parsed.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--listen=", spec, ": ", parsed.status().message()));
+// Abseil's message is "Illegal value 'V' specified for flag 'N'", then
+// "; " and the type's own reason when it gives one. The caller names the
+// flag and value already; keep the reason, or say what the type wants.
+std::string WhyNot(const absl::CommandLineFlag& flag, absl::string_view error) {
+  const std::string prefix =
+      absl::StrCat("specified for flag '", flag.Name(), "'");
+  size_t at = error.find(prefix);
+  if (at != absl::string_view::npos) {
+    absl::string_view reason = error.substr(at + prefix.size());
+    if (absl::ConsumePrefix(&reason, "; ") && !reason.empty()) {
+      return std::string(reason);
     }
-    c.core.listen.push_back(*parsed);
   }
-  c.core.pull_listeners = pull;
-  auto poller = reactor::ParsePollerKind(absl::GetFlag(FLAGS_poller));
-  if (!poller.ok()) {
+  if (flag.IsOfType<int>() || flag.IsOfType<int64_t>()) {
+    return "want an integer";
+  }
+  if (flag.IsOfType<absl::Duration>()) {
+    return "want a duration such as 500ms, 10s or 2m";
+  }
+  if (flag.IsOfType<bool>()) return "want true or false";
+  return std::string(error);
+}
+
+absl::Status SetFromText(absl::CommandLineFlag* flag, absl::string_view value,
+                         absl::string_view source) {
+  std::string error;
+  if (!flag->ParseFrom(value, &error)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("--poller: ", poller.status().message()));
+        absl::StrCat(source, ": ", WhyNot(*flag, error)));
   }
-  c.core.poller = *poller;
-  auto positive = [](const char* name, int64_t v) -> absl::Status {
-    if (v <= 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--", name, " must be positive, got ", v));
-    }
+  return absl::OkStatus();
+}
+
+// Each --listen is one spec (a unix path may hold a comma there), each
+// --pull one name.
+absl::Status SetRepeated(const std::string& name,
+                         const std::vector<std::string>& items) {
+  if (name == "pull") {
+    absl::SetFlag(&FLAGS_pull, items);
     return absl::OkStatus();
+  }
+  std::vector<net::ListenSpec> specs;
+  for (const std::string& item : items) {
+    absl::StatusOr<net::ListenSpec> spec = net::ParseListenSpec(item);
+    if (!spec.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--listen=", item, ": ", spec.status().message()));
+    }
+    specs.push_back(*std::move(spec));
+  }
+  absl::SetFlag(&FLAGS_listen, std::move(specs));
+  return absl::OkStatus();
+}
+
+// The one environment overlay, over every flag of ours.
+absl::Status ApplyEnvironment(
+    const CommandLine& command_line,
+    absl::FunctionRef<const char*(const char*)> getenv) {
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    if (!IsOurs(*flag)) continue;
+    const std::string key(name);
+    if (command_line.values.count(key) > 0 ||
+        command_line.repeated.count(key) > 0) {
+      continue;
+    }
+    const std::string var = absl::StrCat("FANIN_", absl::AsciiStrToUpper(key));
+    const char* value = getenv(var.c_str());
+    if (value == nullptr || *value == '\0') continue;
+    absl::Status s = SetFromText(
+        flag, value, absl::StrCat(var, "=", value, " (--", key, ")"));
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+ServerFlagValues ReadFlagValues() {
+  ServerFlagValues v;
+  v.listen = absl::GetFlag(FLAGS_listen);
+  v.pull = absl::GetFlag(FLAGS_pull);
+  v.grpc_address = absl::GetFlag(FLAGS_grpc_address);
+  v.poller = absl::GetFlag(FLAGS_poller);
+  v.loops = absl::GetFlag(FLAGS_loops);
+  v.max_connections = absl::GetFlag(FLAGS_max_connections);
+  v.max_connections_per_ip = absl::GetFlag(FLAGS_max_connections_per_ip);
+  v.max_outbound_bytes = absl::GetFlag(FLAGS_max_outbound_bytes);
+  v.read_chunk_bytes = absl::GetFlag(FLAGS_read_chunk_bytes);
+  v.subscriber_queue_bytes = absl::GetFlag(FLAGS_subscriber_queue_bytes);
+  v.history_events = absl::GetFlag(FLAGS_history_events);
+  v.history_bytes = absl::GetFlag(FLAGS_history_bytes);
+  v.idle_timeout = absl::GetFlag(FLAGS_idle_timeout);
+  v.keep_half_open = absl::GetFlag(FLAGS_keep_half_open);
+  v.close_linger = absl::GetFlag(FLAGS_close_linger);
+  v.heartbeat_interval = absl::GetFlag(FLAGS_heartbeat_interval);
+  v.max_subscribers = absl::GetFlag(FLAGS_max_subscribers);
+  v.max_batch_events = absl::GetFlag(FLAGS_max_batch_events);
+  v.default_batch_events = absl::GetFlag(FLAGS_default_batch_events);
+  v.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
+  v.max_grpc_message_bytes = absl::GetFlag(FLAGS_max_grpc_message_bytes);
+  v.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  v.tls_key = absl::GetFlag(FLAGS_tls_key);
+  v.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+  v.auth_tokens_file = absl::GetFlag(FLAGS_auth_tokens_file);
+  v.tls_client_role = absl::GetFlag(FLAGS_tls_client_role);
+  v.metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  v.watchdog_timeout = absl::GetFlag(FLAGS_watchdog_timeout);
+  v.log_level = absl::GetFlag(FLAGS_log_level);
+  v.log_format = absl::GetFlag(FLAGS_log_format);
+  v.ready_file = absl::GetFlag(FLAGS_ready_file);
+  return v;
+}
+
+absl::Status Positive(const char* name, int64_t value) {
+  if (value <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", name, " must be positive, got ", value));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Positive(const char* name, absl::Duration value) {
+  if (value <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--", name, " must be positive, got ", absl::FormatDuration(value)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status NotNegative(const char* name, int64_t value) {
+  if (value < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", name, " must be >= 0, got ", value));
+  }
+  return absl::OkStatus();
+}
+
+// Every check that needs more than one value's own syntax.
+absl::Status Validate(const ServerFlagValues& v) {
+  if (v.listen.empty()) {
+    return absl::InvalidArgumentError("--listen: at least one listener needed");
+  }
+  std::vector<absl::Status> checks = {
+      Positive("max_connections", v.max_connections),
+      Positive("max_grpc_message_bytes", v.max_grpc_message_bytes),
+      Positive("max_outbound_bytes", v.max_outbound_bytes),
+      Positive("read_chunk_bytes", v.read_chunk_bytes),
+      Positive("subscriber_queue_bytes", v.subscriber_queue_bytes),
+      Positive("history_events", v.history_events),
+      Positive("history_bytes", v.history_bytes),
+      Positive("max_subscribers", v.max_subscribers),
+      Positive("max_batch_events", v.max_batch_events),
+      Positive("default_batch_events", v.default_batch_events),
+      NotNegative("loops", v.loops),
+      NotNegative("max_connections_per_ip", v.max_connections_per_ip),
+      Positive("heartbeat_interval", v.heartbeat_interval),
+      Positive("drain_timeout", v.drain_timeout),
+      Positive("watchdog_timeout", v.watchdog_timeout),
   };
-  struct {
-    const char* name;
-    int64_t value;
-  } sizes[] = {
-      {"max_connections", absl::GetFlag(FLAGS_max_connections)},
-      {"max_grpc_message_bytes", absl::GetFlag(FLAGS_max_grpc_message_bytes)},
-      {"max_outbound_bytes", absl::GetFlag(FLAGS_max_outbound_bytes)},
-      {"read_chunk_bytes", absl::GetFlag(FLAGS_read_chunk_bytes)},
-      {"subscriber_queue_bytes", absl::GetFlag(FLAGS_subscriber_queue_bytes)},
-      {"history_events", absl::GetFlag(FLAGS_history_events)},
-      {"history_bytes", absl::GetFlag(FLAGS_history_bytes)},
-      {"max_subscribers", absl::GetFlag(FLAGS_max_subscribers)},
-      {"max_batch_events", absl::GetFlag(FLAGS_max_batch_events)},
-      {"default_batch_events", absl::GetFlag(FLAGS_default_batch_events)},
-  };
-  for (const auto& s : sizes) {
-    absl::Status st = positive(s.name, s.value);
-    if (!st.ok()) return st;
+  for (const absl::Status& s : checks) {
+    if (!s.ok()) return s;
   }
-  if (absl::GetFlag(FLAGS_loops) < 0) {
-    return absl::InvalidArgumentError("--loops must be >= 0");
-  }
-  c.core.loops = absl::GetFlag(FLAGS_loops);
-  c.core.max_connections = absl::GetFlag(FLAGS_max_connections);
-  if (absl::GetFlag(FLAGS_max_connections_per_ip) < 0) {
-    return absl::InvalidArgumentError("--max_connections_per_ip must be >= 0");
-  }
-  if (absl::GetFlag(FLAGS_max_grpc_message_bytes) > (int64_t{1} << 30)) {
+  if (v.max_grpc_message_bytes > (int64_t{1} << 30)) {
     return absl::InvalidArgumentError(
         "--max_grpc_message_bytes must be at most 1 GiB");
   }
-  c.core.max_connections_per_ip = absl::GetFlag(FLAGS_max_connections_per_ip);
-  c.max_grpc_message_bytes =
-      static_cast<int>(absl::GetFlag(FLAGS_max_grpc_message_bytes));
-  c.core.max_outbound_bytes = absl::GetFlag(FLAGS_max_outbound_bytes);
-  c.core.read_chunk_bytes = absl::GetFlag(FLAGS_read_chunk_bytes);
-  c.core.idle_timeout = absl::GetFlag(FLAGS_idle_timeout);
-  c.core.keep_half_open = absl::GetFlag(FLAGS_keep_half_open);
-  c.core.close_linger = absl::GetFlag(FLAGS_close_linger);
-  c.hub.history_events = absl::GetFlag(FLAGS_history_events);
-  c.hub.history_bytes = absl::GetFlag(FLAGS_history_bytes);
-  c.hub.lossless_queue_bytes = absl::GetFlag(FLAGS_subscriber_queue_bytes);
-  c.service.heartbeat_interval = absl::GetFlag(FLAGS_heartbeat_interval);
-  c.service.max_subscribers = absl::GetFlag(FLAGS_max_subscribers);
-  c.service.max_batch_events = absl::GetFlag(FLAGS_max_batch_events);
-  c.service.default_batch_events =
-      std::min(absl::GetFlag(FLAGS_default_batch_events),
-               absl::GetFlag(FLAGS_max_batch_events));
-  if (c.service.heartbeat_interval <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("--heartbeat_interval must be positive");
+  if (v.metrics_address.has_value() &&
+      v.metrics_address->family == net::Endpoint::Family::kUnix) {
+    return absl::InvalidArgumentError(
+        "--metrics_address: a unix socket is not supported; want HOST:PORT");
   }
-  c.grpc_address = absl::GetFlag(FLAGS_grpc_address);
-  c.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
-  if (c.drain_timeout <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("--drain_timeout must be positive");
-  }
-  c.tls.cert_file = absl::GetFlag(FLAGS_tls_cert);
-  c.tls.key_file = absl::GetFlag(FLAGS_tls_key);
-  c.tls.client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
-  if (c.tls.cert_file.empty() != c.tls.key_file.empty()) {
+  if (v.tls_cert.empty() != v.tls_key.empty()) {
     return absl::InvalidArgumentError(
         "--tls_cert and --tls_key go together: give both or neither");
   }
-  if (!c.tls.client_ca_file.empty() && c.tls.cert_file.empty()) {
+  if (!v.tls_client_ca.empty() && v.tls_cert.empty()) {
     return absl::InvalidArgumentError(
         "--tls_client_ca needs --tls_cert and --tls_key (mutual TLS is TLS)");
   }
-  c.auth.tokens_file = absl::GetFlag(FLAGS_auth_tokens_file);
-  auto role = grpc_api::ParseRole(absl::GetFlag(FLAGS_tls_client_role));
-  if (!role.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--tls_client_role: ", role.status().message()));
-  }
-  c.auth.cert_default_role = *role;
-  c.metrics_address = absl::GetFlag(FLAGS_metrics_address);
-  c.watchdog.stuck_after = absl::GetFlag(FLAGS_watchdog_timeout);
-  if (c.watchdog.stuck_after <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("--watchdog_timeout must be positive");
-  }
-  c.watchdog.period = std::min(absl::Seconds(1), c.watchdog.stuck_after / 4);
-  auto level = base::ParseLogLevel(absl::GetFlag(FLAGS_log_level));
-  if (!level.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--log_level: ", level.status().message()));
-  }
-  auto format = base::ParseLogFormat(absl::GetFlag(FLAGS_log_format));
-  if (!format.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--log_format: ", format.status().message()));
-  }
-  out.log_level = *level;
-  out.log_format = *format;
-  out.ready_file = absl::GetFlag(FLAGS_ready_file);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<ServerFlags> ServerFlagsFromValues(const ServerFlagValues& v) {
+  absl::Status valid = Validate(v);
+  if (!valid.ok()) return valid;
+  ServerFlags out;
+  ServerConfig& c = out.config;
+  c.core.listen = v.listen;
+  c.core.pull_listeners = v.pull;
+  c.core.poller = v.poller;
+  c.core.loops = v.loops;
+  c.core.max_connections = v.max_connections;
+  c.core.max_connections_per_ip = v.max_connections_per_ip;
+  c.core.max_outbound_bytes = v.max_outbound_bytes;
+  c.core.read_chunk_bytes = v.read_chunk_bytes;
+  c.core.idle_timeout = v.idle_timeout;
+  c.core.keep_half_open = v.keep_half_open;
+  c.core.close_linger = v.close_linger;
+  c.hub.history_events = v.history_events;
+  c.hub.history_bytes = v.history_bytes;
+  c.hub.lossless_queue_bytes = v.subscriber_queue_bytes;
+  c.service.heartbeat_interval = v.heartbeat_interval;
+  c.service.max_subscribers = v.max_subscribers;
+  c.service.max_batch_events = v.max_batch_events;
+  c.service.default_batch_events =
+      std::min(v.default_batch_events, v.max_batch_events);
+  c.grpc_address = v.grpc_address;
+  c.max_grpc_message_bytes = static_cast<int>(v.max_grpc_message_bytes);
+  c.drain_timeout = v.drain_timeout;
+  c.tls.cert_file = v.tls_cert;
+  c.tls.key_file = v.tls_key;
+  c.tls.client_ca_file = v.tls_client_ca;
+  c.auth.tokens_file = v.auth_tokens_file;
+  c.auth.cert_default_role = v.tls_client_role;
+  c.metrics_address = v.metrics_address;
+  c.watchdog.stuck_after = v.watchdog_timeout;
+  c.watchdog.period = std::min(absl::Seconds(1), v.watchdog_timeout / 4);
+  out.log_level = v.log_level;
+  out.log_format = v.log_format;
+  out.ready_file = v.ready_file;
   return out;
+}
+
+absl::StatusOr<ServerFlags> ParseServerFlags(
+    int argc, char** argv, absl::FunctionRef<const char*(const char*)> getenv) {
+  SetUpUsage();
+  absl::StatusOr<CommandLine> command_line = SplitCommandLine(argc, argv);
+  if (!command_line.ok()) return command_line.status();
+  // Precedence, lowest first: environment, Abseil's --flagfile, the command
+  // line.
+  absl::Status env = ApplyEnvironment(*command_line, getenv);
+  if (!env.ok()) return env;
+  // --help, --version, --flagfile...: Abseil's own handling (--help exits 0).
+  std::vector<char*> abseil_args;
+  for (std::string& a : command_line->abseil_args) {
+    abseil_args.push_back(a.data());
+  }
+  absl::ParseCommandLine(static_cast<int>(abseil_args.size()),
+                         abseil_args.data());
+  for (const auto& [name, value] : command_line->values) {
+    absl::Status s = SetFromText(absl::FindCommandLineFlag(name), value,
+                                 absl::StrCat("--", name, "=", value));
+    if (!s.ok()) return s;
+  }
+  for (const auto& [name, items] : command_line->repeated) {
+    absl::Status s = SetRepeated(name, items);
+    if (!s.ok()) return s;
+  }
+  return ServerFlagsFromValues(ReadFlagValues());
 }
 
 }  // namespace fanin

@@ -1,17 +1,39 @@
 // Command-line and environment configuration of fanin_server.
 //
-// Every flag can also come from the environment as FANIN_<FLAG> (upper
-// case), e.g. FANIN_GRPC_ADDRESS=127.0.0.1:6000; the command line wins.
-// --listen and --pull repeat; their variables take comma-separated lists.
+// Three steps, each testable alone:
+//   1. ParseServerFlags reads argv into Abseil flags whose types validate as
+//      they parse (an Endpoint, a list of listen specs, the poller, the log
+//      level and format, the client-certificate role).
+//   2. One overlay: every flag the command line did not set takes
+//      FANIN_<FLAG> (upper case) when that is set and non-empty, e.g.
+//      FANIN_GRPC_ADDRESS=127.0.0.1:6000. The command line wins.
+//   3. ServerFlagsFromValues, a pure function of the typed values, checks
+//      what one value alone cannot (ranges, flags that go together) and maps
+//      them into ServerConfig and the log settings.
+// --listen and --pull repeat on the command line; their variables take
+// comma-separated lists.
+//
+// Example (tests):
+//   ServerFlagValues values;
+//   values.poller = reactor::PollerKind::kPoll;
+//   absl::StatusOr<ServerFlags> flags = ServerFlagsFromValues(values);
 #ifndef FANIN_SERVER_SERVER_FLAGS_H_
 #define FANIN_SERVER_SERVER_FLAGS_H_
 
+#include <cstdint>
+#include <cstdlib>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "server/base/log.h"
 #include "server/fanin_server.h"
+#include "server/grpc/auth.h"
+#include "server/net/address.h"
+#include "server/reactor/poller.h"
 
 namespace fanin {
 
@@ -22,9 +44,57 @@ struct ServerFlags {
   base::LogFormat log_format = base::LogFormat::kText;
 };
 
-// Parses argv (and FANIN_* variables). `--help` prints usage and exits 0.
-// INVALID_ARGUMENT says which flag is wrong and why.
-absl::StatusOr<ServerFlags> ParseServerFlags(int argc, char** argv);
+// The value of each flag, typed; the member defaults are the flags' defaults
+// (the ABSL_FLAG definitions take them from here).
+struct ServerFlagValues {
+  std::vector<net::ListenSpec> listen = {
+      {"default", *net::Endpoint::Parse("127.0.0.1:7070")}};
+  std::vector<std::string> pull;
+  net::Endpoint grpc_address = net::Endpoint::Loopback(50051);
+  reactor::PollerKind poller = reactor::PollerKind::kEpollLevel;
+  int loops = 0;
+  int64_t max_connections = 100000;
+  int64_t max_connections_per_ip = 0;
+  int64_t max_outbound_bytes = 4 << 20;
+  int64_t read_chunk_bytes = 64 << 10;
+  int64_t subscriber_queue_bytes = 16 << 20;
+  int64_t history_events = 131072;
+  int64_t history_bytes = int64_t{256} << 20;
+  absl::Duration idle_timeout = absl::ZeroDuration();
+  bool keep_half_open = false;
+  absl::Duration close_linger = absl::Seconds(5);
+  absl::Duration heartbeat_interval = absl::Seconds(5);
+  int max_subscribers = 1024;
+  int max_batch_events = 4096;
+  int default_batch_events = 256;
+  absl::Duration drain_timeout = absl::Seconds(10);
+  int64_t max_grpc_message_bytes = 4 << 20;
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_client_ca;
+  std::string auth_tokens_file;
+  grpc_api::Role tls_client_role = grpc_api::Role::kReader;
+  std::optional<net::Endpoint> metrics_address;
+  absl::Duration watchdog_timeout = absl::Seconds(5);
+  base::LogLevel log_level = base::LogLevel::kInfo;
+  base::LogFormat log_format = base::LogFormat::kText;
+  std::string ready_file;
+};
+
+// Checks the values together and maps them. Pure: no flags, no environment.
+// INVALID_ARGUMENT naming the flag and what is wrong.
+absl::StatusOr<ServerFlags> ServerFlagsFromValues(const ServerFlagValues& v);
+
+// Parses argv (steps 1 and 2 above, then ServerFlagsFromValues). Abseil's
+// own flags (--help, --helpfull, --version, --flagfile) go to
+// absl::ParseCommandLine; --help prints usage and exits. INVALID_ARGUMENT
+// naming the flag (or the variable) and what is wrong: an unknown flag, a
+// positional argument, a value its type does not take, or a failed check.
+// Precedence, lowest first: FANIN_* variables, --flagfile, the command line.
+// getenv is a parameter so tests need not touch the process environment.
+absl::StatusOr<ServerFlags> ParseServerFlags(
+    int argc, char** argv,
+    absl::FunctionRef<const char*(const char*)> getenv = std::getenv);
 
 }  // namespace fanin
 

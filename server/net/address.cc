@@ -12,6 +12,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 
 namespace fanin::net {
 namespace {
@@ -21,65 +23,131 @@ bool IsNameChar(char c) {
          c == '-' || c == '.';
 }
 
-absl::Status CheckPort(absl::string_view port, absl::string_view spec) {
+// Parse's body; errors carry only what is wrong, the callers say in what.
+absl::StatusOr<int> ParsePort(absl::string_view port) {
   int value;
   if (port.empty() || port.size() > 5 ||
       !std::all_of(port.begin(), port.end(),
                    [](char c) { return c >= '0' && c <= '9'; }) ||
       !absl::SimpleAtoi(port, &value) || value > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "listen spec \"", spec, "\": port \"", port, "\" is not 0..65535"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("port \"", port, "\" is not 0..65535"));
   }
-  return absl::OkStatus();
+  return value;
 }
 
-absl::Status CheckAddress(absl::string_view address, absl::string_view spec) {
-  if (absl::StartsWith(address, "unix:")) {
-    absl::string_view path = address.substr(5);
+absl::StatusOr<Endpoint> ParseEndpoint(absl::string_view text) {
+  Endpoint out;
+  if (text.empty()) return absl::InvalidArgumentError("missing address");
+  if (absl::StartsWith(text, "unix:")) {
+    absl::string_view path = text.substr(5);
     if (path.empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("listen spec \"", spec, "\": empty unix socket path"));
+      return absl::InvalidArgumentError("empty unix socket path");
     }
     if (path.size() >= sizeof(sockaddr_un::sun_path)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "listen spec \"", spec, "\": unix socket path longer than ",
-          sizeof(sockaddr_un::sun_path) - 1, " bytes"));
-    }
-    return absl::OkStatus();
-  }
-  if (absl::StartsWith(address, "[")) {
-    size_t close = address.find(']');
-    if (close == absl::string_view::npos || close + 1 >= address.size() ||
-        address[close + 1] != ':') {
       return absl::InvalidArgumentError(
-          absl::StrCat("listen spec \"", spec,
-                       "\": IPv6 address must look like [::1]:PORT"));
+          absl::StrCat("unix socket path longer than ",
+                       sizeof(sockaddr_un::sun_path) - 1, " bytes"));
     }
-    std::string host(address.substr(1, close - 1));
+    out.family = Endpoint::Family::kUnix;
+    out.path = std::string(path);
+    return out;
+  }
+  absl::string_view port;
+  if (absl::StartsWith(text, "[")) {
+    size_t close = text.find(']');
+    if (close == absl::string_view::npos || close + 1 >= text.size() ||
+        text[close + 1] != ':') {
+      return absl::InvalidArgumentError(
+          "IPv6 address must look like [::1]:PORT");
+    }
+    out.family = Endpoint::Family::kInet6;
+    out.host = std::string(text.substr(1, close - 1));
     in6_addr a6;
-    if (inet_pton(AF_INET6, host.c_str(), &a6) != 1) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "listen spec \"", spec, "\": \"", host, "\" is not an IPv6 address"));
+    if (inet_pton(AF_INET6, out.host.c_str(), &a6) != 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("\"", out.host, "\" is not an IPv6 address"));
     }
-    return CheckPort(address.substr(close + 2), spec);
+    port = text.substr(close + 2);
+  } else {
+    size_t colon = text.rfind(':');
+    if (colon == absl::string_view::npos) {
+      return absl::InvalidArgumentError(
+          "expected HOST:PORT, [V6]:PORT or unix:PATH");
+    }
+    out.host = std::string(text.substr(0, colon));
+    if (out.host.empty()) {
+      return absl::InvalidArgumentError(
+          "empty host (0.0.0.0 for every IPv4 interface, [::] for IPv6)");
+    }
+    in_addr a4;
+    if (out.host != "localhost" &&
+        inet_pton(AF_INET, out.host.c_str(), &a4) != 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "host \"", out.host,
+          "\" is not an IPv4 address or \"localhost\" (IPv6 goes in "
+          "brackets)"));
+    }
+    port = text.substr(colon + 1);
   }
-  size_t colon = address.rfind(':');
-  if (colon == absl::string_view::npos) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("listen spec \"", spec,
-                     "\": expected HOST:PORT, [V6]:PORT or unix:PATH"));
-  }
-  std::string host(address.substr(0, colon));
-  in_addr a4;
-  if (host != "localhost" && inet_pton(AF_INET, host.c_str(), &a4) != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "listen spec \"", spec, "\": host \"", host,
-        "\" is not an IPv4 address or \"localhost\" (IPv6 goes in brackets)"));
-  }
-  return CheckPort(address.substr(colon + 1), spec);
+  absl::StatusOr<int> p = ParsePort(port);
+  if (!p.ok()) return p.status();
+  out.port = *p;
+  return out;
+}
+
+absl::Status Prefixed(absl::string_view what, absl::string_view text,
+                      const absl::Status& status) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(what, " \"", text, "\": ", status.message()));
 }
 
 }  // namespace
+
+absl::StatusOr<Endpoint> Endpoint::Parse(absl::string_view text) {
+  absl::StatusOr<Endpoint> out = ParseEndpoint(text);
+  if (!out.ok()) return Prefixed("address", text, out.status());
+  return out;
+}
+
+Endpoint Endpoint::Loopback(int port) {
+  Endpoint out;
+  out.host = "127.0.0.1";
+  out.port = port;
+  return out;
+}
+
+std::string Endpoint::ToString() const {
+  switch (family) {
+    case Family::kInet:
+      return absl::StrCat(host, ":", port);
+    case Family::kInet6:
+      return absl::StrCat("[", host, "]:", port);
+    case Family::kUnix:
+      return absl::StrCat("unix:", path);
+  }
+  return "";
+}
+
+bool operator==(const Endpoint& a, const Endpoint& b) {
+  return a.family == b.family && a.host == b.host && a.port == b.port &&
+         a.path == b.path;
+}
+
+bool AbslParseFlag(absl::string_view text, Endpoint* endpoint,
+                   std::string* error) {
+  absl::StatusOr<Endpoint> parsed = ParseEndpoint(text);
+  if (!parsed.ok()) {
+    *error = std::string(parsed.status().message());
+    return false;
+  }
+  *endpoint = *std::move(parsed);
+  return true;
+}
+
+std::string AbslUnparseFlag(const Endpoint& endpoint) {
+  return endpoint.ToString();
+}
 
 absl::StatusOr<ListenSpec> ParseListenSpec(absl::string_view spec) {
   ListenSpec out;
@@ -98,14 +166,41 @@ absl::StatusOr<ListenSpec> ParseListenSpec(absl::string_view spec) {
       address = spec.substr(eq + 1);
     }
   }
-  if (address.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("listen spec \"", spec, "\": missing address"));
-  }
-  absl::Status s = CheckAddress(address, spec);
-  if (!s.ok()) return s;
-  out.address = std::string(address);
+  absl::StatusOr<Endpoint> endpoint = ParseEndpoint(address);
+  if (!endpoint.ok()) return Prefixed("listen spec", spec, endpoint.status());
+  out.endpoint = *std::move(endpoint);
   return out;
+}
+
+std::string ListenSpecToString(const ListenSpec& spec) {
+  return absl::StrCat(spec.name, "=", spec.endpoint.ToString());
+}
+
+bool AbslParseFlag(absl::string_view text, std::vector<ListenSpec>* specs,
+                   std::string* error) {
+  std::vector<ListenSpec> out;
+  for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+    absl::StatusOr<ListenSpec> spec = ParseListenSpec(part);
+    if (!spec.ok()) {
+      *error = std::string(spec.status().message());
+      return false;
+    }
+    out.push_back(*std::move(spec));
+  }
+  if (out.empty()) {
+    *error = "at least one listen spec needed";
+    return false;
+  }
+  *specs = std::move(out);
+  return true;
+}
+
+std::string AbslUnparseFlag(const std::vector<ListenSpec>& specs) {
+  std::vector<std::string> parts;
+  for (const ListenSpec& spec : specs) {
+    parts.push_back(ListenSpecToString(spec));
+  }
+  return absl::StrJoin(parts, ",");
 }
 
 namespace {

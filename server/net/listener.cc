@@ -13,8 +13,6 @@
 #include <cstring>
 #include <utility>
 
-#include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "server/base/log.h"
 
@@ -30,10 +28,12 @@ struct ResolvedAddress {
   std::string unix_path;  // set for filesystem unix sockets
 };
 
-absl::StatusOr<ResolvedAddress> Resolve(absl::string_view address) {
+// The endpoint was checked when it was parsed; what can still fail here is
+// only an Endpoint built by hand.
+absl::StatusOr<ResolvedAddress> Resolve(const Endpoint& endpoint) {
   ResolvedAddress r;
-  if (absl::StartsWith(address, "unix:")) {
-    absl::string_view path = address.substr(5);
+  if (endpoint.family == Endpoint::Family::kUnix) {
+    const std::string& path = endpoint.path;
     auto* un = reinterpret_cast<sockaddr_un*>(&r.ss);
     if (path.empty() || path.size() >= sizeof(un->sun_path)) {
       return absl::InvalidArgumentError(
@@ -44,52 +44,39 @@ absl::StatusOr<ResolvedAddress> Resolve(absl::string_view address) {
     if (path[0] == '@') {
       un->sun_path[0] = '\0';  // abstract namespace: no file to clean up
     } else {
-      r.unix_path = std::string(path);
+      r.unix_path = path;
     }
     r.len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) +
                                    path.size() + (path[0] == '@' ? 0 : 1));
     return r;
   }
-  std::string host;
-  absl::string_view port_text;
-  if (absl::StartsWith(address, "[")) {
-    size_t close = address.find(']');
-    if (close == absl::string_view::npos || close + 2 > address.size()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("bad address \"", address, "\""));
-    }
-    host = std::string(address.substr(1, close - 1));
-    port_text = address.substr(close + 2);
-  } else {
-    size_t colon = address.rfind(':');
-    if (colon == absl::string_view::npos) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("bad address \"", address, "\""));
-    }
-    host = std::string(address.substr(0, colon));
-    port_text = address.substr(colon + 1);
-  }
-  int port;
-  if (!absl::SimpleAtoi(port_text, &port) || port < 0 || port > 65535) {
+  if (endpoint.port < 0 || endpoint.port > 65535) {
     return absl::InvalidArgumentError(
-        absl::StrCat("bad port in \"", address, "\""));
+        absl::StrCat("bad port in \"", endpoint.ToString(), "\""));
+  }
+  const uint16_t port = htons(static_cast<uint16_t>(endpoint.port));
+  if (endpoint.family == Endpoint::Family::kInet6) {
+    auto* in6 = reinterpret_cast<sockaddr_in6*>(&r.ss);
+    if (inet_pton(AF_INET6, endpoint.host.c_str(), &in6->sin6_addr) != 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("bad host in \"", endpoint.ToString(), "\""));
+    }
+    in6->sin6_family = AF_INET6;
+    in6->sin6_port = port;
+    r.len = sizeof(sockaddr_in6);
+    return r;
   }
   // "localhost" is loopback by definition; no resolver (and no DNS) involved.
-  if (host == "localhost") host = "127.0.0.1";
+  const std::string host =
+      endpoint.host == "localhost" ? "127.0.0.1" : endpoint.host;
   auto* in = reinterpret_cast<sockaddr_in*>(&r.ss);
-  auto* in6 = reinterpret_cast<sockaddr_in6*>(&r.ss);
-  if (inet_pton(AF_INET, host.c_str(), &in->sin_addr) == 1) {
-    in->sin_family = AF_INET;
-    in->sin_port = htons(static_cast<uint16_t>(port));
-    r.len = sizeof(sockaddr_in);
-  } else if (inet_pton(AF_INET6, host.c_str(), &in6->sin6_addr) == 1) {
-    in6->sin6_family = AF_INET6;
-    in6->sin6_port = htons(static_cast<uint16_t>(port));
-    r.len = sizeof(sockaddr_in6);
-  } else {
+  if (inet_pton(AF_INET, host.c_str(), &in->sin_addr) != 1) {
     return absl::InvalidArgumentError(
-        absl::StrCat("bad host \"", host, "\" in \"", address, "\""));
+        absl::StrCat("bad host in \"", endpoint.ToString(), "\""));
   }
+  in->sin_family = AF_INET;
+  in->sin_port = port;
+  r.len = sizeof(sockaddr_in);
   return r;
 }
 
@@ -125,7 +112,7 @@ int OpenReserve() { return open("/dev/null", O_RDONLY | O_CLOEXEC); }
 
 absl::StatusOr<std::unique_ptr<Listener>> Listener::Bind(const ListenSpec& spec,
                                                          int backlog) {
-  absl::StatusOr<ResolvedAddress> r = Resolve(spec.address);
+  absl::StatusOr<ResolvedAddress> r = Resolve(spec.endpoint);
   if (!r.ok()) return r.status();
   const int family = r->ss.ss_family;
   if (!r->unix_path.empty()) {
@@ -134,12 +121,12 @@ absl::StatusOr<std::unique_ptr<Listener>> Listener::Bind(const ListenSpec& spec,
   }
   int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
-    return absl::ErrnoToStatus(errno,
-                               absl::StrCat("socket for ", spec.address));
+    return absl::ErrnoToStatus(
+        errno, absl::StrCat("socket for ", spec.endpoint.ToString()));
   }
   auto fail = [&](absl::string_view call) {
     absl::Status s = absl::ErrnoToStatus(
-        errno, absl::StrCat(call, " fd ", fd, " ", spec.address));
+        errno, absl::StrCat(call, " fd ", fd, " ", spec.endpoint.ToString()));
     close(fd);
     return s;
   };

@@ -229,9 +229,9 @@ class AuthServerTest : public ::testing::Test {
     });
     base::ConfigureLogging(base::LogLevel::kDebug, base::LogFormat::kText);
     ServerConfig config;
-    config.core.listen = {{"default", "127.0.0.1:0"}};
+    config.core.listen = {{"default", net::Endpoint::Loopback(0)}};
     config.core.loops = 2;
-    config.grpc_address = "127.0.0.1:0";
+    config.grpc_address = net::Endpoint::Loopback(0);
     config.drain_timeout = absl::Seconds(2);
     config.auth.tokens_file = tokens_;
     auto server = FaninServer::Start(std::move(config));

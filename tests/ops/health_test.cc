@@ -21,9 +21,9 @@ constexpr int kNotServing = 2;
 
 std::unique_ptr<FaninServer> StartServer() {
   ServerConfig config;
-  config.core.listen = {{"default", "127.0.0.1:0"}};
+  config.core.listen = {{"default", net::Endpoint::Loopback(0)}};
   config.core.loops = 2;
-  config.grpc_address = "127.0.0.1:0";
+  config.grpc_address = net::Endpoint::Loopback(0);
   config.drain_timeout = absl::Seconds(2);
   config.watchdog = {.period = absl::Milliseconds(50),
                      .stuck_after = absl::Milliseconds(300)};
@@ -92,25 +92,25 @@ TEST(StartTest, FailuresUnwindAndNameTheCause) {
   // The metrics port is taken.
   auto blocker = FaninServer::Start([] {
     ServerConfig c;
-    c.core.listen = {{"default", "127.0.0.1:0"}};
+    c.core.listen = {{"default", net::Endpoint::Loopback(0)}};
     c.core.loops = 1;
-    c.grpc_address = "127.0.0.1:0";
-    c.metrics_address = "127.0.0.1:0";
+    c.grpc_address = net::Endpoint::Loopback(0);
+    c.metrics_address = net::Endpoint::Loopback(0);
     return c;
   }());
   ASSERT_TRUE(blocker.ok()) << blocker.status();
   ServerConfig config;
-  config.core.listen = {{"default", "127.0.0.1:0"}};
+  config.core.listen = {{"default", net::Endpoint::Loopback(0)}};
   config.core.loops = 1;
-  config.grpc_address = "127.0.0.1:0";
-  config.metrics_address = (*blocker)->metrics_address();
+  config.grpc_address = net::Endpoint::Loopback(0);
+  config.metrics_address = *net::Endpoint::Parse((*blocker)->metrics_address());
   auto taken = FaninServer::Start(config);
   ASSERT_FALSE(taken.ok());
   EXPECT_EQ(taken.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_TRUE(absl::StrContains(taken.status().message(), "metrics"))
       << taken.status();
 
-  config.metrics_address = "";
+  config.metrics_address.reset();
   config.tls = {.cert_file = "/nonexistent/server.pem",
                 .key_file = "/nonexistent/server.key"};
   auto no_cert = FaninServer::Start(config);

@@ -83,10 +83,10 @@ bool WaitQuery(const std::string& prometheus, const std::string& promql,
 
 TEST(PrometheusTest, RealPrometheusScrapesFanin) {
   ServerConfig config;
-  config.core.listen = {{"default", "127.0.0.1:0"}};
+  config.core.listen = {{"default", net::Endpoint::Loopback(0)}};
   config.core.loops = 2;
-  config.grpc_address = "127.0.0.1:0";
-  config.metrics_address = "127.0.0.1:0";
+  config.grpc_address = net::Endpoint::Loopback(0);
+  config.metrics_address = net::Endpoint::Loopback(0);
   config.drain_timeout = absl::Seconds(2);
   auto server = FaninServer::Start(std::move(config));
   ASSERT_TRUE(server.ok()) << server.status();

@@ -32,9 +32,9 @@ class TlsTest : public ::testing::Test {
   void Start(bool mutual, const std::string& tokens_file = "") {
     ASSERT_NE(pki_, nullptr);
     ServerConfig config;
-    config.core.listen = {{"default", "127.0.0.1:0"}};
+    config.core.listen = {{"default", net::Endpoint::Loopback(0)}};
     config.core.loops = 1;
-    config.grpc_address = "127.0.0.1:0";
+    config.grpc_address = net::Endpoint::Loopback(0);
     config.drain_timeout = absl::Seconds(2);
     config.tls.cert_file = pki_->server_cert;
     config.tls.key_file = pki_->server_key;

@@ -131,10 +131,10 @@ std::string PollerTestName(
 
 ServerConfig BaseConfig(reactor::PollerKind poller) {
   ServerConfig config;
-  config.core.listen = {{"default", "127.0.0.1:0"}};
+  config.core.listen = {{"default", net::Endpoint::Loopback(0)}};
   config.core.poller = poller;
   config.core.loops = 2;
-  config.grpc_address = "127.0.0.1:0";
+  config.grpc_address = net::Endpoint::Loopback(0);
   config.drain_timeout = absl::Seconds(5);
   return config;
 }

@@ -28,7 +28,7 @@ class PullTest : public ::testing::TestWithParam<reactor::PollerKind> {
  protected:
   void SetUp() override {
     ServerConfig config = BaseConfig(GetParam());
-    config.core.listen.push_back({"pull", "127.0.0.1:0"});
+    config.core.listen.push_back({"pull", net::Endpoint::Loopback(0)});
     config.core.pull_listeners = {"pull"};
     server_ = StartServer(config);
     ASSERT_NE(server_, nullptr);

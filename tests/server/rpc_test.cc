@@ -80,7 +80,7 @@ class RpcTest : public ::testing::TestWithParam<reactor::PollerKind> {
 
 TEST_P(RpcTest, ListConnectionsPagesEveryConnectionOnce) {
   ServerConfig config = BaseConfig(GetParam());
-  config.core.listen.push_back({"other", "127.0.0.1:0"});
+  config.core.listen.push_back({"other", net::Endpoint::Loopback(0)});
   Start(config);
   auto watch = Subscriber::Start(server_->grpc_address(), Lossless());
   ASSERT_TRUE(watch->WaitStarted(Deadline()).ok());

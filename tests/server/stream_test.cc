@@ -305,7 +305,7 @@ TEST_P(StreamTest, LossyGapsAccountForEveryMissedEvent) {
 // each compared with an unfiltered lossless reference.
 TEST_P(StreamTest, FiltersAndPayloadOptions) {
   ServerConfig config = BaseConfig(GetParam());
-  config.core.listen.push_back({"other", "127.0.0.1:0"});
+  config.core.listen.push_back({"other", net::Endpoint::Loopback(0)});
   auto server = StartServer(config);
   ASSERT_NE(server, nullptr);
   const std::string address = server->grpc_address();

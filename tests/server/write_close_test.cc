@@ -225,7 +225,7 @@ TEST_P(WriteCloseTest, WritableAfterBlockedWrite) {
 // then Closed(CLOSED_BY_SUBSCRIBER). A second close is NOT_FOUND.
 TEST_P(WriteCloseTest, GracefulCloseDeliversEverythingThenEof) {
   ServerConfig config = BaseConfig(GetParam());
-  config.core.listen.push_back({"pull", "127.0.0.1:0"});
+  config.core.listen.push_back({"pull", net::Endpoint::Loopback(0)});
   config.core.pull_listeners = {"pull"};
   Start(config);
   for (const char* listener : {"default", "pull"}) {
