@@ -6,6 +6,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "server/base/text.h"
 
 namespace fanin::fanout {
 
@@ -39,8 +40,8 @@ absl::StatusOr<Filter> Filter::FromRequest(
       }
       if (!found) {
         return absl::InvalidArgumentError(absl::StrCat(
-            "listeners[", i, "]: no listener named \"", name,
-            "\" (have: ", absl::StrJoin(listener_names, ", "), ")"));
+            "listeners[", i, "]: no listener named ", base::QuoteBounded(name),
+            " (have: ", absl::StrJoin(listener_names, ", "), ")"));
       }
     }
   }

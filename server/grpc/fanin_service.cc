@@ -10,6 +10,7 @@
 #include "server/base/log.h"
 #include "server/fanout/event_codec.h"
 #include "server/fanout/filter.h"
+#include "server/grpc/requests.h"
 
 namespace fanin::grpc_api {
 namespace {
@@ -20,13 +21,33 @@ grpc::Status ToGrpc(const absl::Status& s) {
                       std::string(s.message()));
 }
 
-grpc::Status InvalidArgument(std::string message) {
-  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::move(message));
-}
-
 grpc::ByteBuffer ToByteBuffer(const std::string& bytes) {
   grpc::Slice slice(bytes);
   return grpc::ByteBuffer(&slice, 1);
+}
+
+// The bytes of a request as gRPC received them.
+std::string BytesOf(const grpc::ByteBuffer& buffer) {
+  std::vector<grpc::Slice> slices;
+  std::string bytes;
+  if (!buffer.Dump(&slices).ok()) return bytes;
+  for (const grpc::Slice& s : slices) {
+    bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  }
+  return bytes;
+}
+
+void SetResponse(const google::protobuf::Message& message,
+                 grpc::ByteBuffer* out) {
+  *out = ToByteBuffer(message.SerializeAsString());
+}
+
+// A unary reactor already finished with `status`.
+grpc::ServerUnaryReactor* Finished(grpc::CallbackServerContext* context,
+                                   const grpc::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(status);
+  return reactor;
 }
 
 std::string Serialize(const fanin::v1::SubscribeResponse& message) {
@@ -303,30 +324,12 @@ void FaninService::BeginDrain() {
 grpc::ServerWriteReactor<grpc::ByteBuffer>* FaninService::Subscribe(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
   fanin::v1::SubscribeRequest req;
-  grpc::Status status = Authorize(context, Access::kRead);
-  std::vector<grpc::Slice> slices;
-  if (status.ok()) {
-    if (!request->Dump(&slices).ok()) {
-      status = InvalidArgument("request: cannot read the SubscribeRequest");
-    } else {
-      std::string bytes;
-      for (const grpc::Slice& s : slices) {
-        bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
-      }
-      if (!req.ParseFromString(bytes)) {
-        status = InvalidArgument("request: not a valid SubscribeRequest");
-      }
-    }
-  }
+  grpc::Status status =
+      Admit(context, Access::kRead, "Subscribe", request, &req);
   absl::StatusOr<fanout::Filter> filter = fanout::Filter();
   if (status.ok()) {
-    filter = fanout::Filter::FromRequest(req, core_->listener_names());
+    filter = CheckSubscribe(req, core_->listener_names());
     if (!filter.ok()) status = ToGrpc(filter.status());
-  }
-  if (status.ok() && !fanin::v1::Delivery_IsValid(req.delivery())) {
-    status = InvalidArgument(
-        absl::StrCat("delivery: unknown value ", req.delivery(),
-                     "; use DELIVERY_LOSSY or DELIVERY_LOSSLESS"));
   }
   if (status.ok() && draining_) {
     status = grpc::Status(grpc::StatusCode::UNAVAILABLE,
@@ -353,131 +356,132 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* FaninService::Subscribe(
   return stream.get();
 }
 
+grpc::Status FaninService::Admit(grpc::CallbackServerContext* context,
+                                 Access access, const char* method,
+                                 const grpc::ByteBuffer* request,
+                                 google::protobuf::Message* out) const {
+  grpc::Status s = Authorize(context, access);
+  if (!s.ok()) return s;
+  return ToGrpc(ParseRequest(BytesOf(*request), method, out));
+}
+
 grpc::ServerUnaryReactor* FaninService::Write(
-    grpc::CallbackServerContext* context,
-    const fanin::v1::WriteRequest* request,
-    fanin::v1::WriteResponse* response) {
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  fanin::v1::WriteRequest req;
+  grpc::Status s = Admit(context, Access::kWrite, "Write", request, &req);
+  if (s.ok()) s = ToGrpc(CheckWrite(req));
+  if (!s.ok()) return Finished(context, s);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (Denied(context, Access::kWrite, reactor)) return reactor;
-  if (request->connection_id() == 0) {
-    reactor->Finish(
-        InvalidArgument("connection_id: required (ids start at 1)"));
-    return reactor;
-  }
-  if (request->data().empty() && !request->close_after()) {
-    reactor->Finish(InvalidArgument(
-        "data: empty, nothing to write (set close_after to only close)"));
-    return reactor;
-  }
-  core_->Write(request->connection_id(), request->data(),
-               request->close_after(),
+  core_->Write(req.connection_id(), std::move(*req.mutable_data()),
+               req.close_after(),
                [reactor, response](absl::StatusOr<uint64_t> queued) {
-                 if (queued.ok()) response->set_queued_bytes(*queued);
+                 if (queued.ok()) {
+                   fanin::v1::WriteResponse r;
+                   r.set_queued_bytes(*queued);
+                   SetResponse(r, response);
+                 }
                  reactor->Finish(ToGrpc(queued.status()));
                });
   return reactor;
 }
 
 grpc::ServerUnaryReactor* FaninService::CloseConnection(
-    grpc::CallbackServerContext* context,
-    const fanin::v1::CloseConnectionRequest* request,
-    fanin::v1::CloseConnectionResponse* /*response*/) {
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  fanin::v1::CloseConnectionRequest req;
+  grpc::Status s =
+      Admit(context, Access::kWrite, "CloseConnection", request, &req);
+  if (s.ok())
+    s = ToGrpc(CheckConnectionId(req.connection_id(), "CloseConnection"));
+  if (!s.ok()) return Finished(context, s);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (Denied(context, Access::kWrite, reactor)) return reactor;
-  if (request->connection_id() == 0) {
-    reactor->Finish(
-        InvalidArgument("connection_id: required (ids start at 1)"));
-    return reactor;
-  }
-  core_->Close(request->connection_id(), request->abort(),
-               [reactor](absl::Status s) { reactor->Finish(ToGrpc(s)); });
+  core_->Close(req.connection_id(), req.abort(),
+               [reactor, response](absl::Status status) {
+                 if (status.ok()) {
+                   SetResponse(fanin::v1::CloseConnectionResponse(), response);
+                 }
+                 reactor->Finish(ToGrpc(status));
+               });
   return reactor;
 }
 
 grpc::ServerUnaryReactor* FaninService::ListConnections(
-    grpc::CallbackServerContext* context,
-    const fanin::v1::ListConnectionsRequest* request,
-    fanin::v1::ListConnectionsResponse* response) {
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  fanin::v1::ListConnectionsRequest req;
+  grpc::Status s =
+      Admit(context, Access::kRead, "ListConnections", request, &req);
+  absl::StatusOr<ListQuery> query = ListQuery();
+  if (s.ok()) {
+    query = CheckList(req, core_->listener_names());
+    s = ToGrpc(query.status());
+  }
+  if (!s.ok()) return Finished(context, s);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (Denied(context, Access::kRead, reactor)) return reactor;
-  const auto& names = core_->listener_names();
-  if (!request->listener().empty() &&
-      std::find(names.begin(), names.end(), request->listener()) ==
-          names.end()) {
-    reactor->Finish(InvalidArgument(absl::StrCat(
-        "listener: no listener named \"", request->listener(), "\"")));
-    return reactor;
-  }
-  uint64_t after = 0;
-  if (!request->page_token().empty() &&
-      (!absl::SimpleAtoi(request->page_token(), &after) || after == 0)) {
-    reactor->Finish(InvalidArgument(
-        "page_token: not a next_page_token from ListConnections"));
-    return reactor;
-  }
-  size_t limit = request->page_size() == 0
-                     ? 100
-                     : std::min<uint32_t>(request->page_size(), 1000);
-  response->set_as_of_seq(hub_->head_seq());
-  core_->List(
-      request->listener(), after, limit,
-      [reactor, response](absl::StatusOr<core::FaninCore::ListPage> page) {
-        if (!page.ok()) {
-          reactor->Finish(ToGrpc(page.status()));
-          return;
-        }
-        for (auto& c : page->connections) {
-          *response->add_connections() = std::move(c);
-        }
-        if (page->more && response->connections_size() > 0) {
-          response->set_next_page_token(absl::StrCat(
-              response->connections(response->connections_size() - 1)
-                  .connection_id()));
-        }
-        reactor->Finish(grpc::Status::OK);
-      });
+  const uint64_t as_of_seq = hub_->head_seq();
+  core_->List(query->listener, query->after_id, query->limit,
+              [reactor, response,
+               as_of_seq](absl::StatusOr<core::FaninCore::ListPage> page) {
+                if (!page.ok()) {
+                  reactor->Finish(ToGrpc(page.status()));
+                  return;
+                }
+                fanin::v1::ListConnectionsResponse r;
+                r.set_as_of_seq(as_of_seq);
+                for (auto& c : page->connections) {
+                  *r.add_connections() = std::move(c);
+                }
+                if (page->more && r.connections_size() > 0) {
+                  r.set_next_page_token(PageTokenAfter(
+                      r.connections(r.connections_size() - 1).connection_id()));
+                }
+                SetResponse(r, response);
+                reactor->Finish(grpc::Status::OK);
+              });
   return reactor;
 }
 
 grpc::ServerUnaryReactor* FaninService::GetStats(
-    grpc::CallbackServerContext* context,
-    const fanin::v1::GetStatsRequest* /*request*/,
-    fanin::v1::GetStatsResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (Denied(context, Access::kRead, reactor)) return reactor;
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  fanin::v1::GetStatsRequest req;
+  grpc::Status s = Admit(context, Access::kRead, "GetStats", request, &req);
+  if (!s.ok()) return Finished(context, s);
   core::CoreStats c = core_->GetStats();
   fanout::EventHub::Stats h = hub_->GetStats();
-  response->set_poller(c.poller);
-  response->set_connections_open(c.connections_open);
-  response->set_connections_accepted(c.connections_accepted);
-  response->set_connections_rejected(c.connections_rejected);
-  response->set_events_published(h.events_published);
-  response->set_bytes_received(c.bytes_received);
-  response->set_bytes_sent(c.bytes_sent);
-  response->set_subscribers(h.subscribers);
-  response->set_events_lost(h.events_lost);
-  response->set_head_seq(h.head_seq);
-  response->set_oldest_seq(h.oldest_seq);
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
+  fanin::v1::GetStatsResponse r;
+  r.set_poller(c.poller);
+  r.set_connections_open(c.connections_open);
+  r.set_connections_accepted(c.connections_accepted);
+  r.set_connections_rejected(c.connections_rejected);
+  r.set_events_published(h.events_published);
+  r.set_bytes_received(c.bytes_received);
+  r.set_bytes_sent(c.bytes_sent);
+  r.set_subscribers(h.subscribers);
+  r.set_events_lost(h.events_lost);
+  r.set_head_seq(h.head_seq);
+  r.set_oldest_seq(h.oldest_seq);
+  SetResponse(r, response);
+  return Finished(context, grpc::Status::OK);
 }
 
 grpc::ServerUnaryReactor* FaninService::Read(
-    grpc::CallbackServerContext* context, const fanin::v1::ReadRequest* request,
-    fanin::v1::ReadResponse* response) {
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  fanin::v1::ReadRequest req;
+  grpc::Status s = Admit(context, Access::kRead, "Read", request, &req);
+  if (s.ok()) s = ToGrpc(CheckConnectionId(req.connection_id(), "Read"));
+  if (!s.ok()) return Finished(context, s);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (Denied(context, Access::kRead, reactor)) return reactor;
-  if (request->connection_id() == 0) {
-    reactor->Finish(
-        InvalidArgument("connection_id: required (ids start at 1)"));
-    return reactor;
-  }
   core_->Read(
-      request->connection_id(), request->max_bytes(),
+      req.connection_id(), req.max_bytes(),
       [reactor, response](absl::StatusOr<core::Connection::ReadOutcome> out) {
         if (out.ok()) {
-          response->set_data(std::move(out->data));
-          response->set_read_closed(out->read_closed);
+          fanin::v1::ReadResponse r;
+          r.set_data(std::move(out->data));
+          r.set_read_closed(out->read_closed);
+          SetResponse(r, response);
         }
         reactor->Finish(ToGrpc(out.status()));
       });

@@ -1,7 +1,9 @@
 // FaninService: the fanin.v1.FanIn gRPC service on the callback API.
 //
-// Subscribe is a raw (ByteBuffer) streaming method so that batches are built
-// straight from the hub's pre-encoded events (see batch_encoder.h). Each
+// Every method is raw (ByteBuffer in and out): Subscribe so that batches are
+// built straight from the hub's pre-encoded events (see batch_encoder.h), and
+// all of them so that a request that does not parse gets INVALID_ARGUMENT
+// naming the method (requests.h) instead of gRPC's empty UNIMPLEMENTED. Each
 // stream keeps exactly one write in flight: when a write completes it reads
 // the next batch from its hub subscription; when there is nothing to read it
 // parks and the hub wakes it on the next matching event. A batch therefore
@@ -56,9 +58,16 @@ struct ServiceOptions {
 
 class SubscribeStream;
 
-class FaninService final
-    : public fanin::v1::FanIn::WithRawCallbackMethod_Subscribe<
-          fanin::v1::FanIn::CallbackService> {
+namespace internal {
+using V1 = fanin::v1::FanIn;
+using RawService = V1::WithRawCallbackMethod_Subscribe<
+    V1::WithRawCallbackMethod_Write<V1::WithRawCallbackMethod_CloseConnection<
+        V1::WithRawCallbackMethod_ListConnections<
+            V1::WithRawCallbackMethod_GetStats<
+                V1::WithRawCallbackMethod_Read<V1::Service>>>>>>;
+}  // namespace internal
+
+class FaninService final : public internal::RawService {
  public:
   FaninService(core::FaninCore* core, fanout::EventHub* hub,
                ServiceOptions options);
@@ -68,23 +77,20 @@ class FaninService final
       grpc::CallbackServerContext* context,
       const grpc::ByteBuffer* request) override;
   grpc::ServerUnaryReactor* Write(grpc::CallbackServerContext* context,
-                                  const fanin::v1::WriteRequest* request,
-                                  fanin::v1::WriteResponse* response) override;
+                                  const grpc::ByteBuffer* request,
+                                  grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* CloseConnection(
-      grpc::CallbackServerContext* context,
-      const fanin::v1::CloseConnectionRequest* request,
-      fanin::v1::CloseConnectionResponse* response) override;
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+      grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* ListConnections(
-      grpc::CallbackServerContext* context,
-      const fanin::v1::ListConnectionsRequest* request,
-      fanin::v1::ListConnectionsResponse* response) override;
-  grpc::ServerUnaryReactor* GetStats(
-      grpc::CallbackServerContext* context,
-      const fanin::v1::GetStatsRequest* request,
-      fanin::v1::GetStatsResponse* response) override;
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+      grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* context,
+                                     const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* Read(grpc::CallbackServerContext* context,
-                                 const fanin::v1::ReadRequest* request,
-                                 fanin::v1::ReadResponse* response) override;
+                                 const grpc::ByteBuffer* request,
+                                 grpc::ByteBuffer* response) override;
 
   // Graceful drain: every stream delivers what the hub holds for it, then
   // finishes with OK. New subscriptions are refused with UNAVAILABLE.
@@ -106,14 +112,11 @@ class FaninService final
     return options_.authorize ? options_.authorize(context, access)
                               : grpc::Status::OK;
   }
-  // Finishes `reactor` with the authorization failure, if any.
-  bool Denied(grpc::CallbackServerContext* context, Access access,
-              grpc::ServerUnaryReactor* reactor) const {
-    grpc::Status s = Authorize(context, access);
-    if (s.ok()) return false;
-    reactor->Finish(s);
-    return true;
-  }
+  // The start of every call: authorization, then the request parsed into
+  // *out (INVALID_ARGUMENT naming `method` when it does not parse).
+  grpc::Status Admit(grpc::CallbackServerContext* context, Access access,
+                     const char* method, const grpc::ByteBuffer* request,
+                     google::protobuf::Message* out) const;
 
   core::FaninCore* const core_;
   fanout::EventHub* const hub_;
