@@ -239,4 +239,29 @@ absl::StatusOr<TcpClient> ConnectTcp(absl::string_view address,
   return last;
 }
 
+std::string ReadUntilEofOrError(int fd, absl::Time deadline, int* error) {
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n > 0) {
+      out.append(buf, n);
+      continue;
+    }
+    if (n == 0) {
+      *error = 0;
+      return out;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      *error = errno;
+      return out;
+    }
+    if (!PollFor(fd, POLLIN, deadline)) {
+      *error = -1;
+      return out;
+    }
+  }
+}
+
 }  // namespace fanin::testing

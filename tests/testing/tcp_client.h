@@ -72,6 +72,11 @@ class TcpClient {
 absl::StatusOr<TcpClient> ConnectTcp(absl::string_view address,
                                      absl::Time deadline = DefaultDeadline());
 
+// Reads a non-blocking or blocking socket (it does not own) until EOF or an
+// error; returns the bytes and sets *error to 0 on EOF, to the errno (e.g.
+// ECONNRESET) on error, or to -1 at the deadline.
+std::string ReadUntilEofOrError(int fd, absl::Time deadline, int* error);
+
 }  // namespace fanin::testing
 
 #endif  // FANIN_TESTS_TESTING_TCP_CLIENT_H_
