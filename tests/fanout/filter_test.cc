@@ -149,5 +149,19 @@ TEST(FilterTest, KeyDiffersWhenTheFiltersDiffer) {
   }
 }
 
+TEST(FilterTest, KeyIsEqualWhenListingEverythingMeansNoRestriction) {
+  // Every kind, or every listener of the server, matches the same events as
+  // naming none, so such subscribers can share batches.
+  SubscribeRequest all_kinds;
+  for (int k = fanin::v1::EventKind_MIN; k <= fanin::v1::EventKind_MAX; ++k) {
+    if (k != fanin::v1::EVENT_KIND_UNSPECIFIED) {
+      all_kinds.add_kinds(static_cast<EventKind>(k));
+    }
+  }
+  EXPECT_EQ(Make(all_kinds).Key(), Filter().Key());
+  EXPECT_EQ(Make(Request({}, {"metrics", "default", "admin"}, {})).Key(),
+            Filter().Key());
+}
+
 }  // namespace
 }  // namespace fanin::fanout
