@@ -71,6 +71,12 @@ void CoreHarness::WithConnection(uint64_t id,
   });
 }
 
+size_t CoreHarness::ConnectionCount() {
+  size_t count = 0;
+  RunSync([&] { count = shard_->connection_count(); });
+  return count;
+}
+
 fanin::v1::Connection CoreHarness::Info(uint64_t id) {
   fanin::v1::Connection info;
   WithConnection(id, [&](core::Connection& c) { c.FillInfo(&info); });
@@ -183,6 +189,14 @@ void ShrinkBuffers(int fd) {
   return ::testing::AssertionFailure()
          << "got " << got.size() << " bytes, want " << want.size()
          << "; first difference at byte " << i;
+}
+
+bool PeerSeesEof(int fd) {
+  bool eof = false;
+  return testing::WaitFor([&] {
+    testing::ReadAvailable(fd, &eof);
+    return eof;
+  });
 }
 
 std::string ReadBytes(int fd, size_t n) {

@@ -58,6 +58,8 @@ class CoreHarness {
   // Runs fn against connection `id` on the loop thread; fails the test when
   // there is no such connection.
   void WithConnection(uint64_t id, std::function<void(core::Connection&)> fn);
+  // Connections the shard holds (asked on the loop thread).
+  size_t ConnectionCount();
   // The connection's FillInfo (on the loop thread).
   fanin::v1::Connection Info(uint64_t id);
 
@@ -107,6 +109,9 @@ void ShrinkBuffers(int fd);
 // instead of printing them.
 ::testing::AssertionResult SameBytes(const std::string& got,
                                      const std::string& want);
+// True once a read of the non-blocking `fd` returns EOF (bytes before it are
+// dropped); false at the deadline.
+bool PeerSeesEof(int fd);
 // Reads a non-blocking `fd` until `n` bytes arrived; what came by the
 // deadline.
 std::string ReadBytes(int fd, size_t n);

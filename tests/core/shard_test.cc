@@ -39,6 +39,31 @@ bool Writable(int fd) {
   return poll(&p, 1, 0) == 1 && (p.revents & POLLOUT) != 0;
 }
 
+// Two connections: `busy` with bytes queued (its peer not reading yet) and
+// `idle` with none.
+struct BusyAndIdle {
+  int busy_peer = -1, idle_peer = -1;
+  uint64_t busy_id = 0, idle_id = 0;
+};
+BusyAndIdle OpenBusyAndIdle(CoreHarness& h, const std::string& queued) {
+  BusyAndIdle out;
+  auto [busy_peer, busy] = UnixPair();
+  auto [idle_peer, idle] = UnixPair();
+  ShrinkBuffers(busy);
+  out.busy_peer = busy_peer;
+  out.idle_peer = idle_peer;
+  out.busy_id = h.Adopt(busy);
+  out.idle_id = h.Adopt(idle);
+  EXPECT_NE(out.busy_id, 0u);
+  EXPECT_NE(out.idle_id, 0u);
+  h.WithConnection(out.busy_id, [&](core::Connection& c) {
+    absl::StatusOr<uint64_t> q = c.Write(queued, false);
+    ASSERT_TRUE(q.ok()) << q.status();
+    EXPECT_GT(*q, 0u);
+  });
+  return out;
+}
+
 class ShardTest : public ::testing::TestWithParam<reactor::PollerKind> {};
 
 TEST_P(ShardTest, WithConnectionRunsOnTheLoopOrAnswersNotFound) {
@@ -163,19 +188,8 @@ TEST_P(ShardTest, BackPressureStopsReadingUntilTheSubscriberReads) {
 
 TEST_P(ShardTest, BeginShutdownFlushesThenClosesWithServerShutdown) {
   CoreHarness h(GetParam(), {});
-  auto [busy_peer, busy] = UnixPair();
-  auto [idle_peer, idle] = UnixPair();
-  ShrinkBuffers(busy);
-  const uint64_t busy_id = h.Adopt(busy);
-  const uint64_t idle_id = h.Adopt(idle);
-  ASSERT_NE(busy_id, 0u);
-  ASSERT_NE(idle_id, 0u);
   const std::string big = Pattern(512 << 10);
-  h.WithConnection(busy_id, [&](core::Connection& c) {
-    absl::StatusOr<uint64_t> q = c.Write(big, false);
-    ASSERT_TRUE(q.ok()) << q.status();
-    EXPECT_GT(*q, 0u);
-  });
+  const BusyAndIdle c = OpenBusyAndIdle(h, big);
   size_t left = 0;
   h.RunSync([&] {
     h.shard().BeginShutdown();
@@ -186,36 +200,25 @@ TEST_P(ShardTest, BeginShutdownFlushesThenClosesWithServerShutdown) {
 
   int error = -2;
   EXPECT_TRUE(SameBytes(
-      ReadUntilEofOrError(busy_peer, absl::Now() + absl::Seconds(10), &error),
+      ReadUntilEofOrError(c.busy_peer, absl::Now() + absl::Seconds(10), &error),
       big));
   EXPECT_EQ(error, 0);
-  for (uint64_t id : {busy_id, idle_id}) {
+  for (uint64_t id : {c.busy_id, c.idle_id}) {
     std::optional<fanin::v1::Event> closed = h.WaitEvent(id, kClosed);
     ASSERT_TRUE(closed.has_value()) << id;
     EXPECT_EQ(closed->closed().reason(),
               fanin::v1::CLOSE_REASON_SERVER_SHUTDOWN);
     EXPECT_EQ(closed->closed().detail(), "");
   }
-  EXPECT_EQ(h.Events(busy_id).back().closed().bytes_sent(), big.size());
+  EXPECT_EQ(h.Events(c.busy_id).back().closed().bytes_sent(), big.size());
   EXPECT_EQ(h.slots().open(), 0);
-  close(busy_peer);
-  close(idle_peer);
+  close(c.busy_peer);
+  close(c.idle_peer);
 }
 
 TEST_P(ShardTest, ForceCloseAllClosesEveryConnectionAtOnce) {
   CoreHarness h(GetParam(), {});
-  auto [a_peer, a] = UnixPair();
-  auto [b_peer, b] = UnixPair();
-  ShrinkBuffers(a);
-  const uint64_t a_id = h.Adopt(a);
-  const uint64_t b_id = h.Adopt(b);
-  ASSERT_NE(a_id, 0u);
-  ASSERT_NE(b_id, 0u);
-  h.WithConnection(a_id, [](core::Connection& c) {
-    absl::StatusOr<uint64_t> q = c.Write(Pattern(512 << 10), false);
-    ASSERT_TRUE(q.ok()) << q.status();
-    EXPECT_GT(*q, 0u);
-  });
+  const BusyAndIdle c = OpenBusyAndIdle(h, Pattern(512 << 10));
   size_t left = 1;
   h.RunSync([&] {
     h.shard().ForceCloseAll();
@@ -223,15 +226,17 @@ TEST_P(ShardTest, ForceCloseAllClosesEveryConnectionAtOnce) {
   });
   EXPECT_EQ(left, 0u);
   EXPECT_EQ(h.slots().open(), 0);
-  for (uint64_t id : {a_id, b_id}) {
+  for (uint64_t id : {c.busy_id, c.idle_id}) {
     std::optional<fanin::v1::Event> closed = h.WaitEvent(id, kClosed);
     ASSERT_TRUE(closed.has_value()) << id;
     EXPECT_EQ(closed->closed().reason(),
               fanin::v1::CLOSE_REASON_SERVER_SHUTDOWN);
   }
-  EXPECT_LT(h.Events(a_id).back().closed().bytes_sent(), 512u << 10);
-  close(a_peer);
-  close(b_peer);
+  // The queue was dropped, not flushed.
+  EXPECT_LT(h.Events(c.busy_id).back().closed().bytes_sent(), 512u << 10);
+  EXPECT_TRUE(PeerSeesEof(c.idle_peer));
+  close(c.busy_peer);
+  close(c.idle_peer);
 }
 
 INSTANTIATE_TEST_SUITE_P(AllPollers, ShardTest,
