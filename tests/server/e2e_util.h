@@ -19,23 +19,13 @@
 #define FANIN_TESTS_SERVER_E2E_UTIL_H_
 
 #include <cstdint>
-#include <functional>
 #include <memory>
-#include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_map.h"
-#include "absl/functional/function_ref.h"
-#include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
-#include "absl/time/clock.h"
+#include "absl/status/status.h"
 #include "absl/time/time.h"
-#include "fanin/v1/fanin.grpc.pb.h"
-#include "grpcpp/grpcpp.h"
-#include "gtest/gtest.h"
+#include "fanin/v1/fanin.pb.h"
 #include "server/fanin_server.h"
 #include "server/net/address.h"
 #include "server/reactor/poller.h"
