@@ -9,6 +9,20 @@
 #include "server/base/text.h"
 
 namespace fanin::fanout {
+namespace {
+
+uint32_t AllKinds() {
+  uint32_t all = 0;
+  for (int k = fanin::v1::EventKind_MIN; k <= fanin::v1::EventKind_MAX; ++k) {
+    if (k > fanin::v1::EVENT_KIND_UNSPECIFIED &&
+        fanin::v1::EventKind_IsValid(k)) {
+      all |= KindBit(static_cast<fanin::v1::EventKind>(k));
+    }
+  }
+  return all;
+}
+
+}  // namespace
 
 absl::StatusOr<Filter> Filter::FromRequest(
     const fanin::v1::SubscribeRequest& request,
@@ -44,6 +58,13 @@ absl::StatusOr<Filter> Filter::FromRequest(
             " (have: ", absl::StrJoin(listener_names, ", "), ")"));
       }
     }
+  }
+  // Naming every kind or every listener restricts nothing: keep the masks of
+  // "all", so Key() matches a filter that names none (shared batches).
+  if (f.kinds_ == AllKinds()) f.kinds_ = ~0u;
+  const size_t n = listener_names.size();
+  if (n < 64 && f.listeners_ == (uint64_t{1} << n) - 1) {
+    f.listeners_ = ~uint64_t{0};
   }
   for (int i = 0; i < request.connection_ids_size(); ++i) {
     if (request.connection_ids(i) == 0) {

@@ -239,14 +239,14 @@ class AuthServerTest : public ::testing::Test {
     server_ = *std::move(server);
     address_ = server_->grpc_address();
     // A raw client and its connection id, seen by a writer.
-    watch_ = EventReader::Start(address_, LosslessRequest(),
-                                {.token = kWriterToken});
-    ASSERT_TRUE(watch_->WaitStarted(Deadline()));
+    watch_ = Subscriber::Start(address_, LosslessRequest(), /*held=*/false,
+                               {.token = kWriterToken});
+    ASSERT_TRUE(watch_->WaitStarted(Deadline()).ok());
     auto client =
         fanin::testing::ConnectTcp(server_->listen_addresses().at(0).second);
     ASSERT_TRUE(client.ok()) << client.status();
     client_ = *std::move(client);
-    id_ = watch_->WaitOpened(LocalAddressOf(client_.fd()), Deadline());
+    id_ = watch_->WaitOpened(client_.fd(), Deadline());
     ASSERT_NE(id_, 0u);
   }
   void TearDown() override {
@@ -265,9 +265,9 @@ class AuthServerTest : public ::testing::Test {
     auto stub = fanin::v1::FanIn::NewStub(NewChannel(address_));
     Codes codes;
     {
-      auto reader = EventReader::Start(address_, LosslessRequest(), auth);
-      reader->WaitStarted(Deadline());
-      grpc::Status s = reader->Snapshot().started
+      auto reader =
+          Subscriber::Start(address_, LosslessRequest(), /*held=*/false, auth);
+      grpc::Status s = reader->WaitStarted(Deadline()).ok()
                            ? grpc::Status::OK
                            : reader->WaitDone(Deadline());
       codes.subscribe = s.error_code();
@@ -314,7 +314,7 @@ class AuthServerTest : public ::testing::Test {
 
   std::string dir_, tokens_, address_;
   std::unique_ptr<FaninServer> server_;
-  std::unique_ptr<EventReader> watch_;
+  std::unique_ptr<Subscriber> watch_;
   fanin::testing::TcpClient client_;
   uint64_t id_ = 0;
   absl::Mutex log_mu_;
@@ -381,9 +381,9 @@ TEST_F(AuthServerTest, RefusedCloseLeavesTheConnectionOpen) {
   // Still open: bytes still flow to the subscriber.
   ASSERT_TRUE(client_.SendAll("still here").ok());
   ASSERT_TRUE(watch_->WaitUntil(
-      [&](const EventReader::State& s) {
-        auto it = s.data_bytes.find(id_);
-        return it != s.data_bytes.end() && it->second == 10;
+      [&](const Subscriber::State& s) {
+        auto it = s.data_bytes_by_id.find(id_);
+        return it != s.data_bytes_by_id.end() && it->second == 10;
       },
       Deadline()));
   EXPECT_EQ(watch_->Snapshot().closed.count(id_), 0u);

@@ -25,6 +25,7 @@
 #include "gtest/gtest.h"
 #include "server/reactor/event_loop.h"
 #include "tests/reactor/test_util.h"
+#include "tests/testing/pollers.h"
 
 namespace fanin::net {
 namespace {
@@ -33,7 +34,7 @@ using ::fanin::reactor::EventLoop;
 using ::fanin::reactor::PollerKind;
 using ::fanin::testing::AllPollerKinds;
 using ::fanin::testing::LoopThread;
-using ::fanin::testing::PollerKindTestName;
+using ::fanin::testing::PollerTestName;
 using ::fanin::testing::ProcessCpuTime;
 using ::fanin::testing::RunLoopUntil;
 using ::fanin::testing::WaitFor;
@@ -362,8 +363,7 @@ TEST_P(ListenerTest, SurvivesEmfileWithoutSpinning) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllBackends, ListenerTest,
-                         ::testing::ValuesIn(AllPollerKinds()),
-                         PollerKindTestName);
+                         ::testing::ValuesIn(AllPollerKinds()), PollerTestName);
 
 }  // namespace
 }  // namespace fanin::net

@@ -78,13 +78,13 @@ TEST(DrainTest, SigtermUnderLoadLosesNothing) {
 
   fanin::v1::SubscribeRequest request = LosslessRequest();
   request.set_omit_payload(true);
-  auto watch = EventReader::Start(grpc, request);
-  ASSERT_TRUE(watch->WaitStarted(Deadline()));
+  auto watch = Subscriber::Start(grpc, request);
+  ASSERT_TRUE(watch->WaitStarted(Deadline()).ok());
 
   // A client that reads nothing yet, owed 8 MiB that must still reach it.
   auto sink = ConnectFrom("127.0.0.1", raw, kTinyWindow);
   ASSERT_TRUE(sink.ok()) << sink.status();
-  uint64_t sink_id = watch->WaitOpened(LocalAddressOf(sink->fd()), Deadline());
+  uint64_t sink_id = watch->WaitOpened(sink->fd(), Deadline());
   ASSERT_NE(sink_id, 0u);
   auto stub = fanin::v1::FanIn::NewStub(NewChannel(grpc));
   std::string payload(kPendingWrite, '\0');
@@ -109,7 +109,7 @@ TEST(DrainTest, SigtermUnderLoadLosesNothing) {
   for (int i = 0; i < kSenders; ++i) {
     auto c = ConnectTcp(raw);
     ASSERT_TRUE(c.ok()) << c.status();
-    uint64_t id = watch->WaitOpened(LocalAddressOf(c->fd()), Deadline());
+    uint64_t id = watch->WaitOpened(c->fd(), Deadline());
     ASSERT_NE(id, 0u);
     loaded.insert(id);
     clients.push_back(*std::move(c));
@@ -127,10 +127,10 @@ TEST(DrainTest, SigtermUnderLoadLosesNothing) {
   }
   // Load is flowing: the subscriber has seen a good amount of data.
   ASSERT_TRUE(watch->WaitUntil(
-      [](const EventReader::State& s) {
+      [](const Subscriber::State& s) {
         uint64_t total = 0;
-        for (const auto& [id, bytes] : s.data_bytes) total += bytes;
-        return s.data_bytes.size() >= kSenders && total > (4u << 20);
+        for (const auto& [id, bytes] : s.data_bytes_by_id) total += bytes;
+        return s.data_bytes_by_id.size() >= kSenders && total > (4u << 20);
       },
       Deadline()));
 
@@ -167,24 +167,27 @@ TEST(DrainTest, SigtermUnderLoadLosesNothing) {
 
   grpc::Status done = watch->WaitDone(Deadline());
   EXPECT_TRUE(done.ok()) << done.error_code() << " " << done.error_message();
-  EventReader::State s = watch->Snapshot();
+  Subscriber::State s = watch->Snapshot();
   EXPECT_EQ(s.lost, 0u);
   for (uint64_t id : loaded) {
     EXPECT_TRUE(s.closed.contains(id)) << "no Closed for connection " << id;
   }
-  for (const auto& [id, closed] : s.closed) {
+  for (const auto& [id, index] : s.closed) {
+    const fanin::v1::Closed& closed = s.events[index].closed();
     if (!loaded.contains(id)) {
       EXPECT_EQ(closed.bytes_received(), 0u) << "unexpected connection " << id;
       continue;
     }
     EXPECT_EQ(closed.reason(), fanin::v1::CLOSE_REASON_SERVER_SHUTDOWN)
         << "connection " << id << ": " << closed.detail();
-    uint64_t seen = s.data_bytes.contains(id) ? s.data_bytes.at(id) : 0;
+    uint64_t seen =
+        s.data_bytes_by_id.contains(id) ? s.data_bytes_by_id.at(id) : 0;
     EXPECT_EQ(seen, closed.bytes_received())
         << "connection " << id << " read " << closed.bytes_received()
         << " bytes, subscriber saw " << seen;
   }
-  EXPECT_EQ(s.closed.at(sink_id).bytes_sent(), kPendingWrite);
+  EXPECT_EQ(s.events[s.closed.at(sink_id)].closed().bytes_sent(),
+            kPendingWrite);
 }
 
 TEST(DrainTest, SecondSignalExitsAtOnce) {
@@ -192,13 +195,13 @@ TEST(DrainTest, SecondSignalExitsAtOnce) {
       StartServer({"--drain_timeout=25s", "--max_outbound_bytes=16777216"});
   ASSERT_NE(server.process, nullptr);
   const std::string grpc = server.ready.grpc_address;
-  auto watch = EventReader::Start(grpc, LosslessRequest());
-  ASSERT_TRUE(watch->WaitStarted(Deadline()));
+  auto watch = Subscriber::Start(grpc, LosslessRequest());
+  ASSERT_TRUE(watch->WaitStarted(Deadline()).ok());
   // A client that never reads holds the drain open with a pending write.
   auto sink = ConnectFrom("127.0.0.1", server.ready.listeners.at("default"),
                           kTinyWindow);
   ASSERT_TRUE(sink.ok()) << sink.status();
-  uint64_t id = watch->WaitOpened(LocalAddressOf(sink->fd()), Deadline());
+  uint64_t id = watch->WaitOpened(sink->fd(), Deadline());
   ASSERT_NE(id, 0u);
   auto stub = fanin::v1::FanIn::NewStub(NewChannel(grpc));
   for (size_t off = 0; off < kPendingWrite; off += kWriteChunk) {

@@ -77,8 +77,8 @@ TEST(HealthTest, ShutdownTurnsNotServingForGood) {
   auto channel = NewChannel(server->grpc_address());
   ASSERT_TRUE(HealthIs(channel, kServing));
   // A stream keeps the server draining a moment; health must already say no.
-  auto watch = EventReader::Start(server->grpc_address(), LosslessRequest());
-  ASSERT_TRUE(watch->WaitStarted(Deadline()));
+  auto watch = Subscriber::Start(server->grpc_address(), LosslessRequest());
+  ASSERT_TRUE(watch->WaitStarted(Deadline()).ok());
   std::thread stopper([&] { server->Shutdown(); });
   EXPECT_TRUE(WaitFor([&] { return !server->serving(); }, Deadline()));
   stopper.join();

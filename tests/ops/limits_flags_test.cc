@@ -39,8 +39,8 @@ class LimitsFlagsTest : public ::testing::Test {
     server_ = *std::move(server);
     raw_ = *server_->listen_address();
     stub_ = fanin::v1::FanIn::NewStub(NewChannel(server_->grpc_address()));
-    watch_ = EventReader::Start(server_->grpc_address(), LosslessRequest());
-    ASSERT_TRUE(watch_->WaitStarted(Deadline()));
+    watch_ = Subscriber::Start(server_->grpc_address(), LosslessRequest());
+    ASSERT_TRUE(watch_->WaitStarted(Deadline()).ok());
   }
   void TearDown() override {
     watch_.reset();
@@ -69,24 +69,18 @@ class LimitsFlagsTest : public ::testing::Test {
   // Connects and waits for the server's verdict: the Closed event of a
   // rejected connection, or none (accepted) once its Opened arrived.
   uint64_t Opened(const TcpClient& c) {
-    return watch_->WaitOpened(LocalAddressOf(c.fd()), Deadline());
+    return watch_->WaitOpened(c.fd(), Deadline());
   }
   std::optional<fanin::v1::Closed> WaitClosed(uint64_t id) {
-    std::optional<fanin::v1::Closed> closed;
-    watch_->WaitUntil(
-        [&](const EventReader::State& s) {
-          auto it = s.closed.find(id);
-          if (it != s.closed.end()) closed = it->second;
-          return closed.has_value();
-        },
-        Deadline());
-    return closed;
+    std::optional<fanin::v1::Event> event = watch_->WaitClosed(id, Deadline());
+    if (!event.has_value()) return std::nullopt;
+    return event->closed();
   }
 
   std::string metrics_, raw_;
   std::unique_ptr<ServerProcess> server_;
   std::unique_ptr<fanin::v1::FanIn::Stub> stub_;
-  std::unique_ptr<EventReader> watch_;
+  std::unique_ptr<Subscriber> watch_;
 };
 
 TEST_F(LimitsFlagsTest, MaxConnections) {
@@ -149,9 +143,9 @@ TEST_F(LimitsFlagsTest, MaxConnectionsPerIpFromTheEnvironment) {
 
 TEST_F(LimitsFlagsTest, MaxSubscribers) {
   Start({"--max_subscribers=2"});  // watch_ is the first
-  auto second = EventReader::Start(server_->grpc_address(), LosslessRequest());
-  ASSERT_TRUE(second->WaitStarted(Deadline()));
-  auto third = EventReader::Start(server_->grpc_address(), LosslessRequest());
+  auto second = Subscriber::Start(server_->grpc_address(), LosslessRequest());
+  ASSERT_TRUE(second->WaitStarted(Deadline()).ok());
+  auto third = Subscriber::Start(server_->grpc_address(), LosslessRequest());
   grpc::Status refused = third->WaitDone(Deadline());
   EXPECT_EQ(refused.error_code(), StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_TRUE(absl::StrContains(refused.error_message(), "max_subscribers"))

@@ -140,8 +140,8 @@ TEST(PrometheusTest, RealPrometheusScrapesFanin) {
       << last;
 
   // Traffic: a subscriber, three connections, 3 x 1000 bytes.
-  auto watch = EventReader::Start((*server)->grpc_address(), LosslessRequest());
-  ASSERT_TRUE(watch->WaitStarted(Deadline()));
+  auto watch = Subscriber::Start((*server)->grpc_address(), LosslessRequest());
+  ASSERT_TRUE(watch->WaitStarted(Deadline()).ok());
   std::vector<fanin::testing::TcpClient> clients;
   const std::string raw = (*server)->listen_addresses().at(0).second;
   for (int i = 0; i < 3; ++i) {
@@ -151,9 +151,9 @@ TEST(PrometheusTest, RealPrometheusScrapesFanin) {
     clients.push_back(*std::move(c));
   }
   ASSERT_TRUE(watch->WaitUntil(
-      [](const EventReader::State& s) {
+      [](const Subscriber::State& s) {
         uint64_t total = 0;
-        for (const auto& [id, n] : s.data_bytes) total += n;
+        for (const auto& [id, n] : s.data_bytes_by_id) total += n;
         return total == 3000;
       },
       Deadline()));

@@ -15,13 +15,14 @@
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "tests/reactor/test_util.h"
+#include "tests/testing/pollers.h"
 
 namespace fanin::reactor {
 namespace {
 
 using ::fanin::testing::AllPollerKinds;
 using ::fanin::testing::LoopThread;
-using ::fanin::testing::PollerKindTestName;
+using ::fanin::testing::PollerTestName;
 using ::fanin::testing::ProcessCpuTime;
 using ::fanin::testing::RunLoopUntil;
 using ::fanin::testing::TcpPair;
@@ -592,8 +593,7 @@ TEST_P(EventLoopTest, CancelledTimersDoNotAccumulate) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllBackends, EventLoopTest,
-                         ::testing::ValuesIn(AllPollerKinds()),
-                         PollerKindTestName);
+                         ::testing::ValuesIn(AllPollerKinds()), PollerTestName);
 
 }  // namespace
 }  // namespace fanin::reactor

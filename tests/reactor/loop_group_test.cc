@@ -8,12 +8,13 @@
 #include "absl/synchronization/mutex.h"
 #include "gtest/gtest.h"
 #include "tests/reactor/test_util.h"
+#include "tests/testing/pollers.h"
 
 namespace fanin::reactor {
 namespace {
 
 using ::fanin::testing::AllPollerKinds;
-using ::fanin::testing::PollerKindTestName;
+using ::fanin::testing::PollerTestName;
 using ::fanin::testing::WaitFor;
 
 class LoopGroupTest : public ::testing::TestWithParam<PollerKind> {};
@@ -82,8 +83,7 @@ TEST_P(LoopGroupTest, StopJoinsEvenWithWorkQueuedAndDestructorStops) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllBackends, LoopGroupTest,
-                         ::testing::ValuesIn(AllPollerKinds()),
-                         PollerKindTestName);
+                         ::testing::ValuesIn(AllPollerKinds()), PollerTestName);
 
 }  // namespace
 }  // namespace fanin::reactor

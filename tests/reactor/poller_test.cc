@@ -13,12 +13,13 @@
 #include "gtest/gtest.h"
 #include "server/reactor/select_poller.h"
 #include "tests/reactor/test_util.h"
+#include "tests/testing/pollers.h"
 
 namespace fanin::reactor {
 namespace {
 
 using ::fanin::testing::AllPollerKinds;
-using ::fanin::testing::PollerKindTestName;
+using ::fanin::testing::PollerTestName;
 using ::fanin::testing::TcpPair;
 using ::fanin::testing::UnixPair;
 
@@ -267,8 +268,7 @@ TEST_P(PollerTest, ClosedWhileWatchedDoesNotBreakOthers) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllBackends, PollerTest,
-                         ::testing::ValuesIn(AllPollerKinds()),
-                         PollerKindTestName);
+                         ::testing::ValuesIn(AllPollerKinds()), PollerTestName);
 
 TEST(SelectPollerTest, RefusesFdsBeyondItsLimitAndKeepsServing) {
   auto poller = NewSelectPoller(/*fd_limit=*/64);

@@ -12,21 +12,6 @@
 
 namespace fanin::testing {
 
-std::string PollerKindTestName(
-    const ::testing::TestParamInfo<reactor::PollerKind>& info) {
-  switch (info.param) {
-    case reactor::PollerKind::kEpollLevel:
-      return "EpollLevel";
-    case reactor::PollerKind::kEpollEdge:
-      return "EpollEdge";
-    case reactor::PollerKind::kPoll:
-      return "Poll";
-    case reactor::PollerKind::kSelect:
-      return "Select";
-  }
-  return "Unknown";
-}
-
 std::pair<int, int> UnixPair() {
   int fds[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) !=

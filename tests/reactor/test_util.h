@@ -1,5 +1,6 @@
-// Helpers for reactor and net tests: real fds, running a loop until a
-// condition holds, and the four poller kinds as test parameters.
+// Helpers for reactor, net and core tests: real fds and running a loop until
+// a condition holds. The poller kinds as test parameters are in
+// tests/testing/pollers.h.
 #ifndef FANIN_TESTS_REACTOR_TEST_UTIL_H_
 #define FANIN_TESTS_REACTOR_TEST_UTIL_H_
 
@@ -7,7 +8,6 @@
 #include <string>
 #include <thread>
 #include <utility>
-#include <vector>
 
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
@@ -15,18 +15,6 @@
 #include "server/reactor/poller.h"
 
 namespace fanin::testing {
-
-// Every backend, for INSTANTIATE_TEST_SUITE_P.
-inline const std::vector<reactor::PollerKind>& AllPollerKinds() {
-  static const auto* kinds = new std::vector<reactor::PollerKind>{
-      reactor::PollerKind::kEpollLevel, reactor::PollerKind::kEpollEdge,
-      reactor::PollerKind::kPoll, reactor::PollerKind::kSelect};
-  return *kinds;
-}
-
-// "EpollLevel", "EpollEdge", "Poll", "Select".
-std::string PollerKindTestName(
-    const ::testing::TestParamInfo<reactor::PollerKind>& info);
 
 // A connected AF_UNIX stream pair, both ends non-blocking and CLOEXEC.
 // Fails the test (and returns {-1, -1}) on error.

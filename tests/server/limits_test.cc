@@ -24,7 +24,7 @@ class LimitsTest : public ::testing::TestWithParam<reactor::PollerKind> {
     server_ = StartServer(std::move(config));
     ASSERT_NE(server_, nullptr);
     stub_ = NewStub(server_->grpc_address());
-    watch_ = Subscriber::Start(server_->grpc_address(), Lossless());
+    watch_ = Subscriber::Start(server_->grpc_address(), LosslessRequest());
     ASSERT_TRUE(watch_->WaitStarted(Deadline()).ok());
   }
 
@@ -137,15 +137,15 @@ TEST_P(LimitsTest, MaxConnectionsPerIp) {
   std::vector<TcpClient> clients;
   std::vector<uint64_t> ids;
   for (const char* source : {"127.0.0.1", "127.0.0.1", "127.0.0.2"}) {
-    TcpClient c = ConnectFrom(source, listen);
-    ASSERT_GE(c.fd(), 0);
-    ids.push_back(watch_->WaitOpened(c.fd(), Deadline()));
+    absl::StatusOr<TcpClient> c = ConnectFrom(source, listen);
+    ASSERT_TRUE(c.ok()) << c.status();
+    ids.push_back(watch_->WaitOpened(c->fd(), Deadline()));
     ASSERT_NE(ids.back(), 0u);
-    clients.push_back(std::move(c));
+    clients.push_back(*std::move(c));
   }
-  TcpClient third = ConnectFrom("127.0.0.1", listen);
-  ASSERT_GE(third.fd(), 0);
-  ExpectRejected(third);
+  absl::StatusOr<TcpClient> third = ConnectFrom("127.0.0.1", listen);
+  ASSERT_TRUE(third.ok()) << third.status();
+  ExpectRejected(*third);
   EXPECT_EQ(Stats().connections_rejected(), 1u);
   for (size_t i = 0; i < clients.size(); ++i) {
     ExpectServed(clients[i], ids[i], "per ip ok");
@@ -175,7 +175,7 @@ TEST_P(LimitsTest, IdleTimeoutClosesASilentConnection) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllPollers, LimitsTest,
-                         ::testing::ValuesIn(AllPollers()), PollerTestName);
+                         ::testing::ValuesIn(AllPollerKinds()), PollerTestName);
 
 }  // namespace
 }  // namespace fanin::servertest

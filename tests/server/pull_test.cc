@@ -33,7 +33,7 @@ class PullTest : public ::testing::TestWithParam<reactor::PollerKind> {
     server_ = StartServer(config);
     ASSERT_NE(server_, nullptr);
     stub_ = NewStub(server_->grpc_address());
-    watch_ = Subscriber::Start(server_->grpc_address(), Lossless());
+    watch_ = Subscriber::Start(server_->grpc_address(), LosslessRequest());
     ASSERT_TRUE(watch_->WaitStarted(Deadline()).ok());
   }
 
@@ -191,7 +191,7 @@ TEST_P(PullTest, ReadErrors) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllPollers, PullTest,
-                         ::testing::ValuesIn(AllPollers()), PollerTestName);
+                         ::testing::ValuesIn(AllPollerKinds()), PollerTestName);
 
 }  // namespace
 }  // namespace fanin::servertest

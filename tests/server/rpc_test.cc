@@ -82,7 +82,7 @@ TEST_P(RpcTest, ListConnectionsPagesEveryConnectionOnce) {
   ServerConfig config = BaseConfig(GetParam());
   config.core.listen.push_back({"other", net::Endpoint::Loopback(0)});
   Start(config);
-  auto watch = Subscriber::Start(server_->grpc_address(), Lossless());
+  auto watch = Subscriber::Start(server_->grpc_address(), LosslessRequest());
   ASSERT_TRUE(watch->WaitStarted(Deadline()).ok());
   constexpr int kDefault = 150, kOther = 100;
   std::vector<TcpClient> clients;
@@ -155,7 +155,7 @@ TEST_P(RpcTest, GetStatsCountersMove) {
   EXPECT_EQ(before.oldest_seq(), 0u);
   EXPECT_EQ(before.subscribers(), 0u);
 
-  auto watch = Subscriber::Start(server_->grpc_address(), Lossless());
+  auto watch = Subscriber::Start(server_->grpc_address(), LosslessRequest());
   ASSERT_TRUE(watch->WaitStarted(Deadline()).ok());
   std::vector<TcpClient> clients;
   std::vector<uint64_t> ids;
@@ -204,13 +204,15 @@ TEST_P(RpcTest, GetStatsCountersMove) {
 
 TEST_P(RpcTest, HealthAndReflection) {
   Start(BaseConfig(GetParam()));
-  auto overall = HealthCheck(server_->grpc_address(), "");
+  auto overall = HealthCheck(NewChannel(server_->grpc_address()), "");
   ASSERT_TRUE(overall.ok()) << overall.status();
   EXPECT_EQ(*overall, 1) << "SERVING";
-  auto fanin_health = HealthCheck(server_->grpc_address(), "fanin.v1.FanIn");
+  auto fanin_health =
+      HealthCheck(NewChannel(server_->grpc_address()), "fanin.v1.FanIn");
   ASSERT_TRUE(fanin_health.ok()) << fanin_health.status();
   EXPECT_EQ(*fanin_health, 1) << "SERVING";
-  auto unknown = HealthCheck(server_->grpc_address(), "no.such.Service");
+  auto unknown =
+      HealthCheck(NewChannel(server_->grpc_address()), "no.such.Service");
   EXPECT_EQ(unknown.status().code(), absl::StatusCode::kNotFound);
 
   auto services = ReflectionListServices(server_->grpc_address());
@@ -239,8 +241,8 @@ TEST_P(RpcTest, TooManySubscribers) {
   EXPECT_EQ(Stats().subscribers(), 2u);
 }
 
-INSTANTIATE_TEST_SUITE_P(AllPollers, RpcTest, ::testing::ValuesIn(AllPollers()),
-                         PollerTestName);
+INSTANTIATE_TEST_SUITE_P(AllPollers, RpcTest,
+                         ::testing::ValuesIn(AllPollerKinds()), PollerTestName);
 
 }  // namespace
 }  // namespace fanin::servertest

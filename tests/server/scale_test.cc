@@ -101,7 +101,7 @@ TEST_P(ScaleTest, TenThousandConnections) {
   auto listen = (*server)->listen_address("default");
   ASSERT_TRUE(listen.ok()) << listen.status();
 
-  fanin::v1::SubscribeRequest request = Lossless();
+  fanin::v1::SubscribeRequest request = LosslessRequest();
   request.add_kinds(fanin::v1::EVENT_KIND_OPENED);
   request.add_kinds(fanin::v1::EVENT_KIND_DATA);
   request.add_kinds(fanin::v1::EVENT_KIND_CLOSED);
@@ -188,7 +188,7 @@ TEST_P(ScaleTest, TenThousandConnections) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllPollers, ScaleTest,
-                         ::testing::ValuesIn(AllPollers()), PollerTestName);
+                         ::testing::ValuesIn(AllPollerKinds()), PollerTestName);
 
 }  // namespace
 }  // namespace fanin::servertest

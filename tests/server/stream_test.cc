@@ -102,8 +102,8 @@ void RunLosslessByteExact(reactor::PollerKind poller, bool small_hub) {
   ASSERT_NE(server, nullptr);
   const std::string address = server->grpc_address();
 
-  auto fast = Subscriber::Start(address, Lossless());
-  SubscribeRequest slow_request = Lossless();
+  auto fast = Subscriber::Start(address, LosslessRequest());
+  SubscribeRequest slow_request = LosslessRequest();
   slow_request.set_max_batch_events(16);
   auto slow = Subscriber::Start(address, slow_request);
   ASSERT_TRUE(fast->WaitStarted(Deadline()).ok());
@@ -199,7 +199,7 @@ TEST_P(StreamTest, LossyGapsAccountForEveryMissedEvent) {
   ASSERT_NE(server, nullptr);
   const std::string address = server->grpc_address();
 
-  auto reference = Subscriber::Start(address, Lossless());
+  auto reference = Subscriber::Start(address, LosslessRequest());
   auto lossy_all = Subscriber::Start(address, SubscribeRequest());
   SubscribeRequest filtered;
   filtered.add_kinds(fanin::v1::EVENT_KIND_DATA);
@@ -309,7 +309,7 @@ TEST_P(StreamTest, FiltersAndPayloadOptions) {
   auto server = StartServer(config);
   ASSERT_NE(server, nullptr);
   const std::string address = server->grpc_address();
-  auto reference = Subscriber::Start(address, Lossless());
+  auto reference = Subscriber::Start(address, LosslessRequest());
   ASSERT_TRUE(reference->WaitStarted(Deadline()).ok());
 
   // An early client, so A's Opened is not seq 1 (resume_after_seq 0 would
@@ -326,17 +326,17 @@ TEST_P(StreamTest, FiltersAndPayloadOptions) {
           ->seq();
   ASSERT_GT(a_opened_seq, 1u);
 
-  SubscribeRequest kinds = Lossless();
+  SubscribeRequest kinds = LosslessRequest();
   kinds.add_kinds(fanin::v1::EVENT_KIND_OPENED);
   kinds.add_kinds(fanin::v1::EVENT_KIND_CLOSED);
-  SubscribeRequest listeners = Lossless();
+  SubscribeRequest listeners = LosslessRequest();
   listeners.add_listeners("other");
-  SubscribeRequest one = Lossless();
+  SubscribeRequest one = LosslessRequest();
   one.add_connection_ids(a_id);
   one.set_resume_after_seq(a_opened_seq - 1);  // Replays A's Opened.
-  SubscribeRequest omit = Lossless();
+  SubscribeRequest omit = LosslessRequest();
   omit.set_omit_payload(true);
-  SubscribeRequest cap = Lossless();
+  SubscribeRequest cap = LosslessRequest();
   cap.set_max_payload_bytes(5);
   struct Case {
     const char* name;
@@ -424,7 +424,7 @@ TEST_P(StreamTest, FiltersAndPayloadOptions) {
 
   // max_batch_events: a replay of everything is available at once, so the
   // server could send it in one batch; it must cut batches at 3.
-  SubscribeRequest batched = Lossless();
+  SubscribeRequest batched = LosslessRequest();
   batched.set_max_batch_events(3);
   batched.set_resume_after_seq(1);
   auto batch_sub = Subscriber::Start(address, batched);
@@ -476,7 +476,7 @@ TEST_P(StreamTest, StartedAndResume) {
   const std::string address = server->grpc_address();
   const std::string listen = ListenAddress(*server, "default");
 
-  auto reference = Subscriber::Start(address, Lossless());
+  auto reference = Subscriber::Start(address, LosslessRequest());
   auto first = reference->WaitStarted(Deadline());
   ASSERT_TRUE(first.ok()) << first.status();
   EXPECT_FALSE(first->server_epoch().empty());
@@ -509,7 +509,7 @@ TEST_P(StreamTest, StartedAndResume) {
   EXPECT_EQ(ref.events.front().seq(), 1u);
 
   {
-    auto sub = Subscriber::Start(address, Lossless());
+    auto sub = Subscriber::Start(address, LosslessRequest());
     auto started = sub->WaitStarted(Deadline());
     ASSERT_TRUE(started.ok());
     EXPECT_EQ(started->server_epoch(), first->server_epoch());
@@ -517,7 +517,7 @@ TEST_P(StreamTest, StartedAndResume) {
     EXPECT_EQ(started->head_seq(), 20u);
   }
   {
-    SubscribeRequest r = Lossless();
+    SubscribeRequest r = LosslessRequest();
     r.set_resume_after_seq(7);
     r.set_resume_epoch(first->server_epoch());
     auto sub = Subscriber::Start(address, r);
@@ -544,7 +544,7 @@ TEST_P(StreamTest, StartedAndResume) {
         << started.status();
   }
   // resume_after_seq == head: nothing replayed, the next live event first.
-  SubscribeRequest at_head = Lossless();
+  SubscribeRequest at_head = LosslessRequest();
   at_head.set_resume_after_seq(20);
   auto live = Subscriber::Start(address, at_head);
   ASSERT_TRUE(live->WaitStarted(Deadline()).ok());
@@ -558,7 +558,7 @@ TEST_P(StreamTest, StartedAndResume) {
   EXPECT_EQ(live->Snapshot().events.front().seq(), 21u);
 
   {
-    SubscribeRequest r = Lossless();
+    SubscribeRequest r = LosslessRequest();
     r.set_resume_after_seq(5);
     auto sub = Subscriber::Start(address, r);
     auto started = sub->WaitStarted(Deadline());
@@ -582,7 +582,7 @@ TEST_P(StreamTest, StartedAndResume) {
     }
   }
   {
-    SubscribeRequest r = Lossless();
+    SubscribeRequest r = LosslessRequest();
     r.set_resume_after_seq(3);
     r.set_resume_epoch("not-" + first->server_epoch());
     auto sub = Subscriber::Start(address, r);
@@ -607,7 +607,7 @@ TEST_P(StreamTest, HeartbeatOnIdleStream) {
   config.service.heartbeat_interval = absl::Milliseconds(200);
   auto server = StartServer(config);
   ASSERT_NE(server, nullptr);
-  auto sub = Subscriber::Start(server->grpc_address(), Lossless());
+  auto sub = Subscriber::Start(server->grpc_address(), LosslessRequest());
   ASSERT_TRUE(sub->WaitStarted(Deadline()).ok());
   auto client = ConnectTcp(ListenAddress(*server, "default"));
   ASSERT_TRUE(client.ok());
@@ -637,10 +637,10 @@ TEST_P(StreamTest, EqualSubscribersShareEncodedBatches) {
   const std::string address = server->grpc_address();
   std::vector<std::unique_ptr<Subscriber>> same;
   for (int i = 0; i < 3; ++i) {
-    same.push_back(Subscriber::Start(address, Lossless()));
+    same.push_back(Subscriber::Start(address, LosslessRequest()));
     ASSERT_TRUE(same.back()->WaitStarted(Deadline()).ok());
   }
-  SubscribeRequest omit = Lossless();
+  SubscribeRequest omit = LosslessRequest();
   omit.set_omit_payload(true);
   auto other = Subscriber::Start(address, omit);
   ASSERT_TRUE(other->WaitStarted(Deadline()).ok());
@@ -755,7 +755,7 @@ TEST_P(StreamTest, StalledLosslessSubscriberBlocksTheClient) {
   config.hub.history_events = 256;
   auto server = StartServer(config);
   ASSERT_NE(server, nullptr);
-  auto sub = Subscriber::Start(server->grpc_address(), Lossless());
+  auto sub = Subscriber::Start(server->grpc_address(), LosslessRequest());
   ASSERT_TRUE(sub->WaitStarted(Deadline()).ok());
   auto client = ConnectTcp(ListenAddress(*server, "default"));
   ASSERT_TRUE(client.ok()) << client.status();
@@ -813,7 +813,7 @@ TEST_P(StreamTest, StalledLosslessSubscriberBlocksTheClient) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllPollers, StreamTest,
-                         ::testing::ValuesIn(AllPollers()), PollerTestName);
+                         ::testing::ValuesIn(AllPollerKinds()), PollerTestName);
 
 }  // namespace
 }  // namespace fanin::servertest

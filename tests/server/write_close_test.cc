@@ -39,7 +39,7 @@ class WriteCloseTest : public ::testing::TestWithParam<reactor::PollerKind> {
     server_ = StartServer(std::move(config));
     ASSERT_NE(server_, nullptr);
     stub_ = NewStub(server_->grpc_address());
-    watch_ = Subscriber::Start(server_->grpc_address(), Lossless());
+    watch_ = Subscriber::Start(server_->grpc_address(), LosslessRequest());
     ASSERT_TRUE(watch_->WaitStarted(Deadline()).ok());
   }
   void Start() { Start(BaseConfig(GetParam())); }
@@ -503,7 +503,7 @@ TEST_P(WriteCloseTest, ShutdownFlushesClosesAndFinishesStreams) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllPollers, WriteCloseTest,
-                         ::testing::ValuesIn(AllPollers()), PollerTestName);
+                         ::testing::ValuesIn(AllPollerKinds()), PollerTestName);
 
 }  // namespace
 }  // namespace fanin::servertest

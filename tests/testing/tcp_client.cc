@@ -1,5 +1,6 @@
 #include "tests/testing/tcp_client.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -17,6 +18,7 @@
 #include <utility>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace fanin::testing {
@@ -237,6 +239,63 @@ absl::StatusOr<TcpClient> ConnectTcp(absl::string_view address,
   }
   freeaddrinfo(found);
   return last;
+}
+
+absl::StatusOr<TcpClient> ConnectFrom(const std::string& source_ip,
+                                      const std::string& address, int rcvbuf) {
+  size_t colon = address.rfind(':');
+  int port = 0;
+  if (colon == std::string::npos ||
+      !absl::SimpleAtoi(address.substr(colon + 1), &port)) {
+    return absl::InvalidArgumentError(absl::StrCat("bad address ", address));
+  }
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return absl::ErrnoToStatus(errno, "socket");
+  TcpClient client(fd);
+  if (rcvbuf > 0 &&
+      setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)) != 0) {
+    return absl::ErrnoToStatus(errno, "setsockopt(SO_RCVBUF)");
+  }
+  sockaddr_in src = {};
+  src.sin_family = AF_INET;
+  inet_pton(AF_INET, source_ip.c_str(), &src.sin_addr);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&src), sizeof(src)) != 0) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("bind ", source_ip));
+  }
+  sockaddr_in dst = {};
+  dst.sin_family = AF_INET;
+  dst.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, address.substr(0, colon).c_str(), &dst.sin_addr);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&dst), sizeof(dst)) != 0) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("connect ", address));
+  }
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  return client;
+}
+
+std::string ReadUntilEofOrError(int fd, absl::Time deadline, int* error) {
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n > 0) {
+      out.append(buf, n);
+      continue;
+    }
+    if (n == 0) {
+      *error = 0;
+      return out;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      *error = errno;
+      return out;
+    }
+    if (!PollFor(fd, POLLIN, deadline)) {
+      *error = -1;
+      return out;
+    }
+  }
 }
 
 }  // namespace fanin::testing

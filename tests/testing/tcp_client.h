@@ -72,6 +72,20 @@ class TcpClient {
 absl::StatusOr<TcpClient> ConnectTcp(absl::string_view address,
                                      absl::Time deadline = DefaultDeadline());
 
+// A TCP client bound to `source_ip` (any 127.x.y.z) connected to
+// "HOST:PORT" (IPv4), non-blocking once connected; an error status when it
+// cannot connect. A positive `rcvbuf` is set as SO_RCVBUF before connecting,
+// so the kernel cannot absorb much of what the server sends while the client
+// does not read.
+absl::StatusOr<TcpClient> ConnectFrom(const std::string& source_ip,
+                                      const std::string& address,
+                                      int rcvbuf = 0);
+
+// Reads a non-blocking or blocking socket (it does not own) until EOF or an
+// error; returns the bytes and sets *error to 0 on EOF, to the errno (e.g.
+// ECONNRESET) on error, or to -1 at the deadline.
+std::string ReadUntilEofOrError(int fd, absl::Time deadline, int* error);
+
 }  // namespace fanin::testing
 
 #endif  // FANIN_TESTS_TESTING_TCP_CLIENT_H_
