@@ -237,6 +237,50 @@ def run(binary):
             check(e.code() == grpc.StatusCode.INVALID_ARGUMENT, "code %s" % e.code())
             check("connection_id" in e.details(), "details " + e.details())
 
+        # Bytes that are no request at all: INVALID_ARGUMENT naming the
+        # method, for every method (raw handlers, not gRPC's empty
+        # UNIMPLEMENTED).
+        for method in ("GetStats", "CloseConnection", "Read", "Write",
+                       "ListConnections"):
+            call = channel.unary_unary("/fanin.v1.FanIn/" + method)
+            try:
+                call(b"\xff\xff\xff", timeout=DEADLINE_S)
+                raise Failure(method + " accepted bytes ff ff ff")
+            except grpc.RpcError as e:
+                check(e.code() == grpc.StatusCode.INVALID_ARGUMENT,
+                      "%s: code %s" % (method, e.code()))
+                check(method in e.details() and "fanin.v1." in e.details(),
+                      "%s: details %r" % (method, e.details()))
+        garbage = channel.unary_stream("/fanin.v1.FanIn/Subscribe")
+        try:
+            list(garbage(b"\xff\xff\xff", timeout=DEADLINE_S))
+            raise Failure("Subscribe accepted bytes ff ff ff")
+        except grpc.RpcError as e:
+            check(e.code() == grpc.StatusCode.INVALID_ARGUMENT,
+                  "Subscribe: code %s" % e.code())
+            check("Subscribe" in e.details(), "details %r" % e.details())
+        # A 10,000-byte listener name: refused with a short message, not
+        # echoed whole into the status (which a client refuses as metadata
+        # over its limit).
+        long_name = "x" * 10000
+        try:
+            list(stub.Subscribe(pb.SubscribeRequest(listeners=[long_name]),
+                                timeout=DEADLINE_S))
+            raise Failure("Subscribe to an unknown listener succeeded")
+        except grpc.RpcError as e:
+            check(e.code() == grpc.StatusCode.INVALID_ARGUMENT,
+                  "long listener: code %s %r" % (e.code(), e.details()[:200]))
+            check(len(e.details()) < 300 and "10000 bytes" in e.details(),
+                  "long listener: details %r" % e.details()[:400])
+        try:
+            stub.ListConnections(pb.ListConnectionsRequest(listener=long_name),
+                                 timeout=DEADLINE_S)
+            raise Failure("ListConnections of an unknown listener succeeded")
+        except grpc.RpcError as e:
+            check(e.code() == grpc.StatusCode.INVALID_ARGUMENT,
+                  "list long listener: code %s" % e.code())
+            check(len(e.details()) < 300, "details %r" % e.details()[:400])
+
         stub.CloseConnection(pb.CloseConnectionRequest(connection_id=cid),
                              timeout=DEADLINE_S)
         check(sock.recv(100) == b"", "expected EOF after CloseConnection")
