@@ -42,14 +42,6 @@ void SetResponse(const google::protobuf::Message& message,
   *out = ToByteBuffer(message.SerializeAsString());
 }
 
-// A unary reactor already finished with `status`.
-grpc::ServerUnaryReactor* Finished(grpc::CallbackServerContext* context,
-                                   const grpc::Status& status) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(status);
-  return reactor;
-}
-
 std::string Serialize(const fanin::v1::SubscribeResponse& message) {
   std::string out;
   message.SerializeToString(&out);
@@ -356,6 +348,50 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* FaninService::Subscribe(
   return stream.get();
 }
 
+// A unary call's reactor: counts the call in flight until gRPC is done with
+// it (its status sent), so a drain knows when nothing is owed.
+class UnaryCall : public grpc::ServerUnaryReactor {
+ public:
+  explicit UnaryCall(FaninService* service) : service_(service) {}
+  void OnDone() override {
+    service_->UnaryDone();
+    delete this;
+  }
+
+ private:
+  FaninService* const service_;
+};
+
+grpc::ServerUnaryReactor* FaninService::NewUnary() {
+  {
+    absl::MutexLock lock(&mu_);
+    ++unary_in_flight_;
+  }
+  return new UnaryCall(this);
+}
+
+void FaninService::UnaryDone() {
+  absl::MutexLock lock(&mu_);
+  --unary_in_flight_;
+}
+
+grpc::ServerUnaryReactor* FaninService::Finished(const grpc::Status& status) {
+  grpc::ServerUnaryReactor* reactor = NewUnary();
+  reactor->Finish(status);
+  return reactor;
+}
+
+bool FaninService::WaitUntilIdle(absl::Time deadline) {
+  absl::MutexLock lock(&mu_);
+  return mu_.AwaitWithDeadline(
+      absl::Condition(
+          +[](FaninService* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) {
+            return s->streams_.empty() && s->unary_in_flight_ == 0;
+          },
+          this),
+      deadline);
+}
+
 grpc::Status FaninService::Admit(grpc::CallbackServerContext* context,
                                  Access access, const char* method,
                                  const grpc::ByteBuffer* request,
@@ -371,8 +407,8 @@ grpc::ServerUnaryReactor* FaninService::Write(
   fanin::v1::WriteRequest req;
   grpc::Status s = Admit(context, Access::kWrite, "Write", request, &req);
   if (s.ok()) s = ToGrpc(CheckWrite(req));
-  if (!s.ok()) return Finished(context, s);
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (!s.ok()) return Finished(s);
+  grpc::ServerUnaryReactor* reactor = NewUnary();
   core_->Write(req.connection_id(), std::move(*req.mutable_data()),
                req.close_after(),
                [reactor, response](absl::StatusOr<uint64_t> queued) {
@@ -394,8 +430,8 @@ grpc::ServerUnaryReactor* FaninService::CloseConnection(
       Admit(context, Access::kWrite, "CloseConnection", request, &req);
   if (s.ok())
     s = ToGrpc(CheckConnectionId(req.connection_id(), "CloseConnection"));
-  if (!s.ok()) return Finished(context, s);
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (!s.ok()) return Finished(s);
+  grpc::ServerUnaryReactor* reactor = NewUnary();
   core_->Close(req.connection_id(), req.abort(),
                [reactor, response](absl::Status status) {
                  if (status.ok()) {
@@ -417,8 +453,8 @@ grpc::ServerUnaryReactor* FaninService::ListConnections(
     query = CheckList(req, core_->listener_names());
     s = ToGrpc(query.status());
   }
-  if (!s.ok()) return Finished(context, s);
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (!s.ok()) return Finished(s);
+  grpc::ServerUnaryReactor* reactor = NewUnary();
   const uint64_t as_of_seq = hub_->head_seq();
   core_->List(query->listener, query->after_id, query->limit,
               [reactor, response,
@@ -447,7 +483,7 @@ grpc::ServerUnaryReactor* FaninService::GetStats(
     grpc::ByteBuffer* response) {
   fanin::v1::GetStatsRequest req;
   grpc::Status s = Admit(context, Access::kRead, "GetStats", request, &req);
-  if (!s.ok()) return Finished(context, s);
+  if (!s.ok()) return Finished(s);
   core::CoreStats c = core_->GetStats();
   fanout::EventHub::Stats h = hub_->GetStats();
   fanin::v1::GetStatsResponse r;
@@ -463,7 +499,7 @@ grpc::ServerUnaryReactor* FaninService::GetStats(
   r.set_head_seq(h.head_seq);
   r.set_oldest_seq(h.oldest_seq);
   SetResponse(r, response);
-  return Finished(context, grpc::Status::OK);
+  return Finished(grpc::Status::OK);
 }
 
 grpc::ServerUnaryReactor* FaninService::Read(
@@ -472,8 +508,8 @@ grpc::ServerUnaryReactor* FaninService::Read(
   fanin::v1::ReadRequest req;
   grpc::Status s = Admit(context, Access::kRead, "Read", request, &req);
   if (s.ok()) s = ToGrpc(CheckConnectionId(req.connection_id(), "Read"));
-  if (!s.ok()) return Finished(context, s);
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (!s.ok()) return Finished(s);
+  grpc::ServerUnaryReactor* reactor = NewUnary();
   core_->Read(
       req.connection_id(), req.max_bytes(),
       [reactor, response](absl::StatusOr<core::Connection::ReadOutcome> out) {

@@ -97,6 +97,9 @@ class FaninService final : public internal::RawService {
   void BeginDrain();
   // Streams not yet finished.
   size_t active_streams() const;
+  // Waits until no stream and no unary call is in flight (nothing is owed to
+  // any caller); false at the deadline.
+  bool WaitUntilIdle(absl::Time deadline);
   // Subscriber loss so far (sum of Gap.lost sent).
   uint64_t events_lost() const { return events_lost_.load(); }
   // Encoded batches shared between streams of equal filters.
@@ -104,6 +107,12 @@ class FaninService final : public internal::RawService {
 
  private:
   friend class SubscribeStream;
+  friend class UnaryCall;
+  // A reactor for a unary call, counted in flight until its OnDone.
+  grpc::ServerUnaryReactor* NewUnary();
+  void UnaryDone();
+  // A unary reactor already finished with `status`.
+  grpc::ServerUnaryReactor* Finished(const grpc::Status& status);
   void Register(const std::shared_ptr<SubscribeStream>& stream);
   void Unregister(SubscribeStream* stream);
   void HeartbeatLoop();
@@ -129,6 +138,7 @@ class FaninService final : public internal::RawService {
   mutable absl::Mutex mu_;
   absl::flat_hash_map<SubscribeStream*, std::weak_ptr<SubscribeStream>> streams_
       ABSL_GUARDED_BY(mu_);
+  int64_t unary_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::thread heartbeat_thread_;
 };

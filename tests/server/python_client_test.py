@@ -305,11 +305,42 @@ def run(binary):
     check(code == 0, "server exited with %d" % code)
 
 
+def idle_client_shutdown(binary):
+    """SIGTERM with one idle client connected (it made one call, none is in
+    flight): nothing is owed, so the server exits at once instead of waiting
+    for the idle connection to acknowledge gRPC's GOAWAY ping (5 s before)."""
+    import grpc
+
+    tmp = tempfile.mkdtemp(dir=os.environ.get("TEST_TMPDIR"))
+    proc, info = start_server(binary, tmp)
+    channel = grpc.insecure_channel(info["grpc"])
+    try:
+        check_health = channel.unary_unary("/grpc.health.v1.Health/Check")
+        check_health(b"", timeout=DEADLINE_S)
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(DEADLINE_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise Failure("server did not stop on SIGTERM")
+        took = time.monotonic() - start
+        check(code == 0, "server exited with %d" % code)
+        # Generous for a loaded machine; the drain timeout is 10 s and the
+        # old wait 5 s.
+        check(took < 2.0, "SIGTERM with an idle client took %.2f s" % took)
+    finally:
+        channel.close()
+        if proc.poll() is None:
+            proc.kill()
+
+
 def main():
     binary, proto_root = sys.argv[1], sys.argv[2]
     sys.path.insert(0, proto_root)
     try:
         run(binary)
+        idle_client_shutdown(binary)
     except Failure as e:
         print("FAIL:", e, file=sys.stderr)
         return 1
