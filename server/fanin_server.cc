@@ -1,6 +1,9 @@
 #include "server/fanin_server.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <thread>
 
@@ -52,6 +55,33 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials(
   return grpc::SslServerCredentials(options);
 }
 
+// gRPC takes milliseconds as int; zero (off) is "never", INT_MAX.
+int Millis(absl::Duration d) {
+  if (d <= absl::ZeroDuration()) return std::numeric_limits<int>::max();
+  return static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(d),
+                                            std::numeric_limits<int>::max()));
+}
+
+void ApplyTransport(const GrpcTransport& t, grpc::ServerBuilder* builder) {
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,
+                              Millis(t.keepalive_time));
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                              Millis(t.keepalive_timeout));
+  // Keepalive also on connections with no call (an idle CLI, a balancer's
+  // pooled connection), and without a cap on pings between data frames.
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder->AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  builder->AddChannelArgument(
+      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+      Millis(t.min_client_ping_interval));
+  builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                              Millis(t.max_connection_idle));
+  builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
+                              Millis(t.max_connection_age));
+  builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+                              Millis(t.max_connection_age_grace));
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<FaninServer>> FaninServer::Start(
@@ -99,6 +129,7 @@ absl::StatusOr<std::unique_ptr<FaninServer>> FaninServer::Start(
   builder.RegisterService(server->service_.get());
   builder.SetMaxReceiveMessageSize(c.max_grpc_message_bytes);
   builder.SetMaxSendMessageSize(c.max_grpc_message_bytes);
+  ApplyTransport(c.transport, &builder);
   server->server_ = builder.BuildAndStart();
   const bool is_unix = c.grpc_address.family == net::Endpoint::Family::kUnix;
   if (server->server_ == nullptr || (!is_unix && port == 0)) {

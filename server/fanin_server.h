@@ -43,6 +43,21 @@ struct TlsFiles {
   std::string client_ca_file;
 };
 
+// HTTP/2 connection management for meshes and L4 balancers: the server pings
+// every connection after keepalive_time without traffic and closes it when
+// the ping goes unanswered for keepalive_timeout (a vanished subscriber is
+// noticed within their sum); idle and aged connections are closed (zero: never)
+// so a balancer can spread new ones; clients may ping every
+// min_client_ping_interval.
+struct GrpcTransport {
+  absl::Duration keepalive_time = absl::Seconds(30);
+  absl::Duration keepalive_timeout = absl::Seconds(10);
+  absl::Duration max_connection_idle = absl::ZeroDuration();
+  absl::Duration max_connection_age = absl::ZeroDuration();
+  absl::Duration max_connection_age_grace = absl::Seconds(30);
+  absl::Duration min_client_ping_interval = absl::Seconds(5);
+};
+
 struct ServerConfig {
   core::CoreOptions core;
   fanout::HubOptions hub;
@@ -58,6 +73,7 @@ struct ServerConfig {
   // Bound on the whole graceful shutdown.
   absl::Duration drain_timeout = absl::Seconds(10);
   int max_grpc_message_bytes = 4 << 20;
+  GrpcTransport transport;
 };
 
 class FaninServer {

@@ -137,6 +137,37 @@ ABSL_FLAG(int, max_subscribers, Defaults().max_subscribers,
           "Subscribe streams at once");
 ABSL_FLAG(int, max_batch_events, Defaults().max_batch_events,
           "upper bound on SubscribeRequest.max_batch_events");
+ABSL_FLAG(absl::Duration, subscriber_stall_timeout,
+          Defaults().subscriber_stall_timeout,
+          "end a lossless stream (ABORTED, resumable) whose subscriber has "
+          "not taken a write for this long, so it stops holding back "
+          "ingestion; 0 = never");
+ABSL_FLAG(int64_t, lossless_total_bytes, Defaults().lossless_total_bytes,
+          "bound on lossless backlog across all subscribers: each lossless "
+          "subscription reserves --subscriber_queue_bytes of it; one more is "
+          "refused with RESOURCE_EXHAUSTED");
+ABSL_FLAG(fanin::grpc_api::Role, lossless_role, Defaults().lossless_role,
+          "with access control on, the role a lossless subscription needs "
+          "(it can pause ingestion): reader or writer");
+ABSL_FLAG(absl::Duration, grpc_keepalive_time, Defaults().grpc_keepalive_time,
+          "ping a gRPC connection after this long without traffic (keeps L4 "
+          "balancer and NAT entries alive; finds vanished subscribers)");
+ABSL_FLAG(absl::Duration, grpc_keepalive_timeout,
+          Defaults().grpc_keepalive_timeout,
+          "close a gRPC connection whose keepalive ping is unanswered this "
+          "long");
+ABSL_FLAG(absl::Duration, grpc_max_connection_idle,
+          Defaults().grpc_max_connection_idle,
+          "close gRPC connections with no call for this long (GOAWAY); 0 = "
+          "never");
+ABSL_FLAG(absl::Duration, grpc_max_connection_age,
+          Defaults().grpc_max_connection_age,
+          "ask clients to reconnect after this long (GOAWAY), so a balancer "
+          "can spread them; 0 = never");
+ABSL_FLAG(absl::Duration, grpc_max_connection_age_grace,
+          Defaults().grpc_max_connection_age_grace,
+          "after --grpc_max_connection_age, how long calls may finish before "
+          "the connection is closed");
 ABSL_FLAG(int, default_batch_events, Defaults().default_batch_events,
           "events per batch when the subscriber does not say");
 ABSL_FLAG(absl::Duration, drain_timeout, Defaults().drain_timeout,
@@ -407,6 +438,15 @@ ServerFlagValues ReadFlagValues() {
   v.keep_half_open = absl::GetFlag(FLAGS_keep_half_open);
   v.close_linger = absl::GetFlag(FLAGS_close_linger);
   v.heartbeat_interval = absl::GetFlag(FLAGS_heartbeat_interval);
+  v.subscriber_stall_timeout = absl::GetFlag(FLAGS_subscriber_stall_timeout);
+  v.lossless_total_bytes = absl::GetFlag(FLAGS_lossless_total_bytes);
+  v.lossless_role = absl::GetFlag(FLAGS_lossless_role);
+  v.grpc_keepalive_time = absl::GetFlag(FLAGS_grpc_keepalive_time);
+  v.grpc_keepalive_timeout = absl::GetFlag(FLAGS_grpc_keepalive_timeout);
+  v.grpc_max_connection_idle = absl::GetFlag(FLAGS_grpc_max_connection_idle);
+  v.grpc_max_connection_age = absl::GetFlag(FLAGS_grpc_max_connection_age);
+  v.grpc_max_connection_age_grace =
+      absl::GetFlag(FLAGS_grpc_max_connection_age_grace);
   v.max_subscribers = absl::GetFlag(FLAGS_max_subscribers);
   v.max_batch_events = absl::GetFlag(FLAGS_max_batch_events);
   v.default_batch_events = absl::GetFlag(FLAGS_default_batch_events);
@@ -449,6 +489,14 @@ absl::Status NotNegative(const char* name, int64_t value) {
   return absl::OkStatus();
 }
 
+absl::Status NotNegative(const char* name, absl::Duration value) {
+  if (value < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--", name, " must be >= 0, got ", absl::FormatDuration(value)));
+  }
+  return absl::OkStatus();
+}
+
 // Every check that needs more than one value's own syntax.
 absl::Status Validate(const ServerFlagValues& v) {
   if (v.listen.empty()) {
@@ -470,9 +518,27 @@ absl::Status Validate(const ServerFlagValues& v) {
       Positive("heartbeat_interval", v.heartbeat_interval),
       Positive("drain_timeout", v.drain_timeout),
       Positive("watchdog_timeout", v.watchdog_timeout),
+      Positive("lossless_total_bytes", v.lossless_total_bytes),
+      Positive("grpc_keepalive_time", v.grpc_keepalive_time),
+      Positive("grpc_keepalive_timeout", v.grpc_keepalive_timeout),
+      NotNegative("subscriber_stall_timeout", v.subscriber_stall_timeout),
+      NotNegative("grpc_max_connection_idle", v.grpc_max_connection_idle),
+      NotNegative("grpc_max_connection_age", v.grpc_max_connection_age),
+      NotNegative("grpc_max_connection_age_grace",
+                  v.grpc_max_connection_age_grace),
   };
   for (const absl::Status& s : checks) {
     if (!s.ok()) return s;
+  }
+  if (v.lossless_total_bytes < v.subscriber_queue_bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--lossless_total_bytes (", v.lossless_total_bytes,
+                     ") must hold at least one --subscriber_queue_bytes (",
+                     v.subscriber_queue_bytes, ")"));
+  }
+  if (v.lossless_role == grpc_api::Role::kNone) {
+    return absl::InvalidArgumentError(
+        "--lossless_role must be reader or writer");
   }
   if (v.max_grpc_message_bytes > (int64_t{1} << 30)) {
     return absl::InvalidArgumentError(
@@ -515,7 +581,15 @@ absl::StatusOr<ServerFlags> ServerFlagsFromValues(const ServerFlagValues& v) {
   c.hub.history_events = v.history_events;
   c.hub.history_bytes = v.history_bytes;
   c.hub.lossless_queue_bytes = v.subscriber_queue_bytes;
+  c.hub.lossless_total_bytes = v.lossless_total_bytes;
   c.service.heartbeat_interval = v.heartbeat_interval;
+  c.service.subscriber_stall_timeout = v.subscriber_stall_timeout;
+  c.auth.lossless_role = v.lossless_role;
+  c.transport.keepalive_time = v.grpc_keepalive_time;
+  c.transport.keepalive_timeout = v.grpc_keepalive_timeout;
+  c.transport.max_connection_idle = v.grpc_max_connection_idle;
+  c.transport.max_connection_age = v.grpc_max_connection_age;
+  c.transport.max_connection_age_grace = v.grpc_max_connection_age_grace;
   c.service.max_subscribers = v.max_subscribers;
   c.service.max_batch_events = v.max_batch_events;
   c.service.default_batch_events =

@@ -70,6 +70,15 @@ absl::StatusOr<std::shared_ptr<EventHub::Subscription>> EventHub::Subscribe(
     started->epoch = epoch_;
     started->oldest_seq = history_.empty() ? 0 : oldest;
     started->head_seq = head_;
+    if (sub->lossless && (lossless_subs_ + 1) * options_.lossless_queue_bytes >
+                             options_.lossless_total_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "lossless subscriptions are full: each reserves ",
+          options_.lossless_queue_bytes,
+          " bytes (--subscriber_queue_bytes) of --lossless_total_bytes=",
+          options_.lossless_total_bytes, ", and ", lossless_subs_,
+          " already do; subscribe lossy, or later"));
+    }
     if (!spec.resume_epoch.empty() && spec.resume_epoch != epoch_) {
       // The seq belongs to an earlier lifetime: start at the oldest retained
       // event. What the subscriber missed is unknowable (the seqs are from
@@ -106,6 +115,7 @@ absl::StatusOr<std::shared_ptr<EventHub::Subscription>> EventHub::Subscribe(
         paused_count_.fetch_add(1, std::memory_order_release);
       }
     }
+    if (sub->lossless) ++lossless_subs_;
     subs_.push_back(sub);
   }
   if (paused) NotifyPauseChange();
@@ -118,6 +128,7 @@ void EventHub::Unsubscribe(Subscription* sub) {
     absl::MutexLock lock(&mu_);
     if (!sub->active) return;
     sub->active = false;
+    if (sub->lossless) --lossless_subs_;
     sub->overflow.clear();
     if (sub->paused) {
       sub->paused = false;

@@ -57,6 +57,10 @@ struct HubOptions {
   // Unread matching bytes at which a lossless subscription pauses the sockets
   // it matches; it resumes them below half of this.
   size_t lossless_queue_bytes = size_t{16} << 20;
+  // The bound on lossless memory across all subscriptions: each lossless
+  // subscription reserves lossless_queue_bytes of it while it lives, and one
+  // that does not fit is refused (RESOURCE_EXHAUSTED).
+  size_t lossless_total_bytes = size_t{1} << 30;
   // Identifies this server lifetime; random when empty.
   std::string epoch;
 };
@@ -109,7 +113,9 @@ class EventHub {
   EventHub(const EventHub&) = delete;
   EventHub& operator=(const EventHub&) = delete;
 
-  // OUT_OF_RANGE when resume_after_seq is beyond head_seq in this epoch.
+  // OUT_OF_RANGE when resume_after_seq is beyond head_seq in this epoch;
+  // RESOURCE_EXHAUSTED when a lossless subscription's reservation does not
+  // fit in HubOptions::lossless_total_bytes.
   absl::StatusOr<std::shared_ptr<Subscription>> Subscribe(SubscribeSpec spec,
                                                           Started* started);
   // After this the subscription's wake is never called again by the hub
@@ -174,6 +180,7 @@ class EventHub {
   uint64_t lost_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t by_kind_[fanin::v1::EventKind_ARRAYSIZE] ABSL_GUARDED_BY(mu_) = {};
   std::vector<std::shared_ptr<Subscription>> subs_ ABSL_GUARDED_BY(mu_);
+  size_t lossless_subs_ ABSL_GUARDED_BY(mu_) = 0;
 
   absl::Mutex observer_mu_;
   absl::AnyInvocable<void()> observer_ ABSL_GUARDED_BY(observer_mu_);

@@ -27,7 +27,15 @@ std::string Digest(absl::string_view token) {
 }
 
 const char* AccessName(grpc_api::Access access) {
-  return access == grpc_api::Access::kWrite ? "write" : "read";
+  switch (access) {
+    case grpc_api::Access::kWrite:
+      return "write";
+    case grpc_api::Access::kLossless:
+      return "lossless";
+    case grpc_api::Access::kRead:
+      break;
+  }
+  return "read";
 }
 
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
@@ -195,13 +203,19 @@ grpc::Status Authorizer::Decide(std::optional<absl::string_view> authorization,
         "missing credentials: send \"authorization: Bearer <token>\" metadata"
         " (fanin --token_file) or a client certificate");
   }
-  const Role needed =
-      access == grpc_api::Access::kWrite ? Role::kWriter : Role::kReader;
+  Role needed = Role::kReader;
+  if (access == grpc_api::Access::kWrite) needed = Role::kWriter;
+  if (access == grpc_api::Access::kLossless) needed = options_.lossless_role;
   if (role < needed) {
     return grpc::Status(
         grpc::StatusCode::PERMISSION_DENIED,
-        absl::StrCat("this call needs the ", RoleName(needed),
-                     " role; the credential given has ", RoleName(role)));
+        access == grpc_api::Access::kLossless
+            ? absl::StrCat("a lossless subscription needs the ",
+                           RoleName(needed),
+                           " role (--lossless_role); the credential given has ",
+                           RoleName(role), ": subscribe DELIVERY_LOSSY")
+            : absl::StrCat("this call needs the ", RoleName(needed),
+                           " role; the credential given has ", RoleName(role)));
   }
   return grpc::Status::OK;
 }

@@ -4,6 +4,8 @@
 // Two roles; writer implies reader:
 //   reader  Subscribe, ListConnections, GetStats, Read
 //   writer  also Write and CloseConnection
+// A lossless Subscribe can pause the reading of every socket it matches, so
+// it needs AuthOptions::lossless_role (writer unless configured otherwise).
 // Credentials are bearer tokens ("authorization: Bearer <token>" metadata)
 // and, under mutual TLS, the verified client certificate's identity (its
 // common name or any subject alternative name). The tokens file has one
@@ -79,6 +81,8 @@ struct AuthOptions {
   bool mtls = false;
   // Role of a verified client certificate that the file does not name.
   Role cert_default_role = Role::kReader;
+  // Role a lossless subscription needs (reader or writer).
+  Role lossless_role = Role::kWriter;
 };
 
 class Authorizer {

@@ -60,10 +60,12 @@ std::string Serialize(const fanin::v1::SubscribeResponse& message) {
 class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
                         public std::enable_shared_from_this<SubscribeStream> {
  public:
-  SubscribeStream(FaninService* service, fanin::v1::SubscribeRequest request,
-                  uint64_t id, std::string peer)
+  SubscribeStream(FaninService* service, grpc::CallbackServerContext* context,
+                  fanin::v1::SubscribeRequest request, uint64_t id,
+                  std::string peer)
       : service_(service),
         hub_(service->hub_),
+        context_(context),
         request_(std::move(request)),
         id_(id),
         peer_(std::move(peer)) {
@@ -116,6 +118,8 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
   }
 
   void OnWriteDone(bool ok) override {
+    write_in_flight_ = false;
+    if (ok) written_seq_ = pending_seq_;
     if (!ok) cancelled_ = true;
     Pump();
   }
@@ -149,6 +153,41 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
     if (now - absl::FromUnixNanos(last_send_ns_.load()) < interval) return;
     heartbeat_due_ = true;
     hub_->Kick(sub_.get());
+  }
+  // Heartbeat thread: a lossless stream whose write has been in flight for
+  // `timeout` is holding back ingestion for a subscriber that stopped
+  // reading: end it, which lifts its back-pressure at once. If even the end
+  // cannot be written for as long again, cancel the call.
+  void MaybeStalled(absl::Time now, absl::Duration timeout) {
+    if (timeout <= absl::ZeroDuration() || !write_in_flight_ ||
+        request_.delivery() != fanin::v1::DELIVERY_LOSSLESS) {
+      return;
+    }
+    const absl::Duration stuck =
+        now - absl::FromUnixNanos(last_send_ns_.load());
+    if (stuck < timeout) return;
+    if (finished_) {
+      if (stuck >= 2 * timeout && !stall_cancelled_.exchange(true)) {
+        context_->TryCancel();
+      }
+      return;
+    }
+    const uint64_t written = written_seq_.load();
+    base::Log(base::LogLevel::kWarning, "subscriber stalled",
+              {{"subscriber", id_},
+               {"peer", peer_},
+               {"stalled_ms", absl::ToInt64Milliseconds(stuck)},
+               {"written_seq", written}});
+    FinishOnce(grpc::Status(
+        grpc::StatusCode::ABORTED,
+        absl::StrCat("lossless subscriber stopped reading: no write completed "
+                     "for ",
+                     absl::FormatDuration(timeout),
+                     " (--subscriber_stall_timeout) while its back-pressure "
+                     "held back ingestion; events through seq ",
+                     written,
+                     " were written; resubscribe with resume_after_seq = the "
+                     "last seq received to lose nothing still retained")));
   }
   // Drain: finish once everything owed is delivered.
   void Drain() {
@@ -185,6 +224,7 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
         if (service_->options_.on_batch_sent) {
           service_->options_.on_batch_sent(batch_.events);
         }
+        pending_seq_ = batch_.events.back()->seq;
         batch_.events.clear();
         Send(std::move(wire));
         return;
@@ -210,13 +250,10 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
     }
   }
 
-  void Send(const std::string& bytes) {
-    last_send_ns_ = absl::GetCurrentTimeNanos();
-    out_ = ToByteBuffer(bytes);
-    StartWrite(&out_);
-  }
+  void Send(const std::string& bytes) { Send(grpc::Slice(bytes)); }
   void Send(grpc::Slice bytes) {
     last_send_ns_ = absl::GetCurrentTimeNanos();
+    write_in_flight_ = true;
     out_ = grpc::ByteBuffer(&bytes, 1);
     StartWrite(&out_);
   }
@@ -230,6 +267,7 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
 
   FaninService* const service_;
   fanout::EventHub* const hub_;
+  grpc::CallbackServerContext* const context_;
   const fanin::v1::SubscribeRequest request_;
   const uint64_t id_;  // for logs
   const std::string peer_;
@@ -250,6 +288,11 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
   std::atomic<bool> draining_{false};
   std::atomic<bool> heartbeat_due_{false};
   std::atomic<int64_t> last_send_ns_{0};
+  // Stall detection (read by the heartbeat thread).
+  std::atomic<bool> write_in_flight_{false};
+  std::atomic<bool> stall_cancelled_{false};
+  uint64_t pending_seq_ = 0;  // last seq of the batch being written
+  std::atomic<uint64_t> written_seq_{0};
 };
 
 FaninService::FaninService(core::FaninCore* core, fanout::EventHub* hub,
@@ -267,9 +310,11 @@ FaninService::~FaninService() {
 }
 
 void FaninService::HeartbeatLoop() {
-  const absl::Duration tick =
-      std::clamp(options_.heartbeat_interval / 5, absl::Milliseconds(10),
-                 absl::Seconds(1));
+  absl::Duration tick = options_.heartbeat_interval / 5;
+  if (options_.subscriber_stall_timeout > absl::ZeroDuration()) {
+    tick = std::min(tick, options_.subscriber_stall_timeout / 4);
+  }
+  tick = std::clamp(tick, absl::Milliseconds(10), absl::Seconds(1));
   absl::MutexLock lock(&mu_);
   while (!stop_) {
     mu_.AwaitWithTimeout(absl::Condition(&stop_), tick);
@@ -280,7 +325,10 @@ void FaninService::HeartbeatLoop() {
     }
     mu_.Unlock();
     absl::Time now = absl::Now();
-    for (auto& s : live) s->MaybeHeartbeat(now, options_.heartbeat_interval);
+    for (auto& s : live) {
+      s->MaybeHeartbeat(now, options_.heartbeat_interval);
+      s->MaybeStalled(now, options_.subscriber_stall_timeout);
+    }
     live.clear();
     mu_.Lock();
   }
@@ -323,6 +371,9 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* FaninService::Subscribe(
     filter = CheckSubscribe(req, core_->listener_names());
     if (!filter.ok()) status = ToGrpc(filter.status());
   }
+  if (status.ok() && req.delivery() == fanin::v1::DELIVERY_LOSSLESS) {
+    status = Authorize(context, Access::kLossless);
+  }
   if (status.ok() && draining_) {
     status = grpc::Status(grpc::StatusCode::UNAVAILABLE,
                           "fanin server is shutting down");
@@ -343,7 +394,8 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* FaninService::Subscribe(
     return new Refusal(std::move(status));
   }
   auto stream = std::make_shared<SubscribeStream>(
-      this, std::move(req), next_subscriber_id_.fetch_add(1), context->peer());
+      this, context, std::move(req), next_subscriber_id_.fetch_add(1),
+      context->peer());
   stream->Start(*std::move(filter));
   return stream.get();
 }

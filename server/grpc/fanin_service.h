@@ -38,8 +38,10 @@
 namespace fanin::grpc_api {
 
 // What an RPC does: Subscribe, ListConnections, GetStats and Read observe;
-// Write and CloseConnection act on connections.
-enum class Access { kRead, kWrite };
+// Write and CloseConnection act on connections; a lossless Subscribe also
+// holds back ingestion (its back-pressure pauses the sockets it matches),
+// a right of its own.
+enum class Access { kRead, kWrite, kLossless };
 
 struct ServiceOptions {
   uint32_t default_batch_events = 256;
@@ -47,6 +49,11 @@ struct ServiceOptions {
   // Keeps a batch well under gRPC's default 4 MiB receive limit.
   size_t max_batch_bytes = size_t{1} << 20;
   absl::Duration heartbeat_interval = absl::Seconds(5);
+  // A lossless stream whose write has not completed for this long (its
+  // subscriber stopped reading) is ended with ABORTED, so its back-pressure
+  // stops holding back the sockets it matches; it may resume from the last
+  // seq it received. Zero: never.
+  absl::Duration subscriber_stall_timeout = absl::Seconds(30);
   uint32_t max_subscribers = 1024;
   // Checked first on every FanIn RPC; a non-OK status (UNAUTHENTICATED,
   // PERMISSION_DENIED) ends the RPC before it has any effect. Empty: allow.

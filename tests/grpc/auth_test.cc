@@ -203,6 +203,28 @@ TEST(AuthorizerTest, MutualTlsIdentitiesAndTokens) {
                             });
 }
 
+// A lossless subscription can pause ingestion: it needs --lossless_role,
+// writer unless configured otherwise, whatever lets the caller read.
+TEST(AuthorizerTest, LosslessNeedsItsOwnRole) {
+  std::string dir = MakeTempDir();
+  const std::string reader = absl::StrCat("Bearer ", kReaderToken);
+  const std::string writer = absl::StrCat("Bearer ", kWriterToken);
+  auto by_default = Authorizer::Create({.tokens_file = TokensFile(dir)});
+  ASSERT_TRUE(by_default.ok()) << by_default.status();
+  grpc::Status denied = (*by_default)->Decide(reader, {}, Access::kLossless);
+  EXPECT_EQ(denied.error_code(), StatusCode::PERMISSION_DENIED);
+  EXPECT_TRUE(absl::StrContains(denied.error_message(), "--lossless_role"))
+      << denied.error_message();
+  EXPECT_TRUE((*by_default)->Decide(writer, {}, Access::kLossless).ok());
+  EXPECT_EQ(
+      (*by_default)->Decide(std::nullopt, {}, Access::kLossless).error_code(),
+      StatusCode::UNAUTHENTICATED);
+  auto readers_may = Authorizer::Create(
+      {.tokens_file = TokensFile(dir), .lossless_role = Role::kReader});
+  ASSERT_TRUE(readers_may.ok()) << readers_may.status();
+  EXPECT_TRUE((*readers_may)->Decide(reader, {}, Access::kLossless).ok());
+}
+
 TEST(AuthorizerTest, OffWithoutTokensOrMutualTls) {
   auto auth = Authorizer::Create({});
   ASSERT_TRUE(auth.ok());
@@ -258,19 +280,21 @@ class AuthServerTest : public ::testing::Test {
 
   // The status of each FanIn method called with `token` ("" = none).
   struct Codes {
-    StatusCode subscribe, list, stats, read, write, close;
+    StatusCode subscribe, lossless, list, stats, read, write, close;
   };
   Codes Call(const std::string& token) {
     ClientAuth auth{.token = token};
     auto stub = fanin::v1::FanIn::NewStub(NewChannel(address_));
     Codes codes;
-    {
-      auto reader =
-          Subscriber::Start(address_, LosslessRequest(), /*held=*/false, auth);
+    for (bool lossless : {false, true}) {
+      auto reader = Subscriber::Start(
+          address_,
+          lossless ? LosslessRequest() : fanin::v1::SubscribeRequest(),
+          /*held=*/false, auth);
       grpc::Status s = reader->WaitStarted(Deadline()).ok()
                            ? grpc::Status::OK
                            : reader->WaitDone(Deadline());
-      codes.subscribe = s.error_code();
+      (lossless ? codes.lossless : codes.subscribe) = s.error_code();
     }
     {
       fanin::v1::ListConnectionsResponse r;
@@ -332,18 +356,24 @@ TEST_F(AuthServerTest, EveryMethodWithEveryCredential) {
     std::string token;
     Codes want;
   } cases[] = {
-      {"none", "", {kUnauth, kUnauth, kUnauth, kUnauth, kUnauth, kUnauth}},
+      {"none",
+       "",
+       {kUnauth, kUnauth, kUnauth, kUnauth, kUnauth, kUnauth, kUnauth}},
       {"unknown",
        "not-a-token",
-       {kUnauth, kUnauth, kUnauth, kUnauth, kUnauth, kUnauth}},
-      {"reader", kReaderToken, {kOk, kOk, kOk, kPushRead, kDenied, kDenied}},
+       {kUnauth, kUnauth, kUnauth, kUnauth, kUnauth, kUnauth, kUnauth}},
+      // A lossless subscription needs the writer role by default.
+      {"reader",
+       kReaderToken,
+       {kOk, kDenied, kOk, kOk, kPushRead, kDenied, kDenied}},
       {"writer",
        kWriterToken,
-       {kOk, kOk, kOk, kPushRead, kOk, StatusCode::NOT_FOUND}},
+       {kOk, kOk, kOk, kOk, kPushRead, kOk, StatusCode::NOT_FOUND}},
   };
   for (const Case& c : cases) {
     Codes got = Call(c.token);
     EXPECT_EQ(got.subscribe, c.want.subscribe) << c.name << " Subscribe";
+    EXPECT_EQ(got.lossless, c.want.lossless) << c.name << " lossless";
     EXPECT_EQ(got.list, c.want.list) << c.name << " ListConnections";
     EXPECT_EQ(got.stats, c.want.stats) << c.name << " GetStats";
     EXPECT_EQ(got.read, c.want.read) << c.name << " Read";
