@@ -131,11 +131,14 @@ void Connection::HandleReadable(uint32_t events) {
   std::string& buf = shard_->read_buffer();
   ssize_t n = ::read(fd_, buf.data(), buf.size());
   if (n > 0) {
-    bytes_received_ += n;
-    shard_->CountReceived(n);
     int64_t now = absl::GetCurrentTimeNanos();
     last_activity_ = absl::FromUnixNanos(now);
+    // While lingering after our FIN the peer's input is drained and dropped:
+    // it is neither published nor counted, so Closed.bytes_received stays the
+    // sum of the Data events.
     if (!lingering) {
+      bytes_received_ += n;
+      shard_->CountReceived(n);
       shard_->Publish(fanout::MakeDataEvent(
           id_, listener_->index, listener_->name, now,
           absl::string_view(buf.data(), static_cast<size_t>(n))));

@@ -117,10 +117,13 @@ absl::Status FaninCore::Start() {
     info->loop = loops_->loop(static_cast<int>(i % loops_->size()));
     RunOnLoop(info->loop, [&, info] {
       absl::Status s = info->listener->Start(
-          info->loop, [this, info](int fd) { OnAccept(info, fd); },
-          [this, info](int fd) {
+          info->loop,
+          [this, info](int fd, net::Peer peer) {
+            OnAccept(info, fd, std::move(peer));
+          },
+          [this, info](int fd, net::Peer peer) {
             Reject(info, next_id_.fetch_add(1, std::memory_order_relaxed), fd,
-                   kOutOfFds,
+                   peer, kOutOfFds,
                    "out of file descriptors (the process's ulimit -n); "
                    "closed at once");
           });
@@ -161,17 +164,16 @@ void LogRejected(uint64_t id, const std::string& listener,
 
 }  // namespace
 
-void FaninCore::OnAccept(ListenerInfo* info, int fd) {
+void FaninCore::OnAccept(ListenerInfo* info, int fd, net::Peer peer) {
   const uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
-  net::Peer peer = net::PeerOf(fd);
   switch (slots_.TryAcquire(peer.host)) {
     case ConnectionSlots::Refusal::kTotal:
-      Reject(info, id, fd, kMaxConnections,
+      Reject(info, id, fd, peer, kMaxConnections,
              absl::StrCat("max_connections (", options_.max_connections,
                           ") reached"));
       return;
     case ConnectionSlots::Refusal::kPerIp:
-      Reject(info, id, fd, kPerIp,
+      Reject(info, id, fd, peer, kPerIp,
              absl::StrCat("max_connections_per_ip (",
                           options_.max_connections_per_ip, ") reached for ",
                           peer.host));
@@ -214,9 +216,10 @@ void FaninCore::Adopt(Shard* shard, std::unique_ptr<Connection> conn) {
 }
 
 void FaninCore::Reject(const ListenerInfo* info, uint64_t id, int fd,
-                       RejectReason reason, const std::string& why) {
+                       const net::Peer& peer, RejectReason reason,
+                       const std::string& why) {
   fanin::v1::Event event = NewConnectionEvent(id, *info);
-  event.mutable_opened()->set_remote_address(net::PeerAddressOf(fd));
+  event.mutable_opened()->set_remote_address(peer.address);
   event.mutable_opened()->set_local_address(net::LocalAddressOf(fd));
   hub_->Publish(fanout::MakeEvent(event, info->index));
   ::close(fd);

@@ -122,7 +122,7 @@ class FaninCore {
 
  private:
   FaninCore(CoreOptions options, fanout::EventHub* hub);
-  void OnAccept(ListenerInfo* info, int fd);
+  void OnAccept(ListenerInfo* info, int fd, net::Peer peer);
   void Adopt(Shard* shard, std::unique_ptr<Connection> conn);
   enum RejectReason {
     kMaxConnections,
@@ -132,7 +132,8 @@ class FaninCore {
     kNumRejectReasons
   };
   void Reject(const ListenerInfo* info, uint64_t id, int fd,
-              RejectReason reason, const std::string& why);
+              const net::Peer& peer, RejectReason reason,
+              const std::string& why);
   void OnPauseChange();
   Shard* ShardFor(uint64_t id) const {
     return shards_[id % shards_.size()].get();

@@ -281,7 +281,11 @@ Peer PeerOf(int fd) {
   sockaddr_storage ss{};
   socklen_t len = sizeof(ss);
   if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return {};
-  const auto* sa = reinterpret_cast<const sockaddr*>(&ss);
+  return PeerFromSockaddr(reinterpret_cast<const sockaddr*>(&ss), len);
+}
+
+Peer PeerFromSockaddr(const sockaddr* sa, socklen_t len) {
+  if (sa == nullptr) return {};
   return {FormatSockaddr(sa, len), HostOfSockaddr(sa, len)};
 }
 

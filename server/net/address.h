@@ -82,6 +82,9 @@ struct Peer {
   std::string host;
 };
 Peer PeerOf(int fd);
+// The same from the address accept(2) returned: it holds even when the peer
+// has already reset, where getpeername fails.
+Peer PeerFromSockaddr(const sockaddr* sa, socklen_t len);
 
 }  // namespace fanin::net
 

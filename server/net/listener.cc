@@ -227,14 +227,18 @@ void Listener::OnIo(uint32_t events) {
 
 void Listener::AcceptSome() {
   for (int i = 0; i < kMaxAcceptsPerWakeup; ++i) {
-    int fd = accept4(fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    sockaddr_storage peer{};
+    socklen_t peer_len = sizeof(peer);
+    int fd = accept4(fd_, reinterpret_cast<sockaddr*>(&peer), &peer_len,
+                     SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
       if (is_tcp_) {
         int one = 1;
         (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
       }
       accepted_.fetch_add(1, std::memory_order_relaxed);
-      on_accept_(fd);
+      on_accept_(
+          fd, PeerFromSockaddr(reinterpret_cast<sockaddr*>(&peer), peer_len));
       if (fd_ < 0 || paused_) return;  // the callback closed or paused us
       continue;
     }
@@ -282,11 +286,16 @@ void Listener::AcceptSome() {
 Listener::Shed Listener::ShedOneConnection() {
   if (reserve_fd_ < 0) return Shed::kCannot;
   close(reserve_fd_);
-  int fd = accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+  sockaddr_storage peer{};
+  socklen_t peer_len = sizeof(peer);
+  int fd =
+      accept4(fd_, reinterpret_cast<sockaddr*>(&peer), &peer_len, SOCK_CLOEXEC);
   const int accept_errno = errno;
   if (fd >= 0) {
     if (on_shed_) {
-      on_shed_(fd);  // Reports and closes it.
+      // Reports and closes it.
+      on_shed_(fd,
+               PeerFromSockaddr(reinterpret_cast<sockaddr*>(&peer), peer_len));
     } else {
       close(fd);
       accept_errors_.fetch_add(1, std::memory_order_relaxed);

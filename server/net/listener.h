@@ -44,12 +44,13 @@ class Listener : public reactor::IoHandler {
                                                         int backlog = 4096);
 
   // Loop thread; fd is non-blocking and CLOEXEC (TCP_NODELAY on TCP); the
-  // callee owns it.
-  using AcceptCallback = absl::AnyInvocable<void(int fd)>;
+  // callee owns it. `peer` is the address accept(2) gave, which stays known
+  // even when the client has already reset.
+  using AcceptCallback = absl::AnyInvocable<void(int fd, Peer peer)>;
   // Loop thread: a connection accepted while out of descriptors, to be
   // reported and closed at once (the callee must close fd before returning:
   // the reserve descriptor is reopened right after).
-  using ShedCallback = absl::AnyInvocable<void(int fd)>;
+  using ShedCallback = absl::AnyInvocable<void(int fd, Peer peer)>;
 
   // Closes the fd if still open. Destroy on the loop thread, or when the loop
   // is not running.

@@ -127,7 +127,7 @@ TEST_P(ListenerTest, AcceptsTcpWithTheDocumentedSocketOptions) {
   std::vector<int> accepted;
   ASSERT_TRUE(listener
                   ->Start(loop_.get(),
-                          [&](int fd) {
+                          [&](int fd, Peer) {
                             accepted.push_back(fd);
                             fds_.push_back(fd);
                           })
@@ -150,16 +150,16 @@ TEST_P(ListenerTest, AcceptsTcpWithTheDocumentedSocketOptions) {
   listener->Close();
   listener->Close();  // idempotent
   EXPECT_EQ(Connect(listener->bound_address()), -1);
-  EXPECT_TRUE(
-      absl::IsFailedPrecondition(listener->Start(loop_.get(), [](int) {})));
+  EXPECT_TRUE(absl::IsFailedPrecondition(
+      listener->Start(loop_.get(), [](int, Peer) {})));
 }
 
 TEST_P(ListenerTest, StartTwiceAndBindOnABusyPortFail) {
   auto first = BindOrDie("127.0.0.1:0");
   ASSERT_NE(first, nullptr);
-  ASSERT_TRUE(first->Start(loop_.get(), [](int fd) { close(fd); }).ok());
+  ASSERT_TRUE(first->Start(loop_.get(), [](int fd, Peer) { close(fd); }).ok());
   EXPECT_TRUE(
-      absl::IsFailedPrecondition(first->Start(loop_.get(), [](int) {})));
+      absl::IsFailedPrecondition(first->Start(loop_.get(), [](int, Peer) {})));
   auto second = Listener::Bind(*ParseListenSpec(first->bound_address()));
   ASSERT_FALSE(second.ok());
   EXPECT_NE(second.status().message().find("bind"), absl::string_view::npos)
@@ -191,7 +191,7 @@ TEST_P(ListenerTest, UnixListenerReplacesAStaleSocketAndCleansUp) {
   std::vector<int> accepted;
   ASSERT_TRUE(listener
                   ->Start(loop_.get(),
-                          [&](int fd) {
+                          [&](int fd, Peer) {
                             accepted.push_back(fd);
                             fds_.push_back(fd);
                           })
@@ -226,8 +226,9 @@ TEST_P(ListenerTest, AcceptsIpv6Loopback) {
   }
   EXPECT_EQ((*listener)->bound_address().rfind("[::1]:", 0), 0u);
   int accepted = -1;
-  ASSERT_TRUE(
-      (*listener)->Start(loop_.get(), [&](int fd) { accepted = fd; }).ok());
+  ASSERT_TRUE((*listener)
+                  ->Start(loop_.get(), [&](int fd, Peer) { accepted = fd; })
+                  .ok());
   int client = Connect((*listener)->bound_address());
   ASSERT_GE(client, 0);
   fds_.push_back(client);
@@ -251,7 +252,7 @@ TEST_P(ListenerTest, AcceptsABoundedNumberPerWakeup) {
   int accepted = 0;
   ASSERT_TRUE(listener
                   ->Start(loop_.get(),
-                          [&](int fd) {
+                          [&](int fd, Peer) {
                             ++per_iteration[loop_->iterations()];
                             ++accepted;
                             fds_.push_back(fd);
@@ -270,7 +271,7 @@ TEST_P(ListenerTest, PauseLeavesClientsInTheBacklogUntilResume) {
   int accepted = 0;
   ASSERT_TRUE(listener
                   ->Start(loop_.get(),
-                          [&](int fd) {
+                          [&](int fd, Peer) {
                             ++accepted;
                             fds_.push_back(fd);
                           })
@@ -295,7 +296,8 @@ TEST_P(ListenerTest, SurvivesEmfileWithoutSpinning) {
   ASSERT_NE(listener, nullptr);
   std::vector<int> accepted;  // loop thread while it runs
   ASSERT_TRUE(
-      listener->Start(loop_.get(), [&](int fd) { accepted.push_back(fd); })
+      listener
+          ->Start(loop_.get(), [&](int fd, Peer) { accepted.push_back(fd); })
           .ok());
   constexpr int kClients = 40;
   std::vector<int> clients;
