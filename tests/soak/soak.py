@@ -70,7 +70,7 @@ SERVER_FLAGS = {
     "loops": 2,
     "max_connections": 40,
     "max_connections_per_ip": 8,
-    "history_events": 1024,
+    "history_events": 64,
     "subscriber_queue_bytes": 64 << 10,
     "max_outbound_bytes": 64 << 10,
     "heartbeat_interval": "1s",
@@ -600,11 +600,11 @@ def client_plan(rng):
     """Steps of one client's life; at most ~8 s of idling in all."""
     plan = []
     quiet = 0.0
-    for _ in range(rng.randint(0, 16)):
+    for _ in range(rng.randint(0, 24)):
         r = rng.random()
         if r < 0.8 or quiet > 8:
-            size = rng.choice([1, rng.randint(1, 200), rng.randint(1, 8192),
-                               rng.randint(1, 40000)])
+            size = rng.choice([1, rng.randint(1, 64), rng.randint(1, 200),
+                               rng.randint(1, 8192), rng.randint(1, 40000)])
             plan.append(("send", rng.randbytes(size),
                          rng.choice([0, 0, 0.001, 0.01, 0.05])))
         elif r < 0.92:
@@ -670,13 +670,14 @@ class Writers:
 
     def run(self, rng):
         while not self.stop_flag.is_set():
-            time.sleep(rng.choice([0.001, 0.005, 0.02, 0.05]))  # pacing
+            time.sleep(rng.choice([0.005, 0.02, 0.05, 0.1]))  # pacing
             ids = self.reference.live_ids()
             if not ids:
                 continue
             cid = rng.choice(ids)
             r = rng.random()
-            if r < 0.8:
+            # Closes are rare so most clients live to send their plan.
+            if r < 0.92:
                 kind = "write"
                 size = rng.choice([0, 1, rng.randint(1, 512),
                                    rng.randint(1, 16384),
@@ -684,13 +685,13 @@ class Writers:
                 data = rng.randbytes(size)
                 req = pb.WriteRequest(connection_id=cid, data=data)
                 call = self.stub.Write
-            elif r < 0.88:
+            elif r < 0.95:
                 kind = "write_close_after"
                 data = rng.randbytes(rng.choice([0, rng.randint(1, 4096)]))
                 req = pb.WriteRequest(connection_id=cid, data=data,
                                       close_after=True)
                 call = self.stub.Write
-            elif r < 0.95:
+            elif r < 0.98:
                 kind, data = "close", b""
                 req = pb.CloseConnectionRequest(connection_id=cid)
                 call = self.stub.CloseConnection
@@ -800,7 +801,11 @@ class Soak:
             spec.slow_s = rng.choice([0.001, 0.01, 0.05])
         elif r < 0.45:
             spec.stall_after = rng.randint(1, 30)
-            spec.stall_s = rng.uniform(0.5, 3.0)
+            # A lossless stall pauses the clients it matches, so keep it
+            # short; a lossy one must outlast the history to see a Gap.
+            spec.stall_s = rng.uniform(0.5, 3.0) if lossless else \
+                rng.uniform(2.0, 8.0)
+            spec.lifetime_s = max(spec.lifetime_s, spec.stall_s + 2)
         if rng.random() < 0.3:
             head = self.reference.head
             if head:
@@ -1342,6 +1347,7 @@ class Soak:
                            "has %d matching events there" %
                            (name, g.first_seq, g.last_seq, g.lost, matching))
                 lost += g.lost
+                R.op("gap_too_slow_checked")
                 expected_total += matching
                 prev = g.last_seq
                 continue
@@ -1501,6 +1507,10 @@ def print_summary(soak, elapsed):
         print("  %-40s %d" % (kind, n))
     print("events: %d published (reference), %d checked on other streams" %
           (soak.reference.head, R.ops["events_checked"]))
+    kinds = collections.Counter(e.WhichOneof("kind")
+                                for e in soak.reference.events.values())
+    print("reference events by kind: %s" % ", ".join(
+        "%s=%d" % kv for kv in sorted(kinds.items())))
     print("connections: %d client sockets, %d rejected, at most %d open, "
           "%d from one IP" % (len(soak.clients), soak.rejected, soak.worst[0],
                               soak.worst[1]))
