@@ -1275,14 +1275,25 @@ class Soak:
         family = "lossless" if spec.lossless else "lossy"
         name = spec.describe()
         R.check(family)
+        # Lossless delivery can pause ingestion: it needs the writer role
+        # (--lossless_role's default); a reader must be refused.
+        reader_lossless = spec.lossless and spec.token != self.writer_token
         if s.error is not None:
             code = s.error.code()
             if code == grpc.StatusCode.UNAUTHENTICATED and \
                     spec.token != self.writer_token:
                 R.op("subscribe_token_rotated_before_call")  # a raced reload
                 return
+            if reader_lossless and code == grpc.StatusCode.PERMISSION_DENIED \
+                    and "--lossless_role" in s.error.details():
+                R.op("subscribe_lossless_reader_refused")
+                return
             R.fail(family, "%s failed: %s %s" % (name, code,
                                                  s.error.details()))
+            return
+        if reader_lossless:
+            R.fail(family, "%s: a reader token held a lossless subscription"
+                   % name)
             return
         if s.started is None:
             if s.items:
