@@ -138,6 +138,13 @@ absl::StatusOr<ServerConnection> ServerConnection::Open(
   // far more than 100 ms.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  // Keepalive: a watch on a server whose host vanished (no FIN, no RST) sees
+  // its stream fail within ~30 s, so --follow moves on instead of waiting
+  // forever. 20 s is above the server's minimum client ping interval (5 s).
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   connection.channel_ =
       grpc::CreateCustomChannel(options.server, credentials, args);
   return connection;
