@@ -34,6 +34,13 @@ WRITE_CLOSE = "//tests/server:write_close_test"
 PULL = "//tests/server:pull_test"
 LIMITS = "//tests/server:limits_test"
 HUB = "//tests/fanout:event_hub_test"
+SUB_LIMITS = "//tests/server:subscriber_limits_test"
+AUTH = "//tests/grpc:auth_test"
+PYTHON = "//tests/server:python_client_test"
+FD_LIMIT = "//tests/ops:fd_limit_test"
+KEEPALIVE = "//tests/ops:keepalive_test"
+FAULTS_E2E = "//tests/server:faults_test"
+SOAK = "//tests/soak:soak_test"
 CODEC = "//tests/fanout:event_codec_test"
 
 # name, promise, file, find (must occur exactly once), replace, tests, filter
@@ -158,6 +165,66 @@ FAULTS = [
          find="if (open_.load(std::memory_order_relaxed) >=\n      static_cast<int64_t>(max_total_)) {",
          replace="if (open_.load(std::memory_order_relaxed) >\n      static_cast<int64_t>(max_total_)) {",
          tests=[LIMITS], filter="*MaxConnectionsRejects*"),
+    dict(name="stalled-lossless-never-ended",
+         promise="a lossless subscriber that stops reading is ended after --subscriber_stall_timeout and may resume",
+         file="server/grpc/fanin_service.cc",
+         find="    if (stuck < timeout) return;",
+         replace="    if (stuck < timeout || true) return;",
+         tests=[SUB_LIMITS], filter="*Stalled*"),
+    dict(name="lossless-total-unbounded",
+         promise="lossless backlog across subscribers is bounded by --lossless_total_bytes",
+         file="server/fanout/event_hub.cc",
+         find="    if (sub->lossless && (lossless_subs_ + 1)",
+         replace="    if (false && (lossless_subs_ + 1)",
+         tests=[SUB_LIMITS], filter="*LosslessTotal*"),
+    dict(name="lossless-role-ignored",
+         promise="with access control on, lossless delivery needs --lossless_role",
+         file="server/grpc/fanin_service.cc",
+         find="    status = Authorize(context, Access::kLossless);",
+         replace="    status = Authorize(context, Access::kRead);",
+         tests=[AUTH], filter="*EveryMethod*"),
+    dict(name="unparseable-request-unimplemented",
+         promise="a request that does not parse is INVALID_ARGUMENT naming the method",
+         file="server/grpc/requests.cc",
+         find="  return Refuse(method, absl::StrCat(\"the request (\"",
+         replace="  return absl::UnimplementedError(\"\");\n  return Refuse(method, absl::StrCat(\"the request (\"",
+         tests=[PYTHON]),
+    dict(name="caller-text-echoed-whole",
+         promise="error messages quote caller text only as a bounded prefix",
+         file="server/base/text.cc",
+         find="  if (text.size() <= max_bytes) {",
+         replace="  if (text.size() <= max_bytes || true) {",
+         tests=[PYTHON]),
+    dict(name="shutdown-waits-for-idle-clients",
+         promise="SIGTERM finishes as soon as nothing is owed",
+         file="server/fanin_server.cc",
+         find="server_->Shutdown(absl::ToChronoTime(idle ? absl::Now() : deadline));",
+         replace="server_->Shutdown(absl::ToChronoTime(deadline));",
+         tests=[PYTHON]),
+    dict(name="out-of-fds-silent",
+         promise="connections shed for want of descriptors are reported Closed(REJECTED)",
+         file="server/net/listener.cc",
+         find="    if (on_shed_) {",
+         replace="    if (false) {",
+         tests=[FD_LIMIT]),
+    dict(name="lingered-input-counted",
+         promise="Closed.bytes_received is the sum of the Data events",
+         file="server/core/connection.cc",
+         find="    if (!lingering) {\n      bytes_received_ += n;\n      shard_->CountReceived(n);",
+         replace="    bytes_received_ += n;\n    if (!lingering) {\n      shard_->CountReceived(n);",
+         tests=[SOAK]),
+    dict(name="no-server-keepalive",
+         promise="a vanished subscriber is noticed within --grpc_keepalive_time + --grpc_keepalive_timeout",
+         file="server/fanin_server.cc",
+         find="  ApplyTransport(c.transport, &builder);",
+         replace="  if (false) ApplyTransport(c.transport, &builder);",
+         tests=[KEEPALIVE]),
+    dict(name="killed-subscriber-kept",
+         promise="a subscriber whose stream ends is dropped and stops holding back anyone",
+         file="server/grpc/fanin_service.cc",
+         find="    service_->Unregister(this);\n    if (sub_) hub_->Unsubscribe(sub_.get());",
+         replace="    service_->Unregister(this);",
+         tests=[FAULTS_E2E], filter="*Killed*"),
 ]
 
 
