@@ -15,6 +15,7 @@
 #include "gtest/gtest.h"
 #include "server/fanout/stored_event.h"
 #include "server/grpc/batch_encoder.h"
+#include "tests/fanout/expected_event.h"
 
 namespace fanin::fanout {
 namespace {
@@ -127,20 +128,6 @@ std::shared_ptr<StoredEvent> Store(const Event& e, Random& r) {
   return MakeEvent(e, 0);
 }
 
-// What a subscriber with `policy` must receive, applied by hand.
-Event Expected(Event e, uint64_t seq, const PayloadPolicy& policy) {
-  e.set_seq(seq);
-  if (e.has_data()) {
-    std::string* payload = e.mutable_data()->mutable_payload();
-    if (policy.omit) {
-      payload->clear();
-    } else if (policy.max != 0 && payload->size() > policy.max) {
-      payload->resize(policy.max);
-    }
-  }
-  return e;
-}
-
 std::string Deterministic(const google::protobuf::Message& m) {
   std::string out;
   {
@@ -192,7 +179,7 @@ TEST(EventCodec, RandomBatchesAreWhatProtobufSerializes) {
     fanin::v1::SubscribeResponse want;
     auto* batch = want.mutable_batch();
     for (size_t i = 0; i < n; ++i) {
-      *batch->add_events() = Expected(messages[i], events[i]->seq, policy);
+      *batch->add_events() = ExpectedEvent(messages[i], events[i]->seq, policy);
       if (!messages[i].has_data()) continue;
       const size_t size = messages[i].data().size();
       if (policy.omit) {

@@ -14,6 +14,7 @@
 #include "server/fanout/event_codec.h"
 #include "server/fanout/stored_event.h"
 #include "server/grpc/batch_encoder.h"
+#include "tests/fanout/expected_event.h"
 #include "tests/fuzz/fuzz_check.h"
 
 namespace {
@@ -21,20 +22,6 @@ namespace {
 using fanin::fanout::EventPtr;
 using fanin::fanout::PayloadPolicy;
 using fanin::v1::Event;
-
-// What a subscriber with `policy` must receive.
-Event Expected(Event e, uint64_t seq, const PayloadPolicy& policy) {
-  e.set_seq(seq);
-  if (e.has_data()) {
-    std::string* payload = e.mutable_data()->mutable_payload();
-    if (policy.omit) {
-      payload->clear();
-    } else if (policy.max != 0 && payload->size() > policy.max) {
-      payload->resize(policy.max);
-    }
-  }
-  return e;
-}
 
 void CheckBatch(const std::vector<EventPtr>& events,
                 const std::vector<Event>& messages,
@@ -46,7 +33,8 @@ void CheckBatch(const std::vector<EventPtr>& events,
   fanin::v1::SubscribeResponse want;
   auto* batch = want.mutable_batch();
   for (size_t i = 0; i < messages.size(); ++i) {
-    *batch->add_events() = Expected(messages[i], events[i]->seq, policy);
+    *batch->add_events() =
+        fanin::fanout::ExpectedEvent(messages[i], events[i]->seq, policy);
   }
   FUZZ_CHECK(
       google::protobuf::util::MessageDifferencer::Equals(got, want),

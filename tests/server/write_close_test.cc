@@ -33,7 +33,7 @@ using fanin::testing::ConnectTcp;
 using fanin::v1::Event;
 
 class WriteCloseTest : public ::testing::TestWithParam<reactor::PollerKind> {
- protected:
+ public:
   // Starts the server and a lossless, unfiltered watcher.
   void Start(ServerConfig config) {
     server_ = StartServer(std::move(config));
@@ -292,27 +292,37 @@ TcpClient ConnectWithSmallReceiveBuffer(const std::string& address) {
   return client;
 }
 
-// Graceful close must send FIN only after every queued byte went out: the
-// client reads only after the close was asked for, so most of the bytes are
-// still in the server's queue when it is.
-TEST_P(WriteCloseTest, GracefulCloseFlushesTheQueueBeforeFin) {
-  ServerConfig config = BaseConfig(GetParam());
+// Graceful close (CloseConnection, or Write with close_after) must send FIN
+// only after every queued byte went out: the client reads only after the
+// close was asked for, so most of the bytes are still in the server's queue
+// when it is.
+void FlushesTheQueueBeforeFin(WriteCloseTest& t, bool by_close_after) {
+  ServerConfig config = BaseConfig(t.GetParam());
   config.core.max_outbound_bytes = 64 << 20;
-  Start(config);
+  t.Start(config);
   TcpClient client =
-      ConnectWithSmallReceiveBuffer(ListenAddress(*server_, "default"));
+      ConnectWithSmallReceiveBuffer(ListenAddress(*t.server_, "default"));
   ASSERT_GE(client.fd(), 0);
-  const uint64_t id = watch_->WaitOpened(client.fd(), Deadline());
+  const uint64_t id = t.watch_->WaitOpened(client.fd(), Deadline());
   ASSERT_NE(id, 0u);
   std::string accepted;
   uint64_t queued = 0;
   for (int i = 0; i < 32 && queued < (1 << 20); ++i) {
     std::string chunk = RandomBytes(1 << 20, 200 + i);
-    ASSERT_TRUE(Write(id, chunk, false, &queued).ok());
+    ASSERT_TRUE(t.Write(id, chunk, false, &queued).ok());
     accepted += chunk;
   }
   ASSERT_GE(queued, 1u << 20) << "the writes never queued: test too weak";
-  ASSERT_TRUE(Close(id, false).ok());
+  if (by_close_after) {
+    // Its own bytes queue behind the others and go out before the FIN too.
+    const std::string last = RandomBytes(1 << 20, 299);
+    ASSERT_TRUE(t.Write(id, last, true, &queued).ok());
+    accepted += last;
+    ExpectCode(t.Write(id, "late", false), grpc::StatusCode::NOT_FOUND,
+               absl::StrCat(id));
+  } else {
+    ASSERT_TRUE(t.Close(id, false).ok());
+  }
   int error = -2;
   std::string got = ReadUntilEofOrError(client.fd(), Deadline(), &error);
   EXPECT_EQ(error, 0) << "expected EOF, got "
@@ -320,48 +330,18 @@ TEST_P(WriteCloseTest, GracefulCloseFlushesTheQueueBeforeFin) {
   EXPECT_EQ(got.size(), accepted.size()) << "FIN before the queue was flushed";
   EXPECT_TRUE(got == accepted) << "bytes differ";
   client.Close();
-  fanin::v1::Closed closed = WaitClosed(id);
+  fanin::v1::Closed closed = t.WaitClosed(id);
   EXPECT_EQ(closed.reason(), fanin::v1::CLOSE_REASON_CLOSED_BY_SUBSCRIBER)
       << closed.detail();
   EXPECT_EQ(closed.bytes_sent(), accepted.size());
 }
 
-// Write(close_after) likewise: its own bytes, queued behind earlier ones, all
-// reach the client before the FIN.
+TEST_P(WriteCloseTest, GracefulCloseFlushesTheQueueBeforeFin) {
+  FlushesTheQueueBeforeFin(*this, /*by_close_after=*/false);
+}
+
 TEST_P(WriteCloseTest, CloseAfterFlushesTheQueueBeforeFin) {
-  ServerConfig config = BaseConfig(GetParam());
-  config.core.max_outbound_bytes = 64 << 20;
-  Start(config);
-  TcpClient client =
-      ConnectWithSmallReceiveBuffer(ListenAddress(*server_, "default"));
-  ASSERT_GE(client.fd(), 0);
-  const uint64_t id = watch_->WaitOpened(client.fd(), Deadline());
-  ASSERT_NE(id, 0u);
-  // Writes until the socket is overfull, then one more queued behind them.
-  std::string accepted;
-  uint64_t queued = 0;
-  for (int i = 0; i < 32 && queued < (1 << 20); ++i) {
-    std::string chunk = RandomBytes(1 << 20, 300 + i);
-    ASSERT_TRUE(Write(id, chunk, false, &queued).ok());
-    accepted += chunk;
-  }
-  ASSERT_GE(queued, 1u << 20) << "the writes never queued: test too weak";
-  const std::string last = RandomBytes(1 << 20, 399);
-  ASSERT_TRUE(Write(id, last, true, &queued).ok());
-  accepted += last;
-  ExpectCode(Write(id, "late", false), grpc::StatusCode::NOT_FOUND,
-             absl::StrCat(id));
-  int error = -2;
-  std::string got = ReadUntilEofOrError(client.fd(), Deadline(), &error);
-  EXPECT_EQ(error, 0) << "expected EOF, got "
-                      << (error > 0 ? std::strerror(error) : "deadline");
-  EXPECT_EQ(got.size(), accepted.size()) << "FIN before the queue was flushed";
-  EXPECT_TRUE(got == accepted) << "bytes differ";
-  client.Close();
-  fanin::v1::Closed closed = WaitClosed(id);
-  EXPECT_EQ(closed.reason(), fanin::v1::CLOSE_REASON_CLOSED_BY_SUBSCRIBER)
-      << closed.detail();
-  EXPECT_EQ(closed.bytes_sent(), accepted.size());
+  FlushesTheQueueBeforeFin(*this, /*by_close_after=*/true);
 }
 
 TEST_P(WriteCloseTest, WriteWithCloseAfter) {
