@@ -301,7 +301,12 @@ class Subscriber:
 
     def __init__(self, target, spec, metadata, on_event=None):
         self.spec = spec
-        self.channel = grpc.insecure_channel(target)
+        # No flow-control window growth: a reader that sleeps then stalls the
+        # server's stream after 64 KiB instead of being buffered for, so slow
+        # and stalled lossy subscribers really fall behind the history (and
+        # get Gaps) and stalled lossless ones really pause their clients.
+        self.channel = grpc.insecure_channel(
+            target, options=[("grpc.http2.bdp_probe", 0)])
         self.stub = pbg.FanInStub(self.channel)
         self.call = self.stub.Subscribe(spec.request(), metadata=metadata)
         self.started = None
@@ -713,6 +718,8 @@ class Writers:
                 if code != "INVALID_ARGUMENT":
                     R.fail("writes", "empty Write on connection %d: %s, want "
                            "INVALID_ARGUMENT" % (cid, code))
+            elif code == "ABORTED" and kind.startswith("write"):
+                pass  # The socket failed mid-write; check_writes verifies.
             elif code not in ("OK", "NOT_FOUND", "RESOURCE_EXHAUSTED"):
                 R.fail("writes" if code != "DEADLINE_EXCEEDED" else "liveness",
                        "%s on connection %d: %s" % (kind, cid, code))
@@ -1177,7 +1184,15 @@ class Soak:
                 continue
             ops = self.writers.conn_ops.get(c.cid)
             oks = [] if ops is None else [o for o in ops.ops if o[2] == "OK"]
-            expected = b"".join(o[1] for o in oks if o[0].startswith("write"))
+            # A Write answered ABORTED failed on a socket that failed: the
+            # connection must have ended RESET or ERROR, and the client may
+            # hold a prefix of its bytes too (it is the last write that took
+            # effect).
+            failed = [] if ops is None else [
+                o for o in ops.ops if o[2] == "ABORTED"]
+            took = [] if ops is None else [
+                o for o in ops.ops if o[2] in ("OK", "ABORTED")]
+            expected = b"".join(o[1] for o in took if o[0].startswith("write"))
             aborted = any(o[0] == "abort" for o in oks)
             got = bytes(c.received)
             what = "connection %d (client %d, %s)" % (
@@ -1188,7 +1203,11 @@ class Soak:
                     R.fail("writes", "%s: %d RPCs OK'd, %d B received on a "
                            "rejected connection" % (what, len(oks), len(got)))
                 continue
-            exact = not (c.reset or c.saw_reset or aborted or
+            if failed and c.closed.reason not in (pb.CLOSE_REASON_RESET,
+                                                  pb.CLOSE_REASON_ERROR):
+                R.fail("writes", "%s: a Write answered ABORTED but the "
+                       "connection did not end RESET or ERROR" % what)
+            exact = not (c.reset or c.saw_reset or aborted or failed or
                          c.closed.reason in (pb.CLOSE_REASON_RESET,
                                              pb.CLOSE_REASON_ERROR))
             if exact and c.timed_out:
