@@ -64,6 +64,19 @@ std::string EventDetailText(const v1::Event& event,
       }
       return out;
     }
+    case v1::Event::kNodeChange: {
+      const v1::NodeChange& change = event.node_change();
+      std::string out = absl::StrCat(
+          ShortName(v1::NodeState_Name(change.state()), "NODE_STATE_"),
+          " incarnation=", change.incarnation());
+      if (!change.grpc_address().empty()) {
+        absl::StrAppend(&out, " at ", EscapeBytes(change.grpc_address()));
+      }
+      if (!change.detail().empty()) {
+        absl::StrAppend(&out, " \"", EscapeBytes(change.detail()), "\"");
+      }
+      return out;
+    }
     case v1::Event::kWritable:
     case v1::Event::kReadable:
     case v1::Event::KIND_NOT_SET:
@@ -144,6 +157,8 @@ v1::EventKind EventKindOf(const v1::Event& event) {
       return v1::EVENT_KIND_CLOSED;
     case v1::Event::kReadable:
       return v1::EVENT_KIND_READABLE;
+    case v1::Event::kNodeChange:
+      return v1::EVENT_KIND_NODE;
     case v1::Event::KIND_NOT_SET:
       break;
   }

@@ -218,6 +218,9 @@ std::shared_ptr<StoredEvent> MakeEvent(const fanin::v1::Event& event,
     case fanin::v1::Event::kReadable:
       e->kind = fanin::v1::EVENT_KIND_READABLE;
       break;
+    case fanin::v1::Event::kNodeChange:
+      e->kind = fanin::v1::EVENT_KIND_NODE;
+      break;
     case fanin::v1::Event::KIND_NOT_SET:
       break;
   }

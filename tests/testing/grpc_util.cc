@@ -162,6 +162,8 @@ EventKind KindOf(const Event& event) {
       return fanin::v1::EVENT_KIND_CLOSED;
     case Event::kReadable:
       return fanin::v1::EVENT_KIND_READABLE;
+    case Event::kNodeChange:
+      return fanin::v1::EVENT_KIND_NODE;
     case Event::KIND_NOT_SET:
       break;
   }
@@ -273,6 +275,7 @@ void Subscriber::Run(fanin::v1::SubscribeRequest request) {
         s.heartbeats.push_back(msg.heartbeat());
         s.messages.push_back(msg);
         break;
+      case SubscribeResponse::kAssigned:
       case SubscribeResponse::MESSAGE_NOT_SET:
         s.messages.push_back(msg);
         break;
