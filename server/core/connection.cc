@@ -140,7 +140,7 @@ void Connection::HandleReadable(uint32_t events) {
       bytes_received_ += n;
       shard_->CountReceived(n);
       shard_->Publish(fanout::MakeDataEvent(
-          id_, listener_->index, listener_->name, now,
+          id_, listener_->index, listener_->name, listener_->node, now,
           absl::string_view(buf.data(), static_cast<size_t>(n))));
     }
     // Edge-triggered: the rest, and a FIN that came with the data, produce
@@ -455,6 +455,7 @@ void Connection::ForceClose() {
 void Connection::FillInfo(fanin::v1::Connection* out) const {
   out->set_connection_id(id_);
   out->set_listener(listener_->name);
+  if (!listener_->node.empty()) out->set_node(listener_->node);
   out->set_remote_address(remote_);
   out->set_local_address(local_);
   out->set_opened_unix_nano(opened_unix_nano_);

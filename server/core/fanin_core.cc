@@ -35,13 +35,14 @@ int DefaultLoops() {
   return std::max(1, cores - 1);
 }
 
-FaninCore::FaninCore(CoreOptions options, fanout::EventHub* hub)
+FaninCore::FaninCore(CoreOptions options, fanout::EventSink* hub)
     : options_(std::move(options)),
       hub_(hub),
-      slots_(options_.max_connections, options_.max_connections_per_ip) {}
+      slots_(options_.max_connections, options_.max_connections_per_ip),
+      next_id_(options_.first_connection_id) {}
 
 absl::StatusOr<std::unique_ptr<FaninCore>> FaninCore::Create(
-    CoreOptions options, fanout::EventHub* hub) {
+    CoreOptions options, fanout::EventSink* hub) {
   if (options.listen.empty()) {
     return absl::InvalidArgumentError("listen: at least one listener needed");
   }
@@ -75,6 +76,7 @@ absl::StatusOr<std::unique_ptr<FaninCore>> FaninCore::Create(
     if (!listener.ok()) return listener.status();
     auto info = std::make_unique<ListenerInfo>();
     info->name = spec.name;
+    info->node = core->options_.node;
     info->index = static_cast<uint32_t>(core->listeners_.size());
     info->pull =
         std::find(opts.pull_listeners.begin(), opts.pull_listeners.end(),
@@ -221,7 +223,7 @@ void FaninCore::Reject(const ListenerInfo* info, uint64_t id, int fd,
   fanin::v1::Event event = NewConnectionEvent(id, *info);
   event.mutable_opened()->set_remote_address(peer.address);
   event.mutable_opened()->set_local_address(net::LocalAddressOf(fd));
-  hub_->Publish(fanout::MakeEvent(event, info->index));
+  hub_->Publish(fanout::MakeEvent(event, info->index), nullptr);
   ::close(fd);
   event = NewConnectionEvent(id, *info);
   event.mutable_closed()->set_reason(fanin::v1::CLOSE_REASON_REJECTED);
@@ -229,7 +231,7 @@ void FaninCore::Reject(const ListenerInfo* info, uint64_t id, int fd,
   // Counted before Closed(REJECTED) is announced, so GetStats never lags
   // what a subscriber has already seen.
   rejected_[reason].fetch_add(1, std::memory_order_relaxed);
-  hub_->Publish(fanout::MakeEvent(event, info->index));
+  hub_->Publish(fanout::MakeEvent(event, info->index), nullptr);
   LogRejected(id, info->name, why);
 }
 

@@ -28,7 +28,7 @@
 #include "fanin/v1/fanin.pb.h"
 #include "server/core/connection.h"
 #include "server/core/shard.h"
-#include "server/fanout/event_hub.h"
+#include "server/fanout/event_sink.h"
 #include "server/net/address.h"
 #include "server/reactor/loop_group.h"
 #include "server/reactor/poller.h"
@@ -57,6 +57,11 @@ struct CoreOptions {
   bool keep_half_open = false;
   // After a graceful close sent FIN, how long to wait for the peer's FIN.
   absl::Duration close_linger = absl::Seconds(5);
+  // Cluster mode: this node's name, carried by every event (Event.node), and
+  // the first connection id (the node's incarnation in the high 32 bits, so
+  // ids are unique across the cluster). Standalone: empty and 1.
+  std::string node;
+  uint64_t first_connection_id = 1;
 };
 
 struct CoreStats {
@@ -83,7 +88,7 @@ class FaninCore {
   // Validates options and binds every listener (so ports are known at once).
   // INVALID_ARGUMENT for bad options, the bind error otherwise.
   static absl::StatusOr<std::unique_ptr<FaninCore>> Create(
-      CoreOptions options, fanout::EventHub* hub);
+      CoreOptions options, fanout::EventSink* sink);
   ~FaninCore();
 
   // Starts the loops and accepting.
@@ -121,7 +126,7 @@ class FaninCore {
   CoreStats GetStats() const;
 
  private:
-  FaninCore(CoreOptions options, fanout::EventHub* hub);
+  FaninCore(CoreOptions options, fanout::EventSink* sink);
   void OnAccept(ListenerInfo* info, int fd, net::Peer peer);
   void Adopt(Shard* shard, std::unique_ptr<Connection> conn);
   enum RejectReason {
@@ -140,13 +145,13 @@ class FaninCore {
   }
 
   const CoreOptions options_;
-  fanout::EventHub* const hub_;
+  fanout::EventSink* const hub_;
   std::vector<std::string> names_;
   std::vector<std::unique_ptr<ListenerInfo>> listeners_;
   std::unique_ptr<reactor::LoopGroup> loops_;
   ConnectionSlots slots_;
   std::vector<std::unique_ptr<Shard>> shards_;
-  std::atomic<uint64_t> next_id_{1};
+  std::atomic<uint64_t> next_id_;
   std::atomic<uint64_t> accepted_{0};
   std::atomic<uint64_t> rejected_[kNumRejectReasons] = {};
   std::atomic<bool> started_{false};

@@ -48,10 +48,11 @@ fanin::v1::Event NewConnectionEvent(uint64_t id, const ListenerInfo& listener) {
   event.set_time_unix_nano(absl::GetCurrentTimeNanos());
   event.set_connection_id(id);
   event.set_listener(listener.name);
+  if (!listener.node.empty()) event.set_node(listener.node);
   return event;
 }
 
-Shard::Shard(const CoreOptions* options, fanout::EventHub* hub,
+Shard::Shard(const CoreOptions* options, fanout::EventSink* hub,
              reactor::EventLoop* loop, ConnectionSlots* slots)
     : options_(options), hub_(hub), loop_(loop), slots_(slots) {
   read_buffer_.resize(options->read_chunk_bytes);
@@ -98,7 +99,7 @@ void Shard::Publish(std::shared_ptr<fanout::StoredEvent> event) {
   // the same iteration, after every ready fd was read.
   loop_->Post([this] {
     wakes_posted_ = false;
-    fanout::EventHub::RunWakes(&pending_wakes_);
+    hub_->RunDeferred(&pending_wakes_);
   });
 }
 

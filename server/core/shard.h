@@ -31,7 +31,7 @@
 #include "absl/time/time.h"
 #include "fanin/v1/fanin.pb.h"
 #include "server/core/connection.h"
-#include "server/fanout/event_hub.h"
+#include "server/fanout/event_sink.h"
 #include "server/fanout/stored_event.h"
 #include "server/net/listener.h"
 #include "server/reactor/event_loop.h"
@@ -73,6 +73,7 @@ class ConnectionSlots {
 // core has started, except `listener`, which only its loop touches.
 struct ListenerInfo {
   std::string name;
+  std::string node;  // CoreOptions::node: empty in standalone
   uint32_t index = 0;
   bool pull = false;
   std::unique_ptr<net::Listener> listener;
@@ -85,13 +86,13 @@ fanin::v1::Event NewConnectionEvent(uint64_t id, const ListenerInfo& listener);
 
 class Shard {
  public:
-  Shard(const CoreOptions* options, fanout::EventHub* hub,
+  Shard(const CoreOptions* options, fanout::EventSink* hub,
         reactor::EventLoop* loop, ConnectionSlots* slots);
   Shard(const Shard&) = delete;
   Shard& operator=(const Shard&) = delete;
 
   const CoreOptions& options() const { return *options_; }
-  fanout::EventHub* hub() const { return hub_; }
+  fanout::EventSink* hub() const { return hub_; }
   reactor::EventLoop* loop() const { return loop_; }
 
   // Any thread: runs `fn` on this shard's loop against connection `id` and
@@ -150,7 +151,7 @@ class Shard {
 
  private:
   const CoreOptions* const options_;
-  fanout::EventHub* const hub_;
+  fanout::EventSink* const hub_;
   reactor::EventLoop* const loop_;
   ConnectionSlots* const slots_;
 
@@ -158,7 +159,7 @@ class Shard {
   absl::flat_hash_set<uint64_t> read_paused_;
   std::string read_buffer_;
   bool shutting_down_ = false;
-  fanout::EventHub::WakeList pending_wakes_;
+  fanout::EventSink::Deferred pending_wakes_;
   bool wakes_posted_ = false;
 
   std::atomic<uint64_t> bytes_received_{0};

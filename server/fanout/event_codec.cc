@@ -124,11 +124,9 @@ void AppendEventField(int field_number, const StoredEvent& e,
   s.AppendTo(out);
 }
 
-std::shared_ptr<StoredEvent> MakeDataEvent(uint64_t connection_id,
-                                           uint32_t listener,
-                                           absl::string_view listener_name,
-                                           int64_t time_unix_nano,
-                                           absl::string_view payload) {
+std::shared_ptr<StoredEvent> MakeDataEvent(
+    uint64_t connection_id, uint32_t listener, absl::string_view listener_name,
+    absl::string_view node, int64_t time_unix_nano, absl::string_view payload) {
   auto e = std::make_shared<StoredEvent>();
   e->connection_id = connection_id;
   e->listener = listener;
@@ -157,6 +155,12 @@ std::shared_ptr<StoredEvent> MakeDataEvent(uint64_t connection_id,
                 WireFormatLite::WIRETYPE_LENGTH_DELIMITED)) +
             WireFormatLite::LengthDelimitedSize(listener_name.size());
   }
+  if (!node.empty()) {
+    head += CodedOutputStream::VarintSize32(WireFormatLite::MakeTag(
+                Event::kNodeFieldNumber,
+                WireFormatLite::WIRETYPE_LENGTH_DELIMITED)) +
+            WireFormatLite::LengthDelimitedSize(node.size());
+  }
   const size_t inner = DataInnerSize(payload.size(), e->data_size);
   std::string& b = e->body;
   b.reserve(head + CodedOutputStream::VarintSize32(kDataTag) +
@@ -182,6 +186,16 @@ std::shared_ptr<StoredEvent> MakeDataEvent(uint64_t connection_id,
   s.Advance(p);
   s.AppendTo(&b);
   b.append(listener_name.data(), listener_name.size());
+  if (!node.empty()) {
+    p = WireFormatLite::WriteTagToArray(
+        Event::kNodeFieldNumber, WireFormatLite::WIRETYPE_LENGTH_DELIMITED,
+        s.pos());
+    p = CodedOutputStream::WriteVarint32ToArray(
+        static_cast<uint32_t>(node.size()), p);
+    s.Advance(p);
+    s.AppendTo(&b);
+    b.append(node.data(), node.size());
+  }
 
   e->data_field_offset = static_cast<uint32_t>(b.size());
   s.Advance(WriteDataHead(payload.size(), e->data_size, s.pos()));
@@ -226,7 +240,8 @@ std::shared_ptr<StoredEvent> MakeEvent(const fanin::v1::Event& event,
   }
   if (e->kind == fanin::v1::EVENT_KIND_DATA) {
     return MakeDataEvent(event.connection_id(), listener, event.listener(),
-                         e->time_unix_nano, event.data().payload());
+                         event.node(), e->time_unix_nano,
+                         event.data().payload());
   }
   fanin::v1::Event copy = event;
   copy.clear_seq();

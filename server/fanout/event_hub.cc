@@ -179,7 +179,7 @@ uint64_t EventHub::Publish(std::shared_ptr<StoredEvent> event,
     EvictLocked();
   }
   if (deferred != nullptr) {
-    for (auto& sub : wakes) deferred->push_back(std::move(sub));
+    for (auto& sub : wakes) deferred->items.push_back(std::move(sub));
   } else {
     for (const auto& sub : wakes) sub->wake();
   }
@@ -189,8 +189,17 @@ uint64_t EventHub::Publish(std::shared_ptr<StoredEvent> event,
 
 void EventHub::RunWakes(WakeList* wakes) {
   WakeList now;
-  now.swap(*wakes);
-  for (const auto& sub : now) sub->wake();
+  now.items.swap(wakes->items);
+  for (const auto& item : now.items) {
+    static_cast<Subscription*>(item.get())->wake();
+  }
+}
+
+bool EventHub::StartAfter(uint64_t head) {
+  absl::MutexLock lock(&mu_);
+  if (published_ != 0 || head_ != 0) return false;
+  head_ = head;
+  return true;
 }
 
 void EventHub::EvictLocked() {

@@ -46,6 +46,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "fanin/v1/fanin.pb.h"
+#include "server/fanout/event_sink.h"
 #include "server/fanout/filter.h"
 #include "server/fanout/stored_event.h"
 
@@ -65,7 +66,7 @@ struct HubOptions {
   std::string epoch;
 };
 
-class EventHub {
+class EventHub : public EventSink {
  public:
   struct Subscription;
 
@@ -109,7 +110,7 @@ class EventHub {
   };
 
   explicit EventHub(HubOptions options);
-  ~EventHub();
+  ~EventHub() override;
   EventHub(const EventHub&) = delete;
   EventHub& operator=(const EventHub&) = delete;
 
@@ -138,24 +139,33 @@ class EventHub {
     return Publish(std::move(event), nullptr);
   }
   // Subscriptions a Publish unparked and left for its caller to wake.
-  using WakeList = std::vector<std::shared_ptr<Subscription>>;
+  using WakeList = EventSink::Deferred;
   // Like Publish, but appends the subscriptions to wake to *deferred (when
   // not null) instead of waking them. A loop wakes them once per iteration,
   // so one batch carries every event the iteration read instead of the first
   // event going out alone. The caller must call RunWakes soon.
-  uint64_t Publish(std::shared_ptr<StoredEvent> event, WakeList* deferred);
+  uint64_t Publish(std::shared_ptr<StoredEvent> event,
+                   WakeList* deferred) override;
   // Calls the wake of each subscription in *wakes and empties it.
   static void RunWakes(WakeList* wakes);
 
+  // EventSink (for the loops of a standalone server): Publish above.
+  void RunDeferred(Deferred* deferred) override { RunWakes(deferred); }
+
+  // Makes the first published event get seq `head + 1` (cluster mode: the
+  // node's history starts where it joined the cluster stream). Only before
+  // the first Publish; false otherwise.
+  bool StartAfter(uint64_t head);
+
   // Back-pressure queries for the loops; cheap when nothing is paused.
-  bool ReadingPaused(uint32_t listener, uint64_t connection_id) const;
-  bool AcceptingPaused(uint32_t listener) const;
+  bool ReadingPaused(uint32_t listener, uint64_t connection_id) const override;
+  bool AcceptingPaused(uint32_t listener) const override;
   bool AnyPaused() const {
     return paused_count_.load(std::memory_order_acquire) > 0;
   }
   // Called outside the lock, from any thread, whenever a subscription pauses
   // or resumes. Set before publishing starts.
-  void SetPauseObserver(absl::AnyInvocable<void()> observer);
+  void SetPauseObserver(absl::AnyInvocable<void()> observer) override;
 
   Stats GetStats() const;
   const std::string& epoch() const { return epoch_; }

@@ -42,11 +42,10 @@ struct StoredEvent {
 using EventPtr = std::shared_ptr<const StoredEvent>;
 
 // Builds a DATA event without going through a protobuf message (the hot path).
-std::shared_ptr<StoredEvent> MakeDataEvent(uint64_t connection_id,
-                                           uint32_t listener,
-                                           absl::string_view listener_name,
-                                           int64_t time_unix_nano,
-                                           absl::string_view payload);
+// `node` is Event.node: empty in standalone.
+std::shared_ptr<StoredEvent> MakeDataEvent(
+    uint64_t connection_id, uint32_t listener, absl::string_view listener_name,
+    absl::string_view node, int64_t time_unix_nano, absl::string_view payload);
 
 // Builds any other event from a message whose seq is unset; kind is taken
 // from the oneof. `event.listener()` must already be the listener's name.

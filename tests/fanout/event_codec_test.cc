@@ -85,6 +85,7 @@ Event RandomEvent(Random& r) {
   e.set_time_unix_nano(r.U64());
   e.set_connection_id(r.U64());
   e.set_listener(r.Text());
+  if (r.OneIn(2)) e.set_node(r.Text());
   switch (r.Below(6)) {
     case 0:
       e.mutable_opened()->set_remote_address(r.Text());
@@ -121,7 +122,7 @@ Event RandomEvent(Random& r) {
 // Stored the way the server does: Data through the hot path most of the time.
 std::shared_ptr<StoredEvent> Store(const Event& e, Random& r) {
   if (e.has_data() && !r.OneIn(4)) {
-    return MakeDataEvent(e.connection_id(), 0, e.listener(),
+    return MakeDataEvent(e.connection_id(), 0, e.listener(), e.node(),
                          static_cast<int64_t>(e.time_unix_nano()),
                          e.data().payload());
   }

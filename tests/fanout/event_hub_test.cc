@@ -17,7 +17,7 @@ using fanin::v1::EventKind;
 
 std::shared_ptr<StoredEvent> Data(uint64_t conn, absl::string_view bytes,
                                   uint32_t listener = 0) {
-  return MakeDataEvent(conn, listener, listener == 0 ? "default" : "other",
+  return MakeDataEvent(conn, listener, listener == 0 ? "default" : "other", "",
                        1234, bytes);
 }
 

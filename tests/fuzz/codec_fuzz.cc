@@ -60,7 +60,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   messages.push_back(e);
   if (e.has_data()) {
     auto hot = fanin::fanout::MakeDataEvent(
-        e.connection_id(), 0, e.listener(),
+        e.connection_id(), 0, e.listener(), e.node(),
         static_cast<int64_t>(e.time_unix_nano()), e.data().payload());
     hot->seq = seq == UINT64_MAX ? seq : seq + 1;
     events.push_back(hot);

@@ -20,7 +20,7 @@ using fanout::EventPtr;
 std::vector<EventPtr> Events(uint64_t first_seq, int n, size_t size = 16) {
   std::vector<EventPtr> out;
   for (int i = 0; i < n; ++i) {
-    auto e = fanout::MakeDataEvent(7, 0, "default", 1000 + i,
+    auto e = fanout::MakeDataEvent(7, 0, "default", "", 1000 + i,
                                    std::string(size, 'a' + i % 26));
     e->seq = first_seq + i;
     out.push_back(e);

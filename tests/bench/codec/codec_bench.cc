@@ -17,7 +17,8 @@ void BM_MakeDataEvent(benchmark::State& state) {
   const std::string payload(static_cast<size_t>(state.range(0)), 'x');
   uint64_t id = 1;
   for (auto _ : state) {
-    auto e = MakeDataEvent(id++, 0, "default", 1700000000000000000, payload);
+    auto e =
+        MakeDataEvent(id++, 0, "default", "", 1700000000000000000, payload);
     benchmark::DoNotOptimize(e);
   }
   state.SetItemsProcessed(state.iterations());
@@ -30,8 +31,8 @@ void BM_AppendBatchResponse(benchmark::State& state) {
   std::vector<EventPtr> events;
   const std::string payload(static_cast<size_t>(state.range(0)), 'x');
   for (int i = 0; i < 100; ++i) {
-    auto e =
-        MakeDataEvent(1000 + i, 0, "default", 1700000000000000000 + i, payload);
+    auto e = MakeDataEvent(1000 + i, 0, "default", "", 1700000000000000000 + i,
+                           payload);
     e->seq = (uint64_t{1} << 40) + i;
     events.push_back(e);
   }
