@@ -12,6 +12,7 @@ namespace {
 using fanin::v1::Data;
 using fanin::v1::Event;
 using google::protobuf::internal::WireFormatLite;
+using google::protobuf::io::CodedInputStream;
 using google::protobuf::io::CodedOutputStream;
 
 constexpr uint32_t kSeqTag = WireFormatLite::MakeTag(
@@ -133,6 +134,7 @@ std::shared_ptr<StoredEvent> MakeDataEvent(
   e->kind = fanin::v1::EVENT_KIND_DATA;
   e->time_unix_nano = time_unix_nano;
   e->data_size = static_cast<uint32_t>(payload.size());
+  e->node = std::string(node);
   const auto time = static_cast<uint64_t>(time_unix_nano);
 
   // Fields in number order, zeros omitted: protobuf's own serialization.
@@ -213,6 +215,7 @@ std::shared_ptr<StoredEvent> MakeEvent(const fanin::v1::Event& event,
   e->connection_id = event.connection_id();
   e->listener = listener;
   e->time_unix_nano = static_cast<int64_t>(event.time_unix_nano());
+  e->node = event.node();
   switch (event.kind_case()) {
     case fanin::v1::Event::kOpened:
       e->kind = fanin::v1::EVENT_KIND_OPENED;
@@ -246,6 +249,118 @@ std::shared_ptr<StoredEvent> MakeEvent(const fanin::v1::Event& event,
   fanin::v1::Event copy = event;
   copy.clear_seq();
   copy.SerializeToString(&e->body);
+  return e;
+}
+
+namespace {
+
+fanin::v1::EventKind KindOfField(int field) {
+  switch (field) {
+    case Event::kOpenedFieldNumber:
+      return fanin::v1::EVENT_KIND_OPENED;
+    case Event::kDataFieldNumber:
+      return fanin::v1::EVENT_KIND_DATA;
+    case Event::kWritableFieldNumber:
+      return fanin::v1::EVENT_KIND_WRITABLE;
+    case Event::kReadClosedFieldNumber:
+      return fanin::v1::EVENT_KIND_READ_CLOSED;
+    case Event::kClosedFieldNumber:
+      return fanin::v1::EVENT_KIND_CLOSED;
+    case Event::kReadableFieldNumber:
+      return fanin::v1::EVENT_KIND_READABLE;
+    case Event::kNodeChangeFieldNumber:
+      return fanin::v1::EVENT_KIND_NODE;
+    default:
+      return fanin::v1::EVENT_KIND_UNSPECIFIED;
+  }
+}
+
+// Reads Data{payload, size} at the stream's position (its length already
+// read as `length`), noting where the payload starts in `body`.
+bool ParseData(CodedInputStream* in, uint32_t length, size_t data_start,
+               StoredEvent* e) {
+  const int end = in->CurrentPosition() + static_cast<int>(length);
+  bool have_size = false;
+  uint32_t payload_size = 0;
+  e->payload_offset = static_cast<uint32_t>(in->CurrentPosition());
+  while (in->CurrentPosition() < end) {
+    const uint32_t tag = in->ReadTag();
+    if (tag == kPayloadTag) {
+      uint32_t n;
+      if (!in->ReadVarint32(&n)) return false;
+      e->payload_offset = static_cast<uint32_t>(in->CurrentPosition());
+      payload_size = n;
+      if (!in->Skip(static_cast<int>(n))) return false;
+    } else if (tag == kSizeTag) {
+      if (!in->ReadVarint32(&e->data_size)) return false;
+      have_size = true;
+    } else if (tag == 0 || !WireFormatLite::SkipField(in, tag)) {
+      return false;
+    }
+  }
+  if (in->CurrentPosition() != end) return false;
+  // Only a payload the size field agrees with can be cut by offset.
+  if (!have_size) e->data_size = 0;
+  if (payload_size != e->data_size) return false;
+  e->data_field_offset = static_cast<uint32_t>(data_start);
+  return true;
+}
+
+}  // namespace
+
+std::shared_ptr<StoredEvent> ParseStoredEvent(
+    std::string body,
+    const std::function<uint32_t(absl::string_view)>& listener_index) {
+  auto e = std::make_shared<StoredEvent>();
+  e->body = std::move(body);
+  CodedInputStream in(reinterpret_cast<const uint8_t*>(e->body.data()),
+                      static_cast<int>(e->body.size()));
+  while (true) {
+    const size_t field_start = static_cast<size_t>(in.CurrentPosition());
+    const uint32_t tag = in.ReadTag();
+    if (tag == 0) break;
+    const int field = WireFormatLite::GetTagFieldNumber(tag);
+    const auto type = WireFormatLite::GetTagWireType(tag);
+    if (field == Event::kTimeUnixNanoFieldNumber &&
+        type == WireFormatLite::WIRETYPE_FIXED64) {
+      uint64_t t;
+      if (!in.ReadLittleEndian64(&t)) return nullptr;
+      e->time_unix_nano = static_cast<int64_t>(t);
+    } else if (field == Event::kConnectionIdFieldNumber &&
+               type == WireFormatLite::WIRETYPE_VARINT) {
+      if (!in.ReadVarint64(&e->connection_id)) return nullptr;
+    } else if ((field == Event::kListenerFieldNumber ||
+                field == Event::kNodeFieldNumber) &&
+               type == WireFormatLite::WIRETYPE_LENGTH_DELIMITED) {
+      std::string text;
+      if (!WireFormatLite::ReadString(&in, &text)) return nullptr;
+      if (field == Event::kNodeFieldNumber) {
+        e->node = std::move(text);
+      } else {
+        e->listener = listener_index(text);
+      }
+    } else if (field == Event::kDataFieldNumber &&
+               type == WireFormatLite::WIRETYPE_LENGTH_DELIMITED) {
+      uint32_t length;
+      if (!in.ReadVarint32(&length)) return nullptr;
+      if (e->kind != fanin::v1::EVENT_KIND_UNSPECIFIED) return nullptr;
+      e->kind = fanin::v1::EVENT_KIND_DATA;
+      if (!ParseData(&in, length, field_start, e.get())) return nullptr;
+    } else if (KindOfField(field) != fanin::v1::EVENT_KIND_UNSPECIFIED &&
+               type == WireFormatLite::WIRETYPE_LENGTH_DELIMITED) {
+      if (e->kind != fanin::v1::EVENT_KIND_UNSPECIFIED) return nullptr;
+      e->kind = KindOfField(field);
+      if (!WireFormatLite::SkipField(&in, tag)) return nullptr;
+    } else if (field == Event::kSeqFieldNumber ||
+               !WireFormatLite::SkipField(&in, tag)) {
+      return nullptr;  // a seq does not belong in a body
+    }
+  }
+  if (!in.ConsumedEntireMessage() ||
+      in.CurrentPosition() != static_cast<int>(e->body.size())) {
+    return nullptr;
+  }
+  if (e->kind == fanin::v1::EVENT_KIND_UNSPECIFIED) return nullptr;
   return e;
 }
 

@@ -106,7 +106,7 @@ absl::StatusOr<std::shared_ptr<EventHub::Subscription>> EventHub::Subscribe(
     if (sub->lossless) {
       for (uint64_t s = sub->cursor; s <= head_; ++s) {
         const StoredEvent& e = *history_[s - oldest];
-        if (sub->filter.Matches(e.kind, e.listener, e.connection_id)) {
+        if (sub->filter.Matches(e)) {
           sub->pending_bytes += e.MemoryBytes();
         }
       }
@@ -158,8 +158,7 @@ uint64_t EventHub::Publish(std::shared_ptr<StoredEvent> event,
     const size_t cost = event->MemoryBytes();
     history_bytes_ += cost;
     for (const auto& sub : subs_) {
-      if (!sub->filter.Matches(event->kind, event->listener,
-                               event->connection_id)) {
+      if (!sub->filter.Matches(*event)) {
         continue;
       }
       if (sub->lossless) {
@@ -209,8 +208,7 @@ void EventHub::EvictLocked() {
     history_.pop_front();
     history_bytes_ -= e->MemoryBytes();
     for (const auto& sub : subs_) {
-      if (sub->cursor > e->seq ||
-          !sub->filter.Matches(e->kind, e->listener, e->connection_id)) {
+      if (sub->cursor > e->seq || !sub->filter.Matches(*e)) {
         continue;
       }
       if (sub->lossless) {
@@ -264,7 +262,7 @@ void EventHub::Read(Subscription* sub, size_t max_events, size_t max_bytes,
         const EventPtr& e = history_[sub->cursor - oldest];
         ++sub->cursor;
         ++scanned;
-        if (!sub->filter.Matches(e->kind, e->listener, e->connection_id)) {
+        if (!sub->filter.Matches(*e)) {
           continue;
         }
         bytes += e->body.size();

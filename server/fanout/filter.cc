@@ -73,13 +73,27 @@ absl::StatusOr<Filter> Filter::FromRequest(
     }
     f.connections_.insert(request.connection_ids(i));
   }
+  for (int i = 0; i < request.nodes_size(); ++i) {
+    if (request.nodes(i).empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("nodes[", i, "]: empty node name"));
+    }
+    f.nodes_.insert(request.nodes(i));
+  }
   return f;
 }
 
 std::string Filter::Key() const {
   std::vector<uint64_t> ids(connections_.begin(), connections_.end());
   std::sort(ids.begin(), ids.end());
-  return absl::StrCat(kinds_, "/", listeners_, "/", absl::StrJoin(ids, ","));
+  std::vector<std::string> nodes(nodes_.begin(), nodes_.end());
+  std::sort(nodes.begin(), nodes.end());
+  // Node names are length-prefixed so no name can imitate two.
+  std::string node_key;
+  for (const std::string& n : nodes)
+    absl::StrAppend(&node_key, n.size(), ":", n);
+  return absl::StrCat(kinds_, "/", listeners_, "/", absl::StrJoin(ids, ","),
+                      "/", node_key);
 }
 
 }  // namespace fanin::fanout

@@ -10,6 +10,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "fanin/v1/fanin.pb.h"
+#include "server/fanout/stored_event.h"
 
 namespace fanin::fanout {
 
@@ -41,6 +42,17 @@ class Filter {
     return (kinds_ & KindBit(kind)) != 0 &&
            MatchesSource(listener, connection_id);
   }
+  // The whole test for a stored event: kind, source and (cluster mode) node.
+  // A NodeChange has no listener or connection: it matches only filters
+  // that name neither.
+  bool Matches(const StoredEvent& e) const {
+    if (!nodes_.empty() && !nodes_.contains(e.node)) return false;
+    if (e.kind == fanin::v1::EVENT_KIND_NODE) {
+      return (kinds_ & KindBit(e.kind)) != 0 && connections_.empty() &&
+             listeners_ == ~uint64_t{0};
+    }
+    return Matches(e.kind, e.listener, e.connection_id);
+  }
   // True when some kind in `kind_mask` from this source would match.
   bool MatchesAny(uint32_t kind_mask, uint32_t listener,
                   uint64_t connection_id) const {
@@ -63,6 +75,7 @@ class Filter {
   uint32_t kinds_ = ~0u;
   uint64_t listeners_ = ~uint64_t{0};
   absl::flat_hash_set<uint64_t> connections_;
+  absl::flat_hash_set<std::string> nodes_;  // empty: every node
 };
 
 }  // namespace fanin::fanout

@@ -10,6 +10,7 @@
 #define FANIN_SERVER_FANOUT_STORED_EVENT_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -29,6 +30,8 @@ struct StoredEvent {
   uint32_t data_field_offset = 0;
   uint32_t payload_offset = 0;
   int64_t time_unix_nano = 0;
+  // Cluster mode: Event.node (also inside body). Empty in standalone.
+  std::string node;
   // Event fields 2..15 as protobuf serializes them (everything but seq).
   std::string body;
 
@@ -51,6 +54,16 @@ std::shared_ptr<StoredEvent> MakeDataEvent(
 // from the oneof. `event.listener()` must already be the listener's name.
 std::shared_ptr<StoredEvent> MakeEvent(const fanin::v1::Event& event,
                                        uint32_t listener);
+
+// The reverse of the two above, for a body that crossed the network (cluster
+// mode): parses `body` (an Event without seq, as they encode it) and fills
+// every field of StoredEvent from it. `listener_index` maps Event.listener
+// to the receiving server's index. Null when `body` is not such an Event (or
+// is one the encoders above would not have written: a Data payload whose size
+// field disagrees, a seq, a second kind).
+std::shared_ptr<StoredEvent> ParseStoredEvent(
+    std::string body,
+    const std::function<uint32_t(absl::string_view)>& listener_index);
 
 }  // namespace fanin::fanout
 
