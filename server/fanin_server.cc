@@ -113,8 +113,22 @@ absl::StatusOr<std::unique_ptr<FaninServer>> FaninServer::Start(
         };
   }
 
+  fanout::EventSink* sink = nullptr;
+  if (c.cluster.has_value()) {
+    // Cluster mode: the loops publish to the cluster's stream; the hub is
+    // fed from it, with the cluster's seqs and epoch.
+    auto node = cluster::ClusterNode::Join(*c.cluster);
+    if (!node.ok()) return node.status();
+    server->cluster_ = *std::move(node);
+    c.hub.epoch = server->cluster_->epoch();
+    c.core.node = c.cluster->node_name;
+    c.core.first_connection_id = server->cluster_->first_connection_id();
+    c.service.cluster = server->cluster_.get();
+    sink = server->cluster_.get();
+  }
   server->hub_ = std::make_unique<fanout::EventHub>(c.hub);
-  auto core = core::FaninCore::Create(c.core, server->hub_.get());
+  if (sink == nullptr) sink = server->hub_.get();
+  auto core = core::FaninCore::Create(c.core, sink);
   if (!core.ok()) return core.status();
   server->core_ = *std::move(core);
   server->service_ = std::make_unique<grpc_api::FaninService>(
@@ -143,6 +157,20 @@ absl::StatusOr<std::unique_ptr<FaninServer>> FaninServer::Start(
   net::Endpoint bound = c.grpc_address;
   if (!is_unix) bound.port = port;
   server->grpc_address_ = bound.ToString();
+  if (server->cluster_ != nullptr) {
+    core::FaninCore* core_ptr = server->core_.get();
+    absl::Status joined = server->cluster_->Start(
+        {.hub = server->hub_.get(),
+         .service = server->service_.get(),
+         .listeners = server->core_->listener_names(),
+         .grpc_address = c.cluster_advertise_address.empty()
+                             ? server->grpc_address_
+                             : c.cluster_advertise_address,
+         .connections_open = [core_ptr] {
+           return core_ptr->GetStats().connections_open;
+         }});
+    if (!joined.ok()) return joined;
+  }
   absl::Status started = server->core_->Start();
   if (!started.ok()) return started;
 
@@ -214,6 +242,7 @@ void FaninServer::Shutdown() {
     if (watchdog_) watchdog_->Stop();
     if (metrics_) metrics_->Stop();
     if (core_) core_->Shutdown(absl::ZeroDuration());
+    if (cluster_) cluster_->Stop(absl::ZeroDuration());
     return;
   }
   const absl::Time deadline = absl::Now() + config_.drain_timeout;
@@ -230,7 +259,11 @@ void FaninServer::Shutdown() {
              {"timeout_ms", absl::ToInt64Milliseconds(config_.drain_timeout)}});
   // Connections first, so their CLOSED(SERVER_SHUTDOWN) events reach the
   // streams before those drain.
+  if (cluster_ != nullptr) cluster_->BeginLeave();
   core_->Shutdown(config_.drain_timeout / 2);
+  // Cluster mode: those events reach the streams through the cluster's
+  // stream; the node publishes them (and LEFT) and reads them back first.
+  if (cluster_ != nullptr) cluster_->Stop(config_.drain_timeout / 4);
   // civetweb takes up to ~2 s to stop; overlap that with the stream drain so
   // the whole shutdown stays within drain_timeout. The counters have their
   // final connection values by now.

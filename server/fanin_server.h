@@ -23,6 +23,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
+#include "server/cluster/cluster_node.h"
 #include "server/core/fanin_core.h"
 #include "server/fanout/event_hub.h"
 #include "server/grpc/auth.h"
@@ -74,6 +75,10 @@ struct ServerConfig {
   absl::Duration drain_timeout = absl::Seconds(10);
   int max_grpc_message_bytes = 4 << 20;
   GrpcTransport transport;
+  // Cluster mode (docs/CLUSTER.md); standalone when unset.
+  std::optional<cluster::ClusterOptions> cluster;
+  // What other nodes are told to dial; empty: the bound gRPC address.
+  std::string cluster_advertise_address;
 };
 
 class FaninServer {
@@ -121,6 +126,7 @@ class FaninServer {
 
   ServerConfig config_;
   std::string grpc_address_;
+  std::unique_ptr<cluster::ClusterNode> cluster_;  // cluster mode only
   std::unique_ptr<fanout::EventHub> hub_;
   std::unique_ptr<core::FaninCore> core_;
   std::unique_ptr<grpc_api::FaninService> service_;

@@ -1,5 +1,7 @@
 #include "server/server_flags.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <map>
@@ -14,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 
@@ -201,6 +204,50 @@ ABSL_FLAG(fanin::base::LogLevel, log_level, Defaults().log_level,
           "debug, info, warning or error");
 ABSL_FLAG(fanin::base::LogFormat, log_format, Defaults().log_format,
           "text (human-readable) or json (one object per line)");
+ABSL_FLAG(std::string, cluster_nats, Defaults().cluster_nats,
+          "cluster mode: the NATS JetStream broker(s), "
+          "nats://HOST:PORT[,nats://HOST:PORT...] (empty: standalone)");
+ABSL_FLAG(std::string, node_name, Defaults().node_name,
+          "cluster mode: this node's name, unique among live nodes (empty: the "
+          "host name)");
+ABSL_FLAG(std::string, cluster_name, Defaults().cluster_name,
+          "cluster mode: names the JetStream stream <name>_events and the KV "
+          "buckets <name>_nodes, <name>_ids");
+ABSL_FLAG(std::string, cluster_advertise_address,
+          Defaults().cluster_advertise_address,
+          "cluster mode: the gRPC address other nodes and clients reach this "
+          "node at (empty: the bound --grpc_address)");
+ABSL_FLAG(int64_t, cluster_stream_max_bytes,
+          Defaults().cluster_stream_max_bytes,
+          "cluster mode: retention of the stream, in bytes (when it creates "
+          "the stream)");
+ABSL_FLAG(absl::Duration, cluster_stream_max_age,
+          Defaults().cluster_stream_max_age,
+          "cluster mode: retention of the stream, in time (0: no limit)");
+ABSL_FLAG(int, cluster_replicas, Defaults().cluster_replicas,
+          "cluster mode: JetStream replicas of the stream and buckets, 1 or 3");
+ABSL_FLAG(std::string, cluster_storage, Defaults().cluster_storage,
+          "cluster mode: file or memory storage for the stream");
+ABSL_FLAG(std::string, cluster_nats_token, Defaults().cluster_nats_token,
+          "cluster mode: NATS token");
+ABSL_FLAG(std::string, cluster_nats_user, Defaults().cluster_nats_user,
+          "cluster mode: NATS user (with --cluster_nats_password)");
+ABSL_FLAG(std::string, cluster_nats_password, Defaults().cluster_nats_password,
+          "cluster mode: NATS password");
+ABSL_FLAG(std::string, cluster_nats_ca, Defaults().cluster_nats_ca,
+          "cluster mode: CA file; connect to NATS with TLS");
+ABSL_FLAG(absl::Duration, cluster_connect_timeout,
+          Defaults().cluster_connect_timeout,
+          "cluster mode: how long start-up waits for the broker");
+ABSL_FLAG(absl::Duration, cluster_node_timeout, Defaults().cluster_node_timeout,
+          "cluster mode: a node silent this long is not live (its name may be "
+          "taken again)");
+ABSL_FLAG(int64_t, cluster_buffer_bytes, Defaults().cluster_buffer_bytes,
+          "cluster mode: events waiting to be published; past it the node "
+          "stops reading its sockets");
+ABSL_FLAG(absl::Duration, cluster_request_timeout,
+          Defaults().cluster_request_timeout,
+          "cluster mode: how long a request routed to another node may take");
 ABSL_FLAG(std::string, ready_file, Defaults().ready_file,
           "once serving, write the bound addresses here (lines 'grpc ADDR' and "
           "'listen NAME ADDR')");
@@ -462,6 +509,22 @@ ServerFlagValues ReadFlagValues() {
   v.log_level = absl::GetFlag(FLAGS_log_level);
   v.log_format = absl::GetFlag(FLAGS_log_format);
   v.ready_file = absl::GetFlag(FLAGS_ready_file);
+  v.cluster_nats = absl::GetFlag(FLAGS_cluster_nats);
+  v.node_name = absl::GetFlag(FLAGS_node_name);
+  v.cluster_name = absl::GetFlag(FLAGS_cluster_name);
+  v.cluster_advertise_address = absl::GetFlag(FLAGS_cluster_advertise_address);
+  v.cluster_stream_max_bytes = absl::GetFlag(FLAGS_cluster_stream_max_bytes);
+  v.cluster_stream_max_age = absl::GetFlag(FLAGS_cluster_stream_max_age);
+  v.cluster_replicas = absl::GetFlag(FLAGS_cluster_replicas);
+  v.cluster_storage = absl::GetFlag(FLAGS_cluster_storage);
+  v.cluster_nats_token = absl::GetFlag(FLAGS_cluster_nats_token);
+  v.cluster_nats_user = absl::GetFlag(FLAGS_cluster_nats_user);
+  v.cluster_nats_password = absl::GetFlag(FLAGS_cluster_nats_password);
+  v.cluster_nats_ca = absl::GetFlag(FLAGS_cluster_nats_ca);
+  v.cluster_connect_timeout = absl::GetFlag(FLAGS_cluster_connect_timeout);
+  v.cluster_node_timeout = absl::GetFlag(FLAGS_cluster_node_timeout);
+  v.cluster_buffer_bytes = absl::GetFlag(FLAGS_cluster_buffer_bytes);
+  v.cluster_request_timeout = absl::GetFlag(FLAGS_cluster_request_timeout);
   return v;
 }
 
@@ -493,6 +556,74 @@ absl::Status NotNegative(const char* name, absl::Duration value) {
   if (value < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--", name, " must be >= 0, got ", absl::FormatDuration(value)));
+  }
+  return absl::OkStatus();
+}
+
+// The cluster flags: checked only when --cluster_nats is set (and then all).
+absl::Status ValidateCluster(const ServerFlagValues& v) {
+  if (v.cluster_nats.empty()) return absl::OkStatus();
+  for (absl::string_view url : absl::StrSplit(v.cluster_nats, ',')) {
+    absl::string_view rest = url;
+    if (!absl::ConsumePrefix(&rest, "nats://") &&
+        !absl::ConsumePrefix(&rest, "tls://")) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--cluster_nats: \"", url,
+          "\" is not a NATS URL; want nats://HOST:PORT[,nats://HOST:PORT...]"));
+    }
+    const size_t at = rest.rfind('@');
+    if (at != absl::string_view::npos) rest.remove_prefix(at + 1);
+    const size_t colon = rest.rfind(':');
+    int port = 0;
+    if (rest.empty() || colon == 0 || colon == absl::string_view::npos ||
+        !absl::SimpleAtoi(rest.substr(colon + 1), &port) || port <= 0 ||
+        port > 65535) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--cluster_nats: \"", url, "\" needs HOST:PORT after nats://"));
+    }
+  }
+  auto name_ok = [](absl::string_view n) {
+    if (n.empty() || n.size() > 64) return false;
+    for (char c : n) {
+      if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '-' &&
+          c != '_') {
+        return false;
+      }
+    }
+    return true;
+  };
+  if (!name_ok(v.cluster_name)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--cluster_name: \"", v.cluster_name,
+        "\" must be 1-64 letters, digits, '-' or '_' (it names NATS "
+        "streams)"));
+  }
+  if (!v.node_name.empty() && !name_ok(v.node_name)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--node_name: \"", v.node_name,
+                     "\" must be 1-64 letters, digits, '-' or '_'"));
+  }
+  if (v.cluster_replicas != 1 && v.cluster_replicas != 3) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--cluster_replicas must be 1 or 3, got ", v.cluster_replicas));
+  }
+  if (v.cluster_storage != "file" && v.cluster_storage != "memory") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--cluster_storage must be file or memory, got \"",
+                     v.cluster_storage, "\""));
+  }
+  if (v.cluster_nats_user.empty() != v.cluster_nats_password.empty()) {
+    return absl::InvalidArgumentError(
+        "--cluster_nats_user and --cluster_nats_password go together");
+  }
+  for (const absl::Status& s :
+       {Positive("cluster_stream_max_bytes", v.cluster_stream_max_bytes),
+        NotNegative("cluster_stream_max_age", v.cluster_stream_max_age),
+        Positive("cluster_connect_timeout", v.cluster_connect_timeout),
+        Positive("cluster_node_timeout", v.cluster_node_timeout),
+        Positive("cluster_buffer_bytes", v.cluster_buffer_bytes),
+        Positive("cluster_request_timeout", v.cluster_request_timeout)}) {
+    if (!s.ok()) return s;
   }
   return absl::OkStatus();
 }
@@ -557,7 +688,7 @@ absl::Status Validate(const ServerFlagValues& v) {
     return absl::InvalidArgumentError(
         "--tls_client_ca needs --tls_cert and --tls_key (mutual TLS is TLS)");
   }
-  return absl::OkStatus();
+  return ValidateCluster(v);
 }
 
 }  // namespace
@@ -608,6 +739,30 @@ absl::StatusOr<ServerFlags> ServerFlagsFromValues(const ServerFlagValues& v) {
   out.log_level = v.log_level;
   out.log_format = v.log_format;
   out.ready_file = v.ready_file;
+  if (!v.cluster_nats.empty()) {
+    cluster::ClusterOptions& k = c.cluster.emplace();
+    k.servers = absl::StrSplit(v.cluster_nats, ',');
+    k.cluster_name = v.cluster_name;
+    k.node_name = v.node_name;
+    if (k.node_name.empty()) {
+      char host[256] = {};
+      ::gethostname(host, sizeof(host) - 1);
+      k.node_name = host;
+    }
+    k.stream_max_bytes = v.cluster_stream_max_bytes;
+    k.stream_max_age = v.cluster_stream_max_age;
+    k.replicas = v.cluster_replicas;
+    k.memory_storage = v.cluster_storage == "memory";
+    k.token = v.cluster_nats_token;
+    k.user = v.cluster_nats_user;
+    k.password = v.cluster_nats_password;
+    k.ca_file = v.cluster_nats_ca;
+    k.connect_timeout = v.cluster_connect_timeout;
+    k.node_timeout = v.cluster_node_timeout;
+    k.buffer_bytes = static_cast<size_t>(v.cluster_buffer_bytes);
+    k.request_timeout = v.cluster_request_timeout;
+    c.cluster_advertise_address = v.cluster_advertise_address;
+  }
   return out;
 }
 

@@ -87,6 +87,23 @@ struct ServerFlagValues {
   base::LogLevel log_level = base::LogLevel::kInfo;
   base::LogFormat log_format = base::LogFormat::kText;
   std::string ready_file;
+  // Cluster mode (docs/CLUSTER.md): on when cluster_nats is set.
+  std::string cluster_nats;  // nats://HOST:PORT[,nats://HOST:PORT...]
+  std::string node_name;     // empty: the host name
+  std::string cluster_name = "fanin";
+  std::string cluster_advertise_address;  // empty: the bound gRPC address
+  int64_t cluster_stream_max_bytes = int64_t{1} << 30;
+  absl::Duration cluster_stream_max_age = absl::Hours(24);
+  int cluster_replicas = 1;
+  std::string cluster_storage = "file";
+  std::string cluster_nats_token;
+  std::string cluster_nats_user;
+  std::string cluster_nats_password;
+  std::string cluster_nats_ca;
+  absl::Duration cluster_connect_timeout = absl::Seconds(10);
+  absl::Duration cluster_node_timeout = absl::Seconds(10);
+  int64_t cluster_buffer_bytes = int64_t{64} << 20;
+  absl::Duration cluster_request_timeout = absl::Seconds(5);
 };
 
 // Checks the values together and maps them. Pure: no flags, no environment.

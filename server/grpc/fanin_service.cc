@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "server/base/log.h"
+#include "server/base/text.h"
 #include "server/fanout/event_codec.h"
 #include "server/fanout/filter.h"
 #include "server/grpc/requests.h"
@@ -368,7 +369,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* FaninService::Subscribe(
       Admit(context, Access::kRead, "Subscribe", request, &req);
   absl::StatusOr<fanout::Filter> filter = fanout::Filter();
   if (status.ok()) {
-    filter = CheckSubscribe(req, core_->listener_names());
+    filter = CheckSubscribe(req, FilterListenerNames());
     if (!filter.ok()) status = ToGrpc(filter.status());
   }
   if (status.ok() && req.delivery() == fanin::v1::DELIVERY_LOSSLESS) {
@@ -453,6 +454,102 @@ grpc::Status FaninService::Admit(grpc::CallbackServerContext* context,
   return ToGrpc(ParseRequest(BytesOf(*request), method, out));
 }
 
+std::pair<grpc::ServerUnaryReactor*, ClusterRouter::Reply>
+FaninService::NewReply(grpc::ByteBuffer* response) {
+  grpc::ServerUnaryReactor* reactor = NewUnary();
+  return {reactor, [reactor, response](absl::Status status, std::string bytes) {
+            if (status.ok()) *response = ToByteBuffer(bytes);
+            reactor->Finish(ToGrpc(status));
+          }};
+}
+
+void FaninService::LocalWrite(fanin::v1::WriteRequest req,
+                              ClusterRouter::Reply done) {
+  core_->Write(
+      req.connection_id(), std::move(*req.mutable_data()), req.close_after(),
+      [done = std::move(done)](absl::StatusOr<uint64_t> queued) mutable {
+        if (!queued.ok()) return done(queued.status(), "");
+        fanin::v1::WriteResponse r;
+        r.set_queued_bytes(*queued);
+        done(absl::OkStatus(), r.SerializeAsString());
+      });
+}
+
+void FaninService::LocalClose(const fanin::v1::CloseConnectionRequest& req,
+                              ClusterRouter::Reply done) {
+  core_->Close(
+      req.connection_id(), req.abort(),
+      [done = std::move(done)](absl::Status status) mutable {
+        done(status,
+             status.ok()
+                 ? fanin::v1::CloseConnectionResponse().SerializeAsString()
+                 : "");
+      });
+}
+
+void FaninService::LocalRead(const fanin::v1::ReadRequest& req,
+                             ClusterRouter::Reply done) {
+  core_->Read(req.connection_id(), req.max_bytes(),
+              [done = std::move(done)](
+                  absl::StatusOr<core::Connection::ReadOutcome> out) mutable {
+                if (!out.ok()) return done(out.status(), "");
+                fanin::v1::ReadResponse r;
+                r.set_data(std::move(out->data));
+                r.set_read_closed(out->read_closed);
+                done(absl::OkStatus(), r.SerializeAsString());
+              });
+}
+
+void FaninService::LocalList(const fanin::v1::ListConnectionsRequest& req,
+                             uint64_t as_of_seq, ClusterRouter::Reply done) {
+  absl::StatusOr<ListQuery> query = CheckList(req, core_->listener_names());
+  if (!query.ok()) return done(query.status(), "");
+  core_->List(query->listener, query->after_id, query->limit,
+              [done = std::move(done), as_of_seq](
+                  absl::StatusOr<core::FaninCore::ListPage> page) mutable {
+                if (!page.ok()) return done(page.status(), "");
+                fanin::v1::ListConnectionsResponse r;
+                r.set_as_of_seq(as_of_seq);
+                for (auto& c : page->connections) {
+                  *r.add_connections() = std::move(c);
+                }
+                if (page->more && r.connections_size() > 0) {
+                  r.set_next_page_token(PageTokenAfter(
+                      r.connections(r.connections_size() - 1).connection_id()));
+                }
+                done(absl::OkStatus(), r.SerializeAsString());
+              });
+}
+
+void FaninService::ExecuteLocal(absl::string_view method, std::string request,
+                                ClusterRouter::Reply done) {
+  absl::Status s;
+  if (method == "Write") {
+    fanin::v1::WriteRequest req;
+    s = ParseRequest(request, method, &req);
+    if (s.ok()) s = CheckWrite(req);
+    if (s.ok()) return LocalWrite(std::move(req), std::move(done));
+  } else if (method == "CloseConnection") {
+    fanin::v1::CloseConnectionRequest req;
+    s = ParseRequest(request, method, &req);
+    if (s.ok()) s = CheckConnectionId(req.connection_id(), method);
+    if (s.ok()) return LocalClose(req, std::move(done));
+  } else if (method == "Read") {
+    fanin::v1::ReadRequest req;
+    s = ParseRequest(request, method, &req);
+    if (s.ok()) s = CheckConnectionId(req.connection_id(), method);
+    if (s.ok()) return LocalRead(req, std::move(done));
+  } else if (method == "ListLocal") {
+    fanin::v1::ListConnectionsRequest req;
+    s = ParseRequest(request, method, &req);
+    if (s.ok()) return LocalList(req, hub_->head_seq(), std::move(done));
+  } else {
+    s = absl::UnimplementedError(
+        absl::StrCat("no routed method named ", base::QuoteBounded(method)));
+  }
+  done(s, "");
+}
+
 grpc::ServerUnaryReactor* FaninService::Write(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
     grpc::ByteBuffer* response) {
@@ -460,17 +557,13 @@ grpc::ServerUnaryReactor* FaninService::Write(
   grpc::Status s = Admit(context, Access::kWrite, "Write", request, &req);
   if (s.ok()) s = ToGrpc(CheckWrite(req));
   if (!s.ok()) return Finished(s);
-  grpc::ServerUnaryReactor* reactor = NewUnary();
-  core_->Write(req.connection_id(), std::move(*req.mutable_data()),
-               req.close_after(),
-               [reactor, response](absl::StatusOr<uint64_t> queued) {
-                 if (queued.ok()) {
-                   fanin::v1::WriteResponse r;
-                   r.set_queued_bytes(*queued);
-                   SetResponse(r, response);
-                 }
-                 reactor->Finish(ToGrpc(queued.status()));
-               });
+  auto [reactor, reply] = NewReply(response);
+  if (IsRemote(req.connection_id())) {
+    options_.cluster->Call("Write", req.connection_id(), BytesOf(*request),
+                           std::move(reply));
+  } else {
+    LocalWrite(std::move(req), std::move(reply));
+  }
   return reactor;
 }
 
@@ -483,14 +576,13 @@ grpc::ServerUnaryReactor* FaninService::CloseConnection(
   if (s.ok())
     s = ToGrpc(CheckConnectionId(req.connection_id(), "CloseConnection"));
   if (!s.ok()) return Finished(s);
-  grpc::ServerUnaryReactor* reactor = NewUnary();
-  core_->Close(req.connection_id(), req.abort(),
-               [reactor, response](absl::Status status) {
-                 if (status.ok()) {
-                   SetResponse(fanin::v1::CloseConnectionResponse(), response);
-                 }
-                 reactor->Finish(ToGrpc(status));
-               });
+  auto [reactor, reply] = NewReply(response);
+  if (IsRemote(req.connection_id())) {
+    options_.cluster->Call("CloseConnection", req.connection_id(),
+                           BytesOf(*request), std::move(reply));
+  } else {
+    LocalClose(req, std::move(reply));
+  }
   return reactor;
 }
 
@@ -500,33 +592,21 @@ grpc::ServerUnaryReactor* FaninService::ListConnections(
   fanin::v1::ListConnectionsRequest req;
   grpc::Status s =
       Admit(context, Access::kRead, "ListConnections", request, &req);
-  absl::StatusOr<ListQuery> query = ListQuery();
-  if (s.ok()) {
-    query = CheckList(req, core_->listener_names());
-    s = ToGrpc(query.status());
-  }
+  if (s.ok()) s = ToGrpc(CheckList(req, FilterListenerNames()).status());
   if (!s.ok()) return Finished(s);
-  grpc::ServerUnaryReactor* reactor = NewUnary();
+  auto [reactor, reply] = NewReply(response);
   const uint64_t as_of_seq = hub_->head_seq();
-  core_->List(query->listener, query->after_id, query->limit,
-              [reactor, response,
-               as_of_seq](absl::StatusOr<core::FaninCore::ListPage> page) {
-                if (!page.ok()) {
-                  reactor->Finish(ToGrpc(page.status()));
-                  return;
-                }
-                fanin::v1::ListConnectionsResponse r;
-                r.set_as_of_seq(as_of_seq);
-                for (auto& c : page->connections) {
-                  *r.add_connections() = std::move(c);
-                }
-                if (page->more && r.connections_size() > 0) {
-                  r.set_next_page_token(PageTokenAfter(
-                      r.connections(r.connections_size() - 1).connection_id()));
-                }
-                SetResponse(r, response);
-                reactor->Finish(grpc::Status::OK);
-              });
+  if (options_.cluster != nullptr) {
+    options_.cluster->List(
+        req, as_of_seq,
+        [reply = std::move(reply)](
+            absl::StatusOr<fanin::v1::ListConnectionsResponse> r) mutable {
+          if (!r.ok()) return reply(r.status(), "");
+          reply(absl::OkStatus(), r->SerializeAsString());
+        });
+  } else {
+    LocalList(req, as_of_seq, std::move(reply));
+  }
   return reactor;
 }
 
@@ -550,6 +630,7 @@ grpc::ServerUnaryReactor* FaninService::GetStats(
   r.set_events_lost(h.events_lost);
   r.set_head_seq(h.head_seq);
   r.set_oldest_seq(h.oldest_seq);
+  if (options_.cluster != nullptr) options_.cluster->FillStats(&r);
   SetResponse(r, response);
   return Finished(grpc::Status::OK);
 }
@@ -561,18 +642,13 @@ grpc::ServerUnaryReactor* FaninService::Read(
   grpc::Status s = Admit(context, Access::kRead, "Read", request, &req);
   if (s.ok()) s = ToGrpc(CheckConnectionId(req.connection_id(), "Read"));
   if (!s.ok()) return Finished(s);
-  grpc::ServerUnaryReactor* reactor = NewUnary();
-  core_->Read(
-      req.connection_id(), req.max_bytes(),
-      [reactor, response](absl::StatusOr<core::Connection::ReadOutcome> out) {
-        if (out.ok()) {
-          fanin::v1::ReadResponse r;
-          r.set_data(std::move(out->data));
-          r.set_read_closed(out->read_closed);
-          SetResponse(r, response);
-        }
-        reactor->Finish(ToGrpc(out.status()));
-      });
+  auto [reactor, reply] = NewReply(response);
+  if (IsRemote(req.connection_id())) {
+    options_.cluster->Call("Read", req.connection_id(), BytesOf(*request),
+                           std::move(reply));
+  } else {
+    LocalRead(req, std::move(reply));
+  }
   return reactor;
 }
 

@@ -34,6 +34,7 @@
 #include "server/core/fanin_core.h"
 #include "server/fanout/event_hub.h"
 #include "server/grpc/batch_cache.h"
+#include "server/grpc/cluster_router.h"
 
 namespace fanin::grpc_api {
 
@@ -61,6 +62,9 @@ struct ServiceOptions {
   // Called with every batch a stream starts writing (for delivery-latency
   // metrics); on a gRPC or publishing thread. Must be quick. Empty: none.
   std::function<void(const std::vector<fanout::EventPtr>&)> on_batch_sent;
+  // Cluster mode: routes requests for other nodes' connections and answers
+  // the cluster-wide questions. Null in standalone. Not owned.
+  ClusterRouter* cluster = nullptr;
 };
 
 class SubscribeStream;
@@ -99,6 +103,13 @@ class FaninService final : public internal::RawService {
                                  const grpc::ByteBuffer* request,
                                  grpc::ByteBuffer* response) override;
 
+  // Runs a request another node routed here (cluster mode) as if it had been
+  // asked here: `method` is "Write", "CloseConnection", "Read" or
+  // "ListLocal" (a ListConnectionsRequest answered from this node's
+  // connections only); `done` gets the status and the serialized response.
+  void ExecuteLocal(absl::string_view method, std::string request,
+                    ClusterRouter::Reply done);
+
   // Graceful drain: every stream delivers what the hub holds for it, then
   // finishes with OK. New subscriptions are refused with UNAVAILABLE.
   void BeginDrain();
@@ -120,6 +131,24 @@ class FaninService final : public internal::RawService {
   void UnaryDone();
   // A unary reactor already finished with `status`.
   grpc::ServerUnaryReactor* Finished(const grpc::Status& status);
+  // A reactor in flight and the Reply that finishes it with a serialized
+  // response.
+  std::pair<grpc::ServerUnaryReactor*, ClusterRouter::Reply> NewReply(
+      grpc::ByteBuffer* response);
+  bool IsRemote(uint64_t connection_id) const {
+    return options_.cluster != nullptr &&
+           options_.cluster->IsRemote(connection_id);
+  }
+  std::vector<std::string> FilterListenerNames() const {
+    return options_.cluster != nullptr ? options_.cluster->listener_names()
+                                       : core_->listener_names();
+  }
+  void LocalWrite(fanin::v1::WriteRequest req, ClusterRouter::Reply done);
+  void LocalClose(const fanin::v1::CloseConnectionRequest& req,
+                  ClusterRouter::Reply done);
+  void LocalRead(const fanin::v1::ReadRequest& req, ClusterRouter::Reply done);
+  void LocalList(const fanin::v1::ListConnectionsRequest& req,
+                 uint64_t as_of_seq, ClusterRouter::Reply done);
   void Register(const std::shared_ptr<SubscribeStream>& stream);
   void Unregister(SubscribeStream* stream);
   void HeartbeatLoop();

@@ -1,0 +1,1095 @@
+#include "server/cluster/cluster_node.h"
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "server/base/log.h"
+#include "server/base/text.h"
+#include "server/fanout/event_codec.h"
+#include "server/grpc/requests.h"
+
+namespace fanin::cluster {
+namespace {
+
+using google::protobuf::io::CodedOutputStream;
+
+constexpr char kBaseHeader[] = "Fanin-Base";
+constexpr char kCountHeader[] = "Fanin-Count";
+constexpr char kMethodHeader[] = "Fanin-Method";
+constexpr char kCodeHeader[] = "Fanin-Code";
+constexpr char kMessageHeader[] = "Fanin-Message";
+// Messages the consumer replays into a fresh node's history.
+constexpr uint64_t kPreloadMessages = 4096;
+constexpr uint32_t kMaxListeners = 64;
+
+// Lines the broker's state can repeat at a high rate: one per second per
+// call site.
+void LogLimited(base::LogRateLimiter& limiter, base::LogLevel level,
+                absl::string_view message,
+                std::initializer_list<base::LogField> fields) {
+  if (limiter.Allow()) base::Log(level, message, fields);
+}
+
+int64_t Millis(absl::Duration d) { return absl::ToInt64Milliseconds(d); }
+
+uint64_t HeaderU64(natsMsg* msg, const char* key, bool* ok) {
+  uint64_t v = 0;
+  *ok = absl::SimpleAtoi(Header(msg, key), &v);
+  return v;
+}
+
+// Payload of one batch: each event's body with its length in front.
+void AppendBody(const std::string& body, std::string* out) {
+  uint8_t len[5];
+  uint8_t* end = CodedOutputStream::WriteVarint32ToArray(
+      static_cast<uint32_t>(body.size()), len);
+  out->append(reinterpret_cast<const char*>(len), end - len);
+  out->append(body);
+}
+
+bool NextBody(const char** p, const char* end, std::string* body) {
+  uint32_t n = 0;
+  int shift = 0;
+  while (*p < end && shift < 35) {
+    const auto b = static_cast<uint8_t>(*(*p)++);
+    n |= static_cast<uint32_t>(b & 0x7f) << shift;
+    if ((b & 0x80) == 0) {
+      if (static_cast<size_t>(end - *p) < n) return false;
+      body->assign(*p, n);
+      *p += n;
+      return true;
+    }
+    shift += 7;
+  }
+  return false;
+}
+
+fanin::v1::NodeInfo ParseRecord(kvEntry* e) {
+  fanin::v1::NodeInfo info;
+  info.ParseFromArray(kvEntry_Value(e), kvEntry_ValueLen(e));
+  return info;
+}
+
+bool Live(const fanin::v1::NodeInfo& info) {
+  return info.state() == fanin::v1::NODE_STATE_UP ||
+         info.state() == fanin::v1::NODE_STATE_DRAINING;
+}
+
+}  // namespace
+
+ClusterNode::ClusterNode(ClusterOptions options)
+    : options_(std::move(options)),
+      stream_name_(absl::StrCat(options_.cluster_name, "_events")),
+      events_subject_(absl::StrCat(options_.cluster_name, ".ev.")) {}
+
+absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Join(
+    ClusterOptions options) {
+  auto node = absl::WrapUnique(new ClusterNode(std::move(options)));
+  absl::Status s = node->Connect();
+  if (s.ok()) s = node->EnsureStreamAndBuckets();
+  if (s.ok()) s = node->ClaimName();
+  if (!s.ok()) return s;
+  return node;
+}
+
+ClusterNode::~ClusterNode() { Stop(absl::Seconds(2)); }
+
+absl::Status ClusterNode::Connect() {
+  natsOptions* raw = nullptr;
+  if (natsOptions_Create(&raw) != NATS_OK) {
+    return absl::InternalError("natsOptions_Create failed");
+  }
+  NatsPtr<natsOptions> opts(raw);
+  std::vector<const char*> servers;
+  for (const std::string& s : options_.servers) servers.push_back(s.c_str());
+  natsStatus st = natsOptions_SetServers(opts.get(), servers.data(),
+                                         static_cast<int>(servers.size()));
+  if (st == NATS_OK) {
+    st = natsOptions_SetTimeout(opts.get(), Millis(options_.connect_timeout));
+  }
+  if (st == NATS_OK) st = natsOptions_SetMaxReconnect(opts.get(), -1);
+  if (st == NATS_OK) st = natsOptions_SetReconnectWait(opts.get(), 250);
+  if (st == NATS_OK) {
+    st = natsOptions_SetName(
+        opts.get(), absl::StrCat("fanin ", options_.node_name).c_str());
+  }
+  if (st == NATS_OK && !options_.token.empty()) {
+    st = natsOptions_SetToken(opts.get(), options_.token.c_str());
+  }
+  if (st == NATS_OK && !options_.user.empty()) {
+    st = natsOptions_SetUserInfo(opts.get(), options_.user.c_str(),
+                                 options_.password.c_str());
+  }
+  if (st == NATS_OK && !options_.ca_file.empty()) {
+    st = natsOptions_LoadCATrustedCertificates(opts.get(),
+                                               options_.ca_file.c_str());
+    if (st == NATS_OK) st = natsOptions_SetSecure(opts.get(), true);
+  }
+  if (st != NATS_OK) return FromNats(st, "NATS options");
+  natsConnection* conn = nullptr;
+  st = natsConnection_Connect(&conn, opts.get());
+  if (st != NATS_OK) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot reach the NATS broker at ",
+        absl::StrJoin(options_.servers, ","), " within ",
+        absl::FormatDuration(options_.connect_timeout), ": ",
+        natsStatus_GetText(st), " (is nats-server running with -js?)"));
+  }
+  nc_.reset(conn);
+  jsOptions jo;
+  jsOptions_Init(&jo);
+  jo.Wait = Millis(options_.request_timeout);
+  jsCtx* js = nullptr;
+  st = natsConnection_JetStream(&js, nc_.get(), &jo);
+  if (st != NATS_OK) return FromNats(st, "JetStream context");
+  js_.reset(js);
+  return absl::OkStatus();
+}
+
+absl::Status ClusterNode::EnsureStreamAndBuckets() {
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  jsStreamInfo* si = nullptr;
+  natsStatus st =
+      js_GetStreamInfo(&si, js_.get(), stream_name_.c_str(), nullptr, &jerr);
+  if (st == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr) {
+    jsStreamConfig cfg;
+    jsStreamConfig_Init(&cfg);
+    const std::string subject = events_subject_ + ">";
+    const char* subjects[] = {subject.c_str()};
+    cfg.Name = stream_name_.c_str();
+    cfg.Subjects = subjects;
+    cfg.SubjectsLen = 1;
+    cfg.Storage = options_.memory_storage ? js_MemoryStorage : js_FileStorage;
+    cfg.Replicas = options_.replicas;
+    cfg.MaxBytes = options_.stream_max_bytes;
+    cfg.MaxAge = absl::ToInt64Nanoseconds(options_.stream_max_age);
+    cfg.Duplicates = absl::ToInt64Nanoseconds(absl::Minutes(2));
+    cfg.AllowDirect = true;
+    jerr = static_cast<jsErrCode>(0);
+    st = js_AddStream(&si, js_.get(), &cfg, nullptr, &jerr);
+    if (st != NATS_OK && jerr == JSStreamNameExistErr) {
+      st = js_GetStreamInfo(&si, js_.get(), stream_name_.c_str(), nullptr,
+                            &jerr);
+    }
+  }
+  if (st != NATS_OK) {
+    return FromNats(st, absl::StrCat("JetStream stream ", stream_name_), jerr);
+  }
+  NatsPtr<jsStreamInfo> info(si);
+  epoch_ = absl::StrFormat("%016x", static_cast<uint64_t>(info->Created));
+
+  auto bucket = [&](const std::string& name, NatsPtr<kvStore>* out) {
+    kvStore* kv = nullptr;
+    natsStatus s = js_KeyValue(&kv, js_.get(), name.c_str());
+    if (s != NATS_OK) {
+      kvConfig kc;
+      kvConfig_Init(&kc);
+      kc.Bucket = name.c_str();
+      kc.History = 1;
+      kc.StorageType =
+          options_.memory_storage ? js_MemoryStorage : js_FileStorage;
+      kc.Replicas = options_.replicas;
+      s = js_CreateKeyValue(&kv, js_.get(), &kc);
+      if (s != NATS_OK) s = js_KeyValue(&kv, js_.get(), name.c_str());
+    }
+    if (s != NATS_OK) return FromNats(s, absl::StrCat("KV bucket ", name));
+    out->reset(kv);
+    return absl::OkStatus();
+  };
+  absl::Status s =
+      bucket(absl::StrCat(options_.cluster_name, "_nodes"), &nodes_kv_);
+  if (s.ok()) s = bucket(absl::StrCat(options_.cluster_name, "_ids"), &ids_kv_);
+  return s;
+}
+
+absl::Status ClusterNode::ClaimName() {
+  const std::string& name = options_.node_name;
+  kvEntry* e = nullptr;
+  uint64_t revision = 0;
+  if (kvStore_Get(&e, nodes_kv_.get(), name.c_str()) == NATS_OK) {
+    NatsPtr<kvEntry> entry(e);
+    revision = kvEntry_Revision(e);
+    fanin::v1::NodeInfo info = ParseRecord(e);
+    const absl::Duration since =
+        absl::Now() - absl::FromUnixNanos(info.last_seen_unix_nano());
+    if (Live(info) && since < options_.node_timeout) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "node name ", base::QuoteBounded(name),
+          " is in use by a live node (incarnation ", info.incarnation(),
+          ", gRPC ", info.grpc_address(), ", last seen ",
+          absl::FormatDuration(absl::Trunc(since, absl::Milliseconds(1))),
+          " ago); pick another --node_name or stop that node"));
+    }
+  }
+  uint64_t rev = 0;
+  natsStatus st =
+      kvStore_PutString(&rev, ids_kv_.get(), "incarnation", name.c_str());
+  if (st != NATS_OK) return FromNats(st, "taking an incarnation");
+  incarnation_ = rev;
+  fanin::v1::NodeInfo info;
+  info.set_name(name);
+  info.set_state(fanin::v1::NODE_STATE_UP);
+  info.set_incarnation(incarnation_);
+  info.set_last_seen_unix_nano(absl::GetCurrentTimeNanos());
+  const std::string value = info.SerializeAsString();
+  // Compare-and-set, so two nodes starting with one name cannot both win.
+  st = revision == 0
+           ? kvStore_Create(&rev, nodes_kv_.get(), name.c_str(), value.data(),
+                            static_cast<int>(value.size()))
+           : kvStore_Update(&rev, nodes_kv_.get(), name.c_str(), value.data(),
+                            static_cast<int>(value.size()), revision);
+  if (st != NATS_OK) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("node name ", base::QuoteBounded(name),
+                     " was just claimed by another node starting at the same "
+                     "time; pick another --node_name"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::pair<uint64_t, uint64_t>> ClusterNode::MessageRange(
+    uint64_t stream_seq) {
+  natsMsg* raw = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  natsStatus st = js_GetMsg(&raw, js_.get(), stream_name_.c_str(), stream_seq,
+                            nullptr, &jerr);
+  if (st != NATS_OK) {
+    return FromNats(st, absl::StrCat("reading stream message ", stream_seq),
+                    jerr);
+  }
+  NatsPtr<natsMsg> msg(raw);
+  bool ok1, ok2;
+  const uint64_t base = HeaderU64(msg.get(), kBaseHeader, &ok1);
+  const uint64_t count = HeaderU64(msg.get(), kCountHeader, &ok2);
+  if (!ok1 || !ok2 || base == 0) {
+    return absl::DataLossError(absl::StrCat(
+        "stream ", stream_name_, " message ", stream_seq,
+        " has no Fanin-Base/Fanin-Count headers: not written by fanin"));
+  }
+  return std::make_pair(base, count);
+}
+
+absl::StatusOr<ClusterNode::Tail> ClusterNode::ReadTail() {
+  jsStreamInfo* si = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  natsStatus st =
+      js_GetStreamInfo(&si, js_.get(), stream_name_.c_str(), nullptr, &jerr);
+  if (st != NATS_OK) return FromNats(st, "stream info", jerr);
+  NatsPtr<jsStreamInfo> info(si);
+  Tail t;
+  t.stream_seq = info->State.LastSeq;
+  if (t.stream_seq == 0) return t;
+  auto range = MessageRange(t.stream_seq);
+  if (!range.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot continue the cluster's sequence: ", range.status().message(),
+        " (every message expired while no node ran? delete stream ",
+        stream_name_, " to start a new epoch)"));
+  }
+  t.next_seq = range->first + range->second;
+  return t;
+}
+
+void ClusterNode::AdvanceTail(Tail t) {
+  absl::MutexLock lock(&tail_mu_);
+  if (t.stream_seq > tail_.stream_seq) {
+    tail_ = t;
+    tail_cv_.SignalAll();
+  }
+}
+
+absl::Status ClusterNode::Start(Local local) {
+  local_ = std::move(local);
+  {
+    absl::MutexLock lock(&listeners_mu_);
+    for (const std::string& n : local_.listeners) {
+      if (listener_index_.contains(n)) continue;
+      listener_index_[n] = static_cast<uint32_t>(listener_names_.size());
+      listener_names_.push_back(n);
+    }
+  }
+  absl::StatusOr<Tail> tail = ReadTail();
+  if (!tail.ok()) return tail.status();
+  if (tail->stream_seq == 0) {
+    // A new stream: one empty genesis message (deduplicated by its id, so
+    // nodes starting together store one) gives every later publish a last
+    // sequence to expect.
+    natsMsg* raw = nullptr;
+    natsMsg_Create(&raw, (events_subject_ + "genesis").c_str(), nullptr,
+                   nullptr, 0);
+    NatsPtr<natsMsg> msg(raw);
+    natsMsgHeader_Set(msg.get(), kBaseHeader, "1");
+    natsMsgHeader_Set(msg.get(), kCountHeader, "0");
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    const std::string id = absl::StrCat("genesis-", epoch_);
+    po.MsgId = id.c_str();
+    jsPubAck* ack = nullptr;
+    jsErrCode jerr = static_cast<jsErrCode>(0);
+    natsStatus st = js_PublishMsg(&ack, js_.get(), msg.get(), &po, &jerr);
+    if (st != NATS_OK) return FromNats(st, "publishing genesis", jerr);
+    NatsPtr<jsPubAck> a(ack);
+    tail = ReadTail();
+    if (!tail.ok()) return tail.status();
+  }
+  // Replay the last kPreloadMessages messages into this node's history, so
+  // a subscriber resuming here finds what it found on another node.
+  jsStreamInfo* si = nullptr;
+  natsStatus st =
+      js_GetStreamInfo(&si, js_.get(), stream_name_.c_str(), nullptr, nullptr);
+  if (st != NATS_OK) return FromNats(st, "stream info");
+  NatsPtr<jsStreamInfo> info(si);
+  uint64_t start = std::max<uint64_t>(
+      info->State.FirstSeq, tail->stream_seq >= kPreloadMessages
+                                ? tail->stream_seq - kPreloadMessages + 1
+                                : 1);
+  uint64_t first_seq = 0;
+  for (; start <= tail->stream_seq; ++start) {
+    auto range = MessageRange(start);
+    if (range.ok()) {
+      first_seq = range->first;
+      break;
+    }
+    if (!absl::IsNotFound(range.status()) &&
+        range.status().code() != absl::StatusCode::kInternal) {
+      return range.status();
+    }
+  }
+  if (first_seq == 0) first_seq = tail->next_seq;
+  {
+    absl::MutexLock lock(&tail_mu_);
+    tail_ = *tail;
+    oldest_seq_ = first_seq;
+  }
+  if (!local_.hub->StartAfter(first_seq - 1)) {
+    return absl::InternalError("the hub took events before the cluster joined");
+  }
+
+  // Routed requests, and the replies to ours.
+  const std::string rpc_subject =
+      absl::StrCat(options_.cluster_name, ".rpc.", incarnation_);
+  natsSubscription* sub = nullptr;
+  st = natsConnection_Subscribe(&sub, nc_.get(), rpc_subject.c_str(),
+                                &ClusterNode::OnRequest, this);
+  if (st != NATS_OK) return FromNats(st, "subscribing to routed requests");
+  rpc_sub_.reset(sub);
+  natsInbox* inbox = nullptr;
+  natsInbox_Create(&inbox);
+  reply_prefix_ = absl::StrCat(inbox, ".");
+  natsInbox_Destroy(inbox);
+  st = natsConnection_Subscribe(&sub, nc_.get(), (reply_prefix_ + "*").c_str(),
+                                &ClusterNode::OnReply, this);
+  if (st != NATS_OK) return FromNats(st, "subscribing to replies");
+  reply_sub_.reset(sub);
+
+  started_ = true;
+  PutRecord(fanin::v1::NODE_STATE_UP);
+  RefreshMembership();
+  consume_from_ = start;
+  consumer_ = std::thread([this] { ConsumerLoop(); });
+  publisher_ = std::thread([this] { PublisherLoop(); });
+  heartbeat_ = std::thread([this] { HeartbeatLoop(); });
+  replier_ = std::thread([this] { ReplierLoop(); });
+  PublishNodeChange(fanin::v1::NODE_STATE_JOINED, "");
+  base::Log(base::LogLevel::kInfo, "cluster joined",
+            {{"node", options_.node_name},
+             {"incarnation", incarnation_},
+             {"stream", stream_name_},
+             {"epoch", epoch_},
+             {"head_seq", tail->next_seq - 1}});
+  return absl::OkStatus();
+}
+
+void ClusterNode::BeginLeave() {
+  if (!started_ || leaving_.exchange(true)) return;
+  PutRecord(fanin::v1::NODE_STATE_DRAINING);
+  PublishNodeChange(fanin::v1::NODE_STATE_DRAINING, "");
+}
+
+void ClusterNode::Stop(absl::Duration flush_timeout) {
+  if (stopped_.exchange(true)) return;
+  if (started_) {
+    PublishNodeChange(fanin::v1::NODE_STATE_LEFT, "");
+    const absl::Time deadline = absl::Now() + flush_timeout;
+    {
+      absl::MutexLock lock(&mu_);
+      while (!pending_.empty() && absl::Now() < deadline) {
+        pending_cv_.WaitWithDeadline(&mu_, deadline);
+      }
+    }
+    // And read back, so this node's streams deliver its last events.
+    absl::MutexLock lock(&tail_mu_);
+    while (local_.hub->head_seq() + 1 < tail_.next_seq &&
+           absl::Now() < deadline) {
+      tail_cv_.WaitWithDeadline(
+          &tail_mu_, std::min(deadline, absl::Now() + absl::Milliseconds(5)));
+    }
+  }
+  stop_ = true;
+  {
+    absl::MutexLock lock(&mu_);
+    pending_cv_.SignalAll();
+  }
+  {
+    absl::MutexLock lock(&replies_mu_);
+    replies_cv_.SignalAll();
+  }
+  {
+    absl::MutexLock lock(&tail_mu_);
+    tail_cv_.SignalAll();
+  }
+  for (std::thread* t : {&publisher_, &consumer_, &heartbeat_, &replier_}) {
+    if (t->joinable()) t->join();
+  }
+  if (started_) PutRecord(fanin::v1::NODE_STATE_LEFT);
+  rpc_sub_.reset();
+  reply_sub_.reset();
+  {
+    absl::MutexLock lock(&calls_mu_);
+    for (auto& [id, call] : calls_) {
+      call.done(absl::UnavailableError("fanin node is shutting down"), "");
+    }
+    calls_.clear();
+  }
+  nodes_kv_.reset();
+  ids_kv_.reset();
+  js_.reset();
+  if (nc_ != nullptr) natsConnection_Close(nc_.get());
+  nc_.reset();
+}
+
+// ---- Publishing ----
+
+uint64_t ClusterNode::Publish(std::shared_ptr<fanout::StoredEvent> event,
+                              Deferred*) {
+  bool paused_now = false;
+  {
+    absl::MutexLock lock(&mu_);
+    pending_bytes_ += event->body.size() + 5;
+    pending_.push_back(std::move(event));
+    if (pending_.size() == 1) pending_cv_.SignalAll();
+    if (pending_bytes_ > options_.buffer_bytes &&
+        !paused_.load(std::memory_order_relaxed)) {
+      paused_.store(true, std::memory_order_release);
+      paused_now = true;
+    }
+  }
+  if (paused_now) {
+    base::Log(base::LogLevel::kWarning, "cluster buffer full, reading paused",
+              {{"buffer_bytes", options_.buffer_bytes}});
+  }
+  return 0;
+}
+
+void ClusterNode::SetPauseObserver(absl::AnyInvocable<void()> observer) {
+  absl::MutexLock lock(&mu_);
+  pause_observer_ = std::move(observer);
+}
+
+void ClusterNode::PublisherLoop() {
+  std::string payload;
+  while (true) {
+    size_t take = 0;
+    uint64_t count = 0;
+    payload.clear();
+    {
+      absl::MutexLock lock(&mu_);
+      while (pending_.empty() && !Stopping()) pending_cv_.Wait(&mu_);
+      if (pending_.empty()) return;
+      for (const auto& e : pending_) {
+        if (take > 0 &&
+            payload.size() + e->body.size() + 5 > options_.max_message_bytes) {
+          break;
+        }
+        AppendBody(e->body, &payload);
+        ++take;
+      }
+      count = take;
+    }
+    // Publish until stored: expected-last-sequence keeps every node's batches
+    // contiguous; the message id makes a retry after a lost ack harmless.
+    int attempt = 0;
+    absl::Duration backoff = absl::Milliseconds(50);
+    while (true) {
+      Tail tail;
+      {
+        absl::MutexLock lock(&tail_mu_);
+        tail = tail_;
+      }
+      natsMsg* raw = nullptr;
+      natsMsg_Create(&raw, (events_subject_ + options_.node_name).c_str(),
+                     nullptr, payload.data(), static_cast<int>(payload.size()));
+      NatsPtr<natsMsg> msg(raw);
+      natsMsgHeader_Set(msg.get(), kBaseHeader,
+                        absl::StrCat(tail.next_seq).c_str());
+      natsMsgHeader_Set(msg.get(), kCountHeader, absl::StrCat(count).c_str());
+      const std::string id =
+          absl::StrCat(options_.node_name, "-", incarnation_, "-",
+                       batch_no_.load(), "-", tail.stream_seq);
+      jsPubOptions po;
+      jsPubOptions_Init(&po);
+      po.MsgId = id.c_str();
+      po.ExpectLastSeq = tail.stream_seq;
+      po.MaxWait = Millis(options_.request_timeout);
+      jsPubAck* ack = nullptr;
+      jsErrCode jerr = static_cast<jsErrCode>(0);
+      natsStatus st = js_PublishMsg(&ack, js_.get(), msg.get(), &po, &jerr);
+      if (st == NATS_OK) {
+        NatsPtr<jsPubAck> a(ack);
+        AdvanceTail({a->Sequence, tail.next_seq + count});
+        break;
+      }
+      if (jerr == JSStreamWrongLastSequenceErr) {
+        // Another node published first: wait for the consumer to see its
+        // message (it knows the seq after it), then try again.
+        publish_conflicts_.fetch_add(1, std::memory_order_relaxed);
+        absl::MutexLock lock(&tail_mu_);
+        const absl::Time deadline = absl::Now() + absl::Seconds(2);
+        while (tail_.stream_seq <= tail.stream_seq && !Stopping() &&
+               absl::Now() < deadline) {
+          tail_cv_.WaitWithDeadline(&tail_mu_, deadline);
+        }
+        if (tail_.stream_seq <= tail.stream_seq) {
+          tail_mu_.Unlock();
+          absl::StatusOr<Tail> fresh = ReadTail();
+          tail_mu_.Lock();
+          if (fresh.ok() && fresh->stream_seq > tail_.stream_seq) {
+            tail_ = *fresh;
+          }
+        }
+        if (Stopping() && attempt++ > 3) return;
+        continue;
+      }
+      // The broker is away or slow: keep the batch and retry.
+      if (Stopping() && attempt++ > 3) return;
+      static base::LogRateLimiter limiter1(1);
+      LogLimited(limiter1, base::LogLevel::kWarning,
+                 "cluster publish failed, retrying",
+                 {{"error", FromNats(st, "publish", jerr).ToString()}});
+      absl::SleepFor(backoff);
+      backoff = std::min(backoff * 2, absl::Seconds(1));
+    }
+    batch_no_.fetch_add(1, std::memory_order_relaxed);
+    publish_batches_.fetch_add(1, std::memory_order_relaxed);
+    published_events_.fetch_add(count, std::memory_order_relaxed);
+    absl::AnyInvocable<void()>* observer = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      for (size_t i = 0; i < take; ++i) {
+        pending_bytes_ -= pending_.front()->body.size() + 5;
+        pending_.pop_front();
+      }
+      if (pending_.empty()) pending_cv_.SignalAll();
+      if (paused_.load(std::memory_order_relaxed) &&
+          pending_bytes_ <= options_.buffer_bytes / 2) {
+        paused_.store(false, std::memory_order_release);
+        if (pause_observer_) observer = &pause_observer_;
+      }
+    }
+    if (observer != nullptr) (*observer)();
+  }
+}
+
+// ---- Consuming ----
+
+uint32_t ClusterNode::ListenerIndex(absl::string_view name) {
+  absl::MutexLock lock(&listeners_mu_);
+  auto it = listener_index_.find(name);
+  if (it != listener_index_.end()) return it->second;
+  if (listener_names_.size() >= kMaxListeners) return kMaxListeners - 1;
+  const auto index = static_cast<uint32_t>(listener_names_.size());
+  listener_names_.emplace_back(name);
+  listener_index_.emplace(std::string(name), index);
+  return index;
+}
+
+void ClusterNode::ConsumerLoop() {
+  const uint64_t start_seq = consume_from_;
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = stream_name_.c_str();
+  so.Ordered = true;
+  so.Config.DeliverPolicy = js_DeliverByStartSequence;
+  so.Config.OptStartSeq = start_seq;
+  natsSubscription* raw = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  natsStatus st = js_SubscribeSync(
+      &raw, js_.get(), (events_subject_ + ">").c_str(), nullptr, &so, &jerr);
+  while (st != NATS_OK && !Stopping()) {
+    static base::LogRateLimiter limiter2(1);
+    LogLimited(limiter2, base::LogLevel::kWarning,
+               "cluster consumer cannot subscribe, retrying",
+               {{"error", FromNats(st, "subscribe", jerr).ToString()}});
+    absl::SleepFor(absl::Milliseconds(200));
+    st = js_SubscribeSync(&raw, js_.get(), (events_subject_ + ">").c_str(),
+                          nullptr, &so, &jerr);
+  }
+  if (st != NATS_OK) return;
+  NatsPtr<natsSubscription> sub(raw);
+  natsSubscription_SetPendingLimits(sub.get(), -1, 256 << 20);
+  fanout::EventHub::WakeList wakes;
+  std::string body;
+  auto index = [this](absl::string_view name) { return ListenerIndex(name); };
+  while (!Stopping()) {
+    // A lossless subscriber of this node that is full holds back this
+    // node's reading of the stream (not ingestion: the stream keeps it).
+    if (local_.hub->AnyPaused()) {
+      absl::SleepFor(absl::Milliseconds(2));
+      continue;
+    }
+    natsMsg* m = nullptr;
+    st = natsSubscription_NextMsg(&m, sub.get(), 200);
+    if (st == NATS_TIMEOUT) continue;
+    if (st != NATS_OK) {
+      static base::LogRateLimiter limiter3(1);
+      LogLimited(limiter3, base::LogLevel::kWarning, "cluster consumer error",
+                 {{"error", FromNats(st, "next message").ToString()}});
+      absl::SleepFor(absl::Milliseconds(50));
+      continue;
+    }
+    NatsPtr<natsMsg> msg(m);
+    jsMsgMetaData* meta_raw = nullptr;
+    if (natsMsg_GetMetaData(&meta_raw, msg.get()) != NATS_OK) continue;
+    NatsPtr<jsMsgMetaData> meta(meta_raw);
+    const uint64_t stream_seq = meta->Sequence.Stream;
+    bool ok1, ok2;
+    const uint64_t base = HeaderU64(msg.get(), kBaseHeader, &ok1);
+    const uint64_t count = HeaderU64(msg.get(), kCountHeader, &ok2);
+    if (!ok1 || !ok2) continue;  // not ours
+    AdvanceTail({stream_seq, base + count});
+    const uint64_t head = local_.hub->head_seq();
+    if (base + count <= head + 1) continue;  // seen (or empty)
+    if (base > head + 1) {
+      static base::LogRateLimiter limiter4(1);
+      LogLimited(limiter4, base::LogLevel::kError, "cluster stream has a hole",
+                 {{"expected_seq", head + 1}, {"message_base", base}});
+    }
+    const char* p = static_cast<const char*>(natsMsg_GetData(msg.get()));
+    const char* end = p + natsMsg_GetDataLength(msg.get());
+    for (uint64_t i = 0; i < count; ++i) {
+      if (!NextBody(&p, end, &body)) break;
+      if (base + i <= head) continue;  // seen before a redelivery
+      auto e = fanout::ParseStoredEvent(std::move(body), index);
+      body.clear();
+      if (e == nullptr) {
+        static base::LogRateLimiter limiter5(1);
+        LogLimited(limiter5, base::LogLevel::kError,
+                   "cluster stream event does not parse",
+                   {{"stream_seq", stream_seq}});
+        continue;
+      }
+      local_.hub->Publish(std::move(e), &wakes);
+    }
+    consumed_events_.fetch_add(count, std::memory_order_relaxed);
+    fanout::EventHub::RunWakes(&wakes);
+  }
+}
+
+// ---- Membership ----
+
+void ClusterNode::PutRecord(fanin::v1::NodeState state) {
+  if (nodes_kv_ == nullptr) return;
+  fanin::v1::NodeInfo info;
+  info.set_name(options_.node_name);
+  info.set_grpc_address(local_.grpc_address);
+  info.set_state(state);
+  info.set_incarnation(incarnation_);
+  info.set_last_seen_unix_nano(absl::GetCurrentTimeNanos());
+  if (local_.connections_open) {
+    info.set_connections_open(local_.connections_open());
+  }
+  for (const std::string& l : local_.listeners) info.add_listeners(l);
+  const std::string value = info.SerializeAsString();
+  uint64_t rev = 0;
+  kvStore_Put(&rev, nodes_kv_.get(), options_.node_name.c_str(), value.data(),
+              static_cast<int>(value.size()));
+  absl::MutexLock lock(&nodes_mu_);
+  nodes_[options_.node_name] = info;
+}
+
+void ClusterNode::RefreshMembership() {
+  kvKeysList keys;
+  std::memset(&keys, 0, sizeof(keys));
+  if (kvStore_Keys(&keys, nodes_kv_.get(), nullptr) != NATS_OK) return;
+  absl::flat_hash_map<std::string, fanin::v1::NodeInfo> fresh;
+  for (int i = 0; i < keys.Count; ++i) {
+    kvEntry* e = nullptr;
+    if (kvStore_Get(&e, nodes_kv_.get(), keys.Keys[i]) != NATS_OK) continue;
+    NatsPtr<kvEntry> entry(e);
+    fanin::v1::NodeInfo info = ParseRecord(e);
+    for (const std::string& l : info.listeners()) ListenerIndex(l);
+    fresh[info.name()] = std::move(info);
+  }
+  kvKeysList_Destroy(&keys);
+  absl::MutexLock lock(&nodes_mu_);
+  nodes_ = std::move(fresh);
+}
+
+void ClusterNode::PublishNodeChange(fanin::v1::NodeState state,
+                                    std::string detail) {
+  fanin::v1::Event event;
+  event.set_time_unix_nano(absl::GetCurrentTimeNanos());
+  event.set_node(options_.node_name);
+  auto* change = event.mutable_node_change();
+  change->set_state(state);
+  change->set_incarnation(incarnation_);
+  change->set_grpc_address(local_.grpc_address);
+  change->set_detail(std::move(detail));
+  Publish(fanout::MakeEvent(event, 0), nullptr);
+}
+
+void ClusterNode::HeartbeatLoop() {
+  absl::Time next_beat = absl::Now() + absl::Seconds(1);
+  while (!Stopping()) {
+    absl::SleepFor(absl::Milliseconds(50));
+    SweepDeadlines();
+    if (absl::Now() < next_beat) continue;
+    next_beat = absl::Now() + absl::Seconds(1);
+    PutRecord(leaving_ ? fanin::v1::NODE_STATE_DRAINING
+                       : fanin::v1::NODE_STATE_UP);
+    RefreshMembership();
+    // The oldest seq the stream still holds, for GetStats.
+    jsStreamInfo* si = nullptr;
+    if (js_GetStreamInfo(&si, js_.get(), stream_name_.c_str(), nullptr,
+                         nullptr) == NATS_OK) {
+      NatsPtr<jsStreamInfo> info(si);
+      auto range = MessageRange(info->State.FirstSeq);
+      if (range.ok()) {
+        absl::MutexLock lock(&tail_mu_);
+        oldest_seq_ = range->first;
+      }
+    }
+  }
+}
+
+fanin::v1::ListNodesResponse ClusterNode::ListNodes() const {
+  fanin::v1::ListNodesResponse r;
+  absl::MutexLock lock(&nodes_mu_);
+  std::vector<const fanin::v1::NodeInfo*> sorted;
+  for (const auto& [name, info] : nodes_) sorted.push_back(&info);
+  std::sort(sorted.begin(), sorted.end(),
+            [](auto* a, auto* b) { return a->name() < b->name(); });
+  for (const auto* info : sorted) *r.add_nodes() = *info;
+  return r;
+}
+
+std::vector<std::string> ClusterNode::listener_names() const {
+  absl::MutexLock lock(&listeners_mu_);
+  return listener_names_;
+}
+
+ClusterStats ClusterNode::GetStats() const {
+  ClusterStats s;
+  s.published_events = published_events_.load();
+  s.publish_batches = publish_batches_.load();
+  s.publish_conflicts = publish_conflicts_.load();
+  s.consumed_events = consumed_events_.load();
+  {
+    absl::MutexLock lock(&mu_);
+    s.buffer_bytes = pending_bytes_;
+  }
+  s.broker_connected = nc_ != nullptr && natsConnection_Status(nc_.get()) ==
+                                             NATS_CONN_STATUS_CONNECTED;
+  absl::MutexLock lock(&tail_mu_);
+  s.head_seq = tail_.next_seq - 1;
+  s.oldest_seq = oldest_seq_;
+  return s;
+}
+
+void ClusterNode::FillStats(fanin::v1::GetStatsResponse* stats) const {
+  ClusterStats s = GetStats();
+  stats->set_node(options_.node_name);
+  stats->set_cluster_head_seq(s.head_seq);
+  stats->set_cluster_oldest_seq(s.oldest_seq);
+}
+
+// ---- Routing ----
+
+void ClusterNode::Call(absl::string_view method, uint64_t connection_id,
+                       std::string request, Reply done) {
+  const uint64_t owner = connection_id >> 32;
+  std::string owner_name;
+  fanin::v1::NodeState state = fanin::v1::NODE_STATE_UNSPECIFIED;
+  {
+    absl::MutexLock lock(&nodes_mu_);
+    for (const auto& [name, info] : nodes_) {
+      if (info.incarnation() == owner) {
+        owner_name = name;
+        state = info.state();
+      }
+    }
+  }
+  if (owner_name.empty() || state == fanin::v1::NODE_STATE_LEFT ||
+      state == fanin::v1::NODE_STATE_LOST) {
+    // The node's record names a later incarnation, or it left: every
+    // connection it had is closed.
+    return done(absl::NotFoundError(absl::StrCat(
+                    "no open connection ", connection_id,
+                    owner_name.empty()
+                        ? std::string(" (no live node owns it)")
+                        : absl::StrCat(" (its node ", owner_name, " left)"))),
+                "");
+  }
+  SendRequest(owner, method, request, std::move(done));
+}
+
+void ClusterNode::SendRequest(uint64_t incarnation, absl::string_view method,
+                              const std::string& request, Reply done) {
+  std::string node_name = absl::StrCat("incarnation ", incarnation);
+  {
+    absl::MutexLock lock(&nodes_mu_);
+    for (const auto& [name, info] : nodes_) {
+      if (info.incarnation() == incarnation) node_name = name;
+    }
+  }
+  uint64_t token;
+  {
+    absl::MutexLock lock(&calls_mu_);
+    token = next_call_++;
+    calls_[token] = {std::move(done), absl::Now() + options_.request_timeout,
+                     node_name};
+  }
+  natsMsg* raw = nullptr;
+  const std::string subject =
+      absl::StrCat(options_.cluster_name, ".rpc.", incarnation);
+  const std::string reply = absl::StrCat(reply_prefix_, token);
+  natsMsg_Create(&raw, subject.c_str(), reply.c_str(), request.data(),
+                 static_cast<int>(request.size()));
+  NatsPtr<natsMsg> msg(raw);
+  natsMsgHeader_Set(msg.get(), kMethodHeader, std::string(method).c_str());
+  natsStatus st = nc_ == nullptr
+                      ? NATS_CONNECTION_CLOSED
+                      : natsConnection_PublishMsg(nc_.get(), msg.get());
+  if (st != NATS_OK) {
+    Reply failed;
+    {
+      absl::MutexLock lock(&calls_mu_);
+      auto it = calls_.find(token);
+      if (it == calls_.end()) return;
+      failed = std::move(it->second.done);
+      calls_.erase(it);
+    }
+    failed(
+        absl::UnavailableError(absl::StrCat(
+            "cannot reach node ", node_name,
+            ": the NATS broker is unavailable (", natsStatus_GetText(st), ")")),
+        "");
+  }
+}
+
+void ClusterNode::OnReply(natsConnection*, natsSubscription*, natsMsg* m,
+                          void* closure) {
+  auto* self = static_cast<ClusterNode*>(closure);
+  NatsPtr<natsMsg> msg(m);
+  absl::string_view subject = natsMsg_GetSubject(msg.get());
+  uint64_t token = 0;
+  if (!absl::SimpleAtoi(subject.substr(self->reply_prefix_.size()), &token)) {
+    return;
+  }
+  PendingCall call;
+  {
+    absl::MutexLock lock(&self->calls_mu_);
+    auto it = self->calls_.find(token);
+    if (it == self->calls_.end()) return;  // timed out already
+    call = std::move(it->second);
+    self->calls_.erase(it);
+  }
+  if (natsMsg_IsNoResponders(msg.get())) {
+    return call.done(absl::UnavailableError(absl::StrCat(
+                         "node ", call.node,
+                         " is not reachable (no answer on its subject)")),
+                     "");
+  }
+  int code = 0;
+  absl::SimpleAtoi(Header(msg.get(), kCodeHeader), &code);
+  absl::Status status(static_cast<absl::StatusCode>(code),
+                      code == 0 ? "" : Header(msg.get(), kMessageHeader));
+  std::string body(natsMsg_GetData(msg.get()),
+                   natsMsg_GetDataLength(msg.get()));
+  call.done(status, std::move(body));
+}
+
+void ClusterNode::SweepDeadlines() {
+  std::vector<PendingCall> expired;
+  const absl::Time now = absl::Now();
+  {
+    absl::MutexLock lock(&calls_mu_);
+    for (auto it = calls_.begin(); it != calls_.end();) {
+      if (it->second.deadline <= now) {
+        expired.push_back(std::move(it->second));
+        calls_.erase(it++);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& call : expired) {
+    call.done(absl::UnavailableError(
+                  absl::StrCat("node ", call.node, " did not answer within ",
+                               absl::FormatDuration(options_.request_timeout))),
+              "");
+  }
+}
+
+void ClusterNode::OnRequest(natsConnection*, natsSubscription*, natsMsg* m,
+                            void* closure) {
+  auto* self = static_cast<ClusterNode*>(closure);
+  NatsPtr<natsMsg> msg(m);
+  const char* reply = natsMsg_GetReply(msg.get());
+  if (reply == nullptr || self->local_.service == nullptr) return;
+  std::string subject = reply;
+  std::string method = Header(msg.get(), kMethodHeader);
+  std::string request(natsMsg_GetData(msg.get()),
+                      natsMsg_GetDataLength(msg.get()));
+  // `done` runs on a loop thread: it only queues the answer for the replier.
+  self->local_.service->ExecuteLocal(
+      method, std::move(request),
+      [self, subject = std::move(subject)](absl::Status status,
+                                           std::string body) mutable {
+        absl::MutexLock lock(&self->replies_mu_);
+        self->replies_.push_back(
+            {std::move(subject), std::move(status), std::move(body)});
+        self->replies_cv_.Signal();
+      });
+}
+
+void ClusterNode::ReplierLoop() {
+  while (true) {
+    OutgoingReply r;
+    {
+      absl::MutexLock lock(&replies_mu_);
+      while (replies_.empty() && !Stopping()) replies_cv_.Wait(&replies_mu_);
+      if (replies_.empty()) return;
+      r = std::move(replies_.front());
+      replies_.pop_front();
+    }
+    natsMsg* raw = nullptr;
+    natsMsg_Create(&raw, r.subject.c_str(), nullptr, r.body.data(),
+                   static_cast<int>(r.body.size()));
+    NatsPtr<natsMsg> msg(raw);
+    natsMsgHeader_Set(msg.get(), kCodeHeader,
+                      absl::StrCat(static_cast<int>(r.status.code())).c_str());
+    if (!r.status.ok()) {
+      natsMsgHeader_Set(msg.get(), kMessageHeader,
+                        std::string(r.status.message()).c_str());
+    }
+    natsConnection_PublishMsg(nc_.get(), msg.get());
+  }
+}
+
+void ClusterNode::List(
+    const fanin::v1::ListConnectionsRequest& request, uint64_t as_of_seq,
+    absl::AnyInvocable<void(absl::StatusOr<fanin::v1::ListConnectionsResponse>)>
+        done) {
+  uint64_t after = 0;
+  if (!request.page_token().empty()) {
+    auto parsed = grpc_api::ParsePageToken(request.page_token());
+    if (!parsed.ok()) return done(parsed.status());
+    after = *parsed;
+  }
+  struct Target {
+    uint64_t incarnation;
+    std::string name;
+  };
+  std::vector<Target> targets;
+  {
+    absl::MutexLock lock(&nodes_mu_);
+    for (const auto& [name, info] : nodes_) {
+      if (!Live(info)) continue;
+      if (!request.node().empty() && request.node() != name) continue;
+      if (info.incarnation() < after >> 32) continue;
+      targets.push_back({info.incarnation(), name});
+    }
+  }
+  std::sort(targets.begin(), targets.end(),
+            [](const Target& a, const Target& b) {
+              return a.incarnation < b.incarnation;
+            });
+  const size_t page_size = request.page_size() == 0
+                               ? 100
+                               : std::min<size_t>(request.page_size(), 1000);
+  struct State {
+    std::vector<Target> targets;
+    size_t next = 0;
+    uint64_t after;
+    size_t page_size;
+    fanin::v1::ListConnectionsRequest request;
+    fanin::v1::ListConnectionsResponse out;
+    absl::AnyInvocable<void(absl::StatusOr<fanin::v1::ListConnectionsResponse>)>
+        done;
+  };
+  auto state = std::make_shared<State>();
+  state->targets = std::move(targets);
+  state->after = after;
+  state->page_size = page_size;
+  state->request = request;
+  state->out.set_as_of_seq(as_of_seq);
+  state->done = std::move(done);
+  // Asks one node after another, in incarnation (so id) order, until the
+  // page is full.
+  auto step = std::make_shared<std::function<void()>>();
+  *step = [this, state, step] {
+    const bool full =
+        static_cast<size_t>(state->out.connections_size()) >= state->page_size;
+    if (state->next >= state->targets.size() || full) {
+      // A full page with nodes still to ask: they may have more.
+      if (full && state->next < state->targets.size() &&
+          state->out.next_page_token().empty()) {
+        state->out.set_next_page_token(grpc_api::PageTokenAfter(
+            state->out.connections(state->out.connections_size() - 1)
+                .connection_id()));
+      }
+      auto done = std::move(state->done);
+      done(std::move(state->out));
+      *step = nullptr;  // breaks the cycle
+      return;
+    }
+    const Target target = state->targets[state->next++];
+    fanin::v1::ListConnectionsRequest part;
+    part.set_listener(state->request.listener());
+    part.set_page_size(static_cast<uint32_t>(state->page_size -
+                                             state->out.connections_size()));
+    if (state->after >> 32 == target.incarnation && state->after != 0) {
+      part.set_page_token(grpc_api::PageTokenAfter(state->after));
+    }
+    Reply reply = [this, state, step, target](absl::Status status,
+                                              std::string body) {
+      fanin::v1::ListConnectionsResponse r;
+      if (status.ok() && !r.ParseFromString(body)) {
+        status = absl::InternalError("node answered a list it cannot parse");
+      }
+      if (!status.ok()) {
+        auto done = std::move(state->done);
+        done(absl::Status(status.code(),
+                          absl::StrCat("listing node ", target.name, ": ",
+                                       status.message())));
+        *step = nullptr;
+        return;
+      }
+      for (auto& c : *r.mutable_connections()) {
+        *state->out.add_connections() = std::move(c);
+      }
+      if (!r.next_page_token().empty()) {
+        // That node has more: the page ends here.
+        state->out.set_next_page_token(r.next_page_token());
+        state->next = state->targets.size();
+      }
+      (*step)();
+    };
+    const std::string bytes = part.SerializeAsString();
+    if (target.incarnation == incarnation_) {
+      local_.service->ExecuteLocal("ListLocal", bytes, std::move(reply));
+    } else {
+      SendRequest(target.incarnation, "ListLocal", bytes, std::move(reply));
+    }
+  };
+  (*step)();
+}
+
+}  // namespace fanin::cluster

@@ -1,0 +1,255 @@
+// ClusterNode: one fanin server's membership of a cluster on NATS JetStream.
+//
+// Every node publishes its connections' events to one JetStream stream and
+// reads the whole stream back into its own EventHub, so all nodes serve the
+// same events at the same seq (docs/CLUSTER.md has the design):
+//
+//   loops ──Publish──▶ ClusterNode (EventSink): bounded buffer
+//                        │ publisher thread: one JetStream message per batch,
+//                        │ headers Fanin-Base (seq of its first event) and
+//                        │ Fanin-Count, published with Nats-Expected-Last-
+//                        │ Sequence so batches of all nodes get contiguous seqs
+//                        ▼
+//                 stream <cluster>_events
+//                        │ consumer thread: an ordered consumer
+//                        ▼
+//                 EventHub (this node's history; subscriptions as standalone)
+//
+// Membership lives in the KV bucket <cluster>_nodes (one NodeInfo per node
+// name, heartbeated every second); incarnations come from the revisions of
+// the bucket <cluster>_ids, and a connection id carries its node's
+// incarnation in its high 32 bits. Requests for another node's connection go
+// to it over NATS request-reply on <cluster>.rpc.<incarnation>.
+//
+// Threads: the publisher, the consumer, a heartbeat thread (membership,
+// request deadlines) and a replier (answers to routed requests, so loops
+// never touch the NATS socket); libnats' own threads run the callbacks.
+#ifndef FANIN_SERVER_CLUSTER_CLUSTER_NODE_H_
+#define FANIN_SERVER_CLUSTER_CLUSTER_NODE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "fanin/v1/fanin.pb.h"
+#include "server/cluster/nats.h"
+#include "server/fanout/event_hub.h"
+#include "server/fanout/event_sink.h"
+#include "server/grpc/cluster_router.h"
+#include "server/grpc/fanin_service.h"
+
+namespace fanin::cluster {
+
+struct ClusterOptions {
+  std::vector<std::string> servers;  // nats://HOST:PORT
+  std::string cluster_name = "fanin";
+  std::string node_name;
+  int64_t stream_max_bytes = int64_t{1} << 30;
+  absl::Duration stream_max_age = absl::Hours(24);
+  int replicas = 1;
+  bool memory_storage = false;
+  std::string token;
+  std::string user;
+  std::string password;
+  std::string ca_file;
+  absl::Duration connect_timeout = absl::Seconds(10);
+  absl::Duration node_timeout = absl::Seconds(10);
+  // Events waiting to be published; past it the loops stop reading.
+  size_t buffer_bytes = size_t{64} << 20;
+  absl::Duration request_timeout = absl::Seconds(5);
+  // The largest JetStream message a batch may make (NATS allows 1 MiB).
+  size_t max_message_bytes = size_t{512} << 10;
+};
+
+struct ClusterStats {
+  uint64_t published_events = 0;
+  uint64_t publish_batches = 0;
+  uint64_t publish_conflicts = 0;
+  uint64_t consumed_events = 0;
+  size_t buffer_bytes = 0;
+  bool broker_connected = false;
+  uint64_t head_seq = 0;    // the cluster stream's newest seq
+  uint64_t oldest_seq = 0;  // its oldest retained seq (0: unknown)
+};
+
+class ClusterNode final : public fanout::EventSink,
+                          public grpc_api::ClusterRouter {
+ public:
+  // Connects (bounded by connect_timeout), makes sure the stream and buckets
+  // exist, refuses a node name a live node holds (ALREADY_EXISTS), and takes
+  // an incarnation. UNAVAILABLE when the broker cannot be reached.
+  static absl::StatusOr<std::unique_ptr<ClusterNode>> Join(
+      ClusterOptions options);
+  ~ClusterNode() override;
+
+  // The cluster's epoch (the stream's creation time): HubOptions::epoch.
+  const std::string& epoch() const { return epoch_; }
+  uint64_t incarnation() const { return incarnation_; }
+  uint64_t first_connection_id() const { return incarnation_ << 32 | 1; }
+
+  // Starts reading the stream into `hub`, publishing, heartbeating and
+  // answering routed requests with `service`; publishes NodeChange(JOINED).
+  struct Local {
+    fanout::EventHub* hub = nullptr;
+    grpc_api::FaninService* service = nullptr;
+    std::vector<std::string> listeners;
+    std::string grpc_address;
+    std::function<uint64_t()> connections_open;
+  };
+  absl::Status Start(Local local);
+  // Graceful leave, first step: DRAINING in the registry and the stream.
+  void BeginLeave();
+  // Last step, after the connections are closed: LEFT, the buffer flushed
+  // (at most `flush_timeout`), everything stopped. Idempotent.
+  void Stop(absl::Duration flush_timeout);
+
+  ClusterStats GetStats() const;
+
+  // fanout::EventSink
+  uint64_t Publish(std::shared_ptr<fanout::StoredEvent> event,
+                   Deferred* deferred) override;
+  void RunDeferred(Deferred* deferred) override { deferred->items.clear(); }
+  bool ReadingPaused(uint32_t, uint64_t) const override {
+    return paused_.load(std::memory_order_acquire);
+  }
+  bool AcceptingPaused(uint32_t) const override {
+    return paused_.load(std::memory_order_acquire);
+  }
+  void SetPauseObserver(absl::AnyInvocable<void()> observer) override;
+
+  // grpc_api::ClusterRouter
+  const std::string& node() const override { return options_.node_name; }
+  std::vector<std::string> listener_names() const override;
+  bool IsRemote(uint64_t connection_id) const override {
+    return connection_id >> 32 != incarnation_;
+  }
+  void Call(absl::string_view method, uint64_t connection_id,
+            std::string request, Reply done) override;
+  void List(const fanin::v1::ListConnectionsRequest& request,
+            uint64_t as_of_seq,
+            absl::AnyInvocable<
+                void(absl::StatusOr<fanin::v1::ListConnectionsResponse>)>
+                done) override;
+  fanin::v1::ListNodesResponse ListNodes() const override;
+  void FillStats(fanin::v1::GetStatsResponse* stats) const override;
+
+ private:
+  explicit ClusterNode(ClusterOptions options);
+  absl::Status Connect();
+  absl::Status EnsureStreamAndBuckets();
+  absl::Status ClaimName();
+  // Where the stream ends: the last message's seq and the seq after it.
+  struct Tail {
+    uint64_t stream_seq = 0;
+    uint64_t next_seq = 1;
+  };
+  absl::StatusOr<Tail> ReadTail();
+  // Base and count of the message at `stream_seq`.
+  absl::StatusOr<std::pair<uint64_t, uint64_t>> MessageRange(
+      uint64_t stream_seq);
+  void AdvanceTail(Tail t) ABSL_LOCKS_EXCLUDED(tail_mu_);
+
+  void PublisherLoop();
+  void ConsumerLoop();
+  void HeartbeatLoop();
+  void ReplierLoop();
+  void PutRecord(fanin::v1::NodeState state);
+  void RefreshMembership();
+  void PublishNodeChange(fanin::v1::NodeState state, std::string detail);
+  uint32_t ListenerIndex(absl::string_view name);
+  void SendRequest(uint64_t incarnation, absl::string_view method,
+                   const std::string& request, Reply done);
+  static void OnRequest(natsConnection*, natsSubscription*, natsMsg* msg,
+                        void* self);
+  static void OnReply(natsConnection*, natsSubscription*, natsMsg* msg,
+                      void* self);
+  void SweepDeadlines();
+  bool Stopping() const { return stop_.load(std::memory_order_acquire); }
+
+  const ClusterOptions options_;
+  const std::string stream_name_;
+  const std::string events_subject_;
+  std::string epoch_;
+  uint64_t incarnation_ = 0;
+  Local local_;
+  uint64_t consume_from_ = 1;  // the stream seq the consumer starts at
+
+  NatsPtr<natsConnection> nc_;
+  NatsPtr<jsCtx> js_;
+  NatsPtr<kvStore> nodes_kv_;
+  NatsPtr<kvStore> ids_kv_;
+  NatsPtr<natsSubscription> rpc_sub_;
+  NatsPtr<natsSubscription> reply_sub_;
+  std::string reply_prefix_;
+
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> started_{false};
+  std::atomic<bool> stopped_{false};
+  std::atomic<bool> paused_{false};
+  std::atomic<bool> leaving_{false};
+
+  // The publish buffer.
+  mutable absl::Mutex mu_;
+  std::deque<std::shared_ptr<fanout::StoredEvent>> pending_
+      ABSL_GUARDED_BY(mu_);
+  size_t pending_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::CondVar pending_cv_;
+  absl::AnyInvocable<void()> pause_observer_ ABSL_GUARDED_BY(mu_);
+
+  mutable absl::Mutex tail_mu_;
+  Tail tail_ ABSL_GUARDED_BY(tail_mu_);
+  absl::CondVar tail_cv_;
+  uint64_t oldest_seq_ ABSL_GUARDED_BY(tail_mu_) = 0;
+
+  mutable absl::Mutex listeners_mu_;
+  std::vector<std::string> listener_names_ ABSL_GUARDED_BY(listeners_mu_);
+  absl::flat_hash_map<std::string, uint32_t> listener_index_
+      ABSL_GUARDED_BY(listeners_mu_);
+
+  mutable absl::Mutex nodes_mu_;
+  absl::flat_hash_map<std::string, fanin::v1::NodeInfo> nodes_
+      ABSL_GUARDED_BY(nodes_mu_);
+
+  struct PendingCall {
+    Reply done;
+    absl::Time deadline;
+    std::string node;
+  };
+  absl::Mutex calls_mu_;
+  absl::flat_hash_map<uint64_t, PendingCall> calls_ ABSL_GUARDED_BY(calls_mu_);
+  uint64_t next_call_ ABSL_GUARDED_BY(calls_mu_) = 1;
+
+  struct OutgoingReply {
+    std::string subject;
+    absl::Status status;
+    std::string body;
+  };
+  absl::Mutex replies_mu_;
+  std::deque<OutgoingReply> replies_ ABSL_GUARDED_BY(replies_mu_);
+  absl::CondVar replies_cv_;
+
+  std::atomic<uint64_t> published_events_{0};
+  std::atomic<uint64_t> publish_batches_{0};
+  std::atomic<uint64_t> publish_conflicts_{0};
+  std::atomic<uint64_t> consumed_events_{0};
+  std::atomic<uint64_t> batch_no_{0};
+
+  std::thread publisher_;
+  std::thread consumer_;
+  std::thread heartbeat_;
+  std::thread replier_;
+};
+
+}  // namespace fanin::cluster
+
+#endif  // FANIN_SERVER_CLUSTER_CLUSTER_NODE_H_
