@@ -684,6 +684,7 @@ void ClusterNode::ConsumerLoop() {
                    {{"stream_seq", stream_seq}});
         continue;
       }
+      if (e->kind == fanin::v1::EVENT_KIND_NODE) NoteNodeChange(*e);
       local_.hub->Publish(std::move(e), &wakes);
     }
     consumed_events_.fetch_add(count, std::memory_order_relaxed);
@@ -692,6 +693,25 @@ void ClusterNode::ConsumerLoop() {
 }
 
 // ---- Membership ----
+
+void ClusterNode::NoteNodeChange(const fanout::StoredEvent& e) {
+  // The stream tells every node of a join before any event of the joining
+  // node's connections, so requests for them can be routed at once (the
+  // registry is re-read only every second).
+  fanin::v1::Event event;
+  if (!event.ParseFromString(e.body) || e.node.empty()) return;
+  const fanin::v1::NodeChange& change = event.node_change();
+  absl::MutexLock lock(&nodes_mu_);
+  fanin::v1::NodeInfo& info = nodes_[e.node];
+  if (info.incarnation() > change.incarnation()) return;  // an older one
+  info.set_name(e.node);
+  info.set_incarnation(change.incarnation());
+  info.set_grpc_address(change.grpc_address());
+  info.set_state(change.state() == fanin::v1::NODE_STATE_JOINED
+                     ? fanin::v1::NODE_STATE_UP
+                     : change.state());
+  info.set_last_seen_unix_nano(static_cast<uint64_t>(e.time_unix_nano));
+}
 
 void ClusterNode::PutRecord(fanin::v1::NodeState state) {
   if (nodes_kv_ == nullptr) return;
@@ -825,27 +845,30 @@ void ClusterNode::Call(absl::string_view method, uint64_t connection_id,
       }
     }
   }
-  if (owner_name.empty() || state == fanin::v1::NODE_STATE_LEFT ||
+  if (state == fanin::v1::NODE_STATE_LEFT ||
       state == fanin::v1::NODE_STATE_LOST) {
-    // The node's record names a later incarnation, or it left: every
-    // connection it had is closed.
-    return done(absl::NotFoundError(absl::StrCat(
-                    "no open connection ", connection_id,
-                    owner_name.empty()
-                        ? std::string(" (no live node owns it)")
-                        : absl::StrCat(" (its node ", owner_name, " left)"))),
-                "");
+    // It left: every connection it had is closed.
+    return done(
+        absl::NotFoundError(absl::StrCat("no open connection ", connection_id,
+                                         " (its node ", owner_name, " left)")),
+        "");
   }
+  // An incarnation this node has not heard of yet is asked all the same: no
+  // answer from anyone means no live node owns that id.
   SendRequest(owner, method, request, std::move(done));
 }
 
 void ClusterNode::SendRequest(uint64_t incarnation, absl::string_view method,
                               const std::string& request, Reply done) {
   std::string node_name = absl::StrCat("incarnation ", incarnation);
+  bool known = false;
   {
     absl::MutexLock lock(&nodes_mu_);
     for (const auto& [name, info] : nodes_) {
-      if (info.incarnation() == incarnation) node_name = name;
+      if (info.incarnation() == incarnation) {
+        node_name = name;
+        known = true;
+      }
     }
   }
   uint64_t token;
@@ -853,7 +876,7 @@ void ClusterNode::SendRequest(uint64_t incarnation, absl::string_view method,
     absl::MutexLock lock(&calls_mu_);
     token = next_call_++;
     calls_[token] = {std::move(done), absl::Now() + options_.request_timeout,
-                     node_name};
+                     node_name, known};
   }
   natsMsg* raw = nullptr;
   const std::string subject =
@@ -901,6 +924,12 @@ void ClusterNode::OnReply(natsConnection*, natsSubscription*, natsMsg* m,
     self->calls_.erase(it);
   }
   if (natsMsg_IsNoResponders(msg.get())) {
+    if (!call.known) {
+      return call.done(
+          absl::NotFoundError(absl::StrCat(
+              "no open connection (no live node has ", call.node, ")")),
+          "");
+    }
     return call.done(absl::UnavailableError(absl::StrCat(
                          "node ", call.node,
                          " is not reachable (no answer on its subject)")),

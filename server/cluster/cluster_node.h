@@ -165,6 +165,7 @@ class ClusterNode final : public fanout::EventSink,
   void ReplierLoop();
   void PutRecord(fanin::v1::NodeState state);
   void RefreshMembership();
+  void NoteNodeChange(const fanout::StoredEvent& e);
   void PublishNodeChange(fanin::v1::NodeState state, std::string detail);
   uint32_t ListenerIndex(absl::string_view name);
   void SendRequest(uint64_t incarnation, absl::string_view method,
@@ -224,6 +225,7 @@ class ClusterNode final : public fanout::EventSink,
     Reply done;
     absl::Time deadline;
     std::string node;
+    bool known = true;  // the incarnation was in the membership view
   };
   absl::Mutex calls_mu_;
   absl::flat_hash_map<uint64_t, PendingCall> calls_ ABSL_GUARDED_BY(calls_mu_);

@@ -115,6 +115,9 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
     first.mutable_started()->set_server_epoch(started.epoch);
     first.mutable_started()->set_oldest_seq(started.oldest_seq);
     first.mutable_started()->set_head_seq(started.head_seq);
+    if (service_->options_.cluster != nullptr) {
+      first.mutable_started()->set_node(service_->options_.cluster->node());
+    }
     Send(Serialize(first));
   }
 
@@ -631,6 +634,27 @@ grpc::ServerUnaryReactor* FaninService::GetStats(
   r.set_head_seq(h.head_seq);
   r.set_oldest_seq(h.oldest_seq);
   if (options_.cluster != nullptr) options_.cluster->FillStats(&r);
+  SetResponse(r, response);
+  return Finished(grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* FaninService::ListNodes(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  fanin::v1::ListNodesRequest req;
+  grpc::Status s = Admit(context, Access::kRead, "ListNodes", request, &req);
+  if (!s.ok()) return Finished(s);
+  fanin::v1::ListNodesResponse r;
+  if (options_.cluster != nullptr) {
+    r = options_.cluster->ListNodes();
+  } else {
+    // Standalone: this server, with no name.
+    fanin::v1::NodeInfo* self = r.add_nodes();
+    self->set_state(fanin::v1::NODE_STATE_UP);
+    self->set_connections_open(core_->GetStats().connections_open);
+    self->set_last_seen_unix_nano(absl::GetCurrentTimeNanos());
+    for (const std::string& l : core_->listener_names()) self->add_listeners(l);
+  }
   SetResponse(r, response);
   return Finished(grpc::Status::OK);
 }

@@ -74,8 +74,8 @@ using V1 = fanin::v1::FanIn;
 using RawService = V1::WithRawCallbackMethod_Subscribe<
     V1::WithRawCallbackMethod_Write<V1::WithRawCallbackMethod_CloseConnection<
         V1::WithRawCallbackMethod_ListConnections<
-            V1::WithRawCallbackMethod_GetStats<
-                V1::WithRawCallbackMethod_Read<V1::Service>>>>>>;
+            V1::WithRawCallbackMethod_GetStats<V1::WithRawCallbackMethod_Read<
+                V1::WithRawCallbackMethod_ListNodes<V1::Service>>>>>>>;
 }  // namespace internal
 
 class FaninService final : public internal::RawService {
@@ -102,6 +102,9 @@ class FaninService final : public internal::RawService {
   grpc::ServerUnaryReactor* Read(grpc::CallbackServerContext* context,
                                  const grpc::ByteBuffer* request,
                                  grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* ListNodes(grpc::CallbackServerContext* context,
+                                      const grpc::ByteBuffer* request,
+                                      grpc::ByteBuffer* response) override;
 
   // Runs a request another node routed here (cluster mode) as if it had been
   // asked here: `method` is "Write", "CloseConnection", "Read" or

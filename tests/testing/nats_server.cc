@@ -1,0 +1,110 @@
+#include "tests/testing/nats_server.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "tests/testing/tcp_client.h"
+
+namespace fanin::testing {
+
+namespace {
+
+std::string NatsBinary() {
+  return ::access("/usr/sbin/nats-server", X_OK) == 0 ? "/usr/sbin/nats-server"
+                                                      : "/usr/bin/nats-server";
+}
+
+}  // namespace
+
+int FreeLoopbackPort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr = {};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  int port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  ::close(fd);
+  return port;
+}
+
+absl::StatusOr<std::unique_ptr<NatsServer>> NatsServer::Start() {
+  if (::access("/usr/bin/nats-server", X_OK) != 0 &&
+      ::access("/usr/sbin/nats-server", X_OK) != 0) {
+    return absl::FailedPreconditionError(
+        "nats-server is not installed (apt-get install nats-server)");
+  }
+  auto server = std::unique_ptr<NatsServer>(new NatsServer());
+  const char* tmp = getenv("TEST_TMPDIR");
+  std::string dir = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/nats.XXXXXX");
+  if (::mkdtemp(dir.data()) == nullptr) {
+    return absl::InternalError("mkdtemp failed");
+  }
+  server->store_ = dir;
+  server->port_ = FreeLoopbackPort();
+  absl::Status s = server->Launch();
+  if (!s.ok()) return s;
+  return server;
+}
+
+absl::Status NatsServer::Launch() {
+  auto process =
+      Subprocess::Start({NatsBinary(), "-js", "-a", "127.0.0.1", "-p",
+                         absl::StrCat(port_), "-sd", store_},
+                        Subprocess::Options{.capture_output = false});
+  if (!process.ok()) return process.status();
+  process_ = *std::move(process);
+  // Listening within ~100 ms; wait for a connect to succeed.
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (absl::Now() < deadline) {
+    auto c = ConnectTcp(absl::StrCat("127.0.0.1:", port_),
+                        absl::Now() + absl::Milliseconds(200));
+    if (c.ok()) return absl::OkStatus();
+    if (process_->CheckExited()) {
+      return absl::UnavailableError("nats-server exited at start-up");
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return absl::DeadlineExceededError("nats-server did not listen within 10s");
+}
+
+absl::Status NatsServer::Stop(bool kill) {
+  if (process_ == nullptr) return absl::OkStatus();
+  process_->Signal(kill ? SIGKILL : SIGTERM).IgnoreError();
+  auto done = process_->Wait(absl::Now() + absl::Seconds(5));
+  if (!done.ok()) {
+    process_->Signal(SIGKILL).IgnoreError();
+    process_->Wait(absl::Now() + absl::Seconds(5)).IgnoreError();
+  }
+  process_.reset();
+  return absl::OkStatus();
+}
+
+absl::Status NatsServer::Restart(bool kill) {
+  absl::Status s = Stop(kill);
+  if (!s.ok()) return s;
+  return Launch();
+}
+
+NatsServer::~NatsServer() {
+  Stop().IgnoreError();
+  std::error_code ec;
+  std::filesystem::remove_all(store_, ec);
+}
+
+std::string NatsServer::url() const {
+  return absl::StrCat("nats://127.0.0.1:", port_);
+}
+
+}  // namespace fanin::testing
