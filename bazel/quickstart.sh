@@ -12,6 +12,7 @@ PACKAGES=(
   python3 python3-grpcio python3-protobuf socat netcat-openbsd
   libevent-dev libev-dev libuv1-dev clang clang-format libclang-rt-14-dev pkg-config
   openssl prometheus-cpp-dev prometheus gnuplot-nox python3-yaml
+  nats-server libnats-dev
 )
 
 ensure_packages() {
