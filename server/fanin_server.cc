@@ -188,7 +188,8 @@ absl::StatusOr<std::unique_ptr<FaninServer>> FaninServer::Start(
                                 .service = server->service_.get(),
                                 .auth = server->auth_.get(),
                                 .watchdog = server->watchdog_.get(),
-                                .serving = [self] { return self->serving(); }});
+                                .serving = [self] { return self->serving(); },
+                                .cluster = server->cluster_.get()});
   if (c.metrics_address.has_value()) {
     absl::Status metrics = server->metrics_->Serve(*c.metrics_address);
     if (!metrics.ok()) return metrics;

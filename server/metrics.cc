@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <exception>
 #include <limits>
+#include <map>
 #include <string>
 
 #include "absl/strings/ascii.h"
@@ -203,6 +204,43 @@ std::vector<MetricFamily> Metrics::Collect() const {
     Single(&out, "fanin_subscriber_events_lost_total",
            "Events reported lost to subscribers in Gap messages (all reasons).",
            MetricType::Counter, s.service->events_lost());
+  }
+  if (s.cluster != nullptr) {
+    const cluster::ClusterStats c = s.cluster->GetStats();
+    Single(&out, "fanin_cluster_published_events_total",
+           "Events this node stored in the cluster's stream.",
+           MetricType::Counter, c.published_events);
+    Single(&out, "fanin_cluster_publish_batches_total",
+           "JetStream messages (batches of events) this node stored.",
+           MetricType::Counter, c.publish_batches);
+    Single(&out, "fanin_cluster_publish_conflicts_total",
+           "Publishes retried because another node published first.",
+           MetricType::Counter, c.publish_conflicts);
+    Single(&out, "fanin_cluster_consumed_events_total",
+           "Events this node read from the cluster's stream.",
+           MetricType::Counter, c.consumed_events);
+    Single(&out, "fanin_cluster_buffer_bytes",
+           "Event bytes waiting to be published (bounded by "
+           "--cluster_buffer_bytes).",
+           MetricType::Gauge, c.buffer_bytes);
+    Single(&out, "fanin_cluster_broker_connected",
+           "1 while this node is connected to NATS.", MetricType::Gauge,
+           c.broker_connected ? 1 : 0);
+    const uint64_t local_head = s.hub != nullptr ? s.hub->head_seq() : 0;
+    Single(&out, "fanin_cluster_lag_events",
+           "Events in the cluster's stream this node has not read yet.",
+           MetricType::Gauge,
+           c.head_seq > local_head ? c.head_seq - local_head : 0);
+    MetricFamily& nodes =
+        Family(&out, "fanin_cluster_nodes", "Nodes of the cluster, by state.",
+               MetricType::Gauge);
+    std::map<std::string, int> by_state;
+    for (const char* st : {"up", "draining", "left", "lost"}) by_state[st] = 0;
+    for (const auto& n : s.cluster->ListNodes().nodes()) {
+      ++by_state[absl::AsciiStrToLower(absl::StripPrefix(
+          fanin::v1::NodeState_Name(n.state()), "NODE_STATE_"))];
+    }
+    for (const auto& [st, n] : by_state) Sample(&nodes, n, {{"state", st}});
   }
   if (s.auth != nullptr) {
     MetricFamily& refused =

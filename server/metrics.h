@@ -39,6 +39,7 @@
 #include "absl/status/status.h"
 #include "prometheus/collectable.h"
 #include "prometheus/exposer.h"
+#include "server/cluster/cluster_node.h"
 #include "server/core/fanin_core.h"
 #include "server/fanout/event_hub.h"
 #include "server/grpc/auth.h"
@@ -55,9 +56,10 @@ class Metrics : public prometheus::Collectable,
     core::FaninCore* core = nullptr;
     fanout::EventHub* hub = nullptr;
     grpc_api::FaninService* service = nullptr;
-    grpc_api::Authorizer* auth = nullptr;   // may be null
-    reactor::Watchdog* watchdog = nullptr;  // may be null
-    std::function<bool()> serving;          // may be empty
+    grpc_api::Authorizer* auth = nullptr;     // may be null
+    reactor::Watchdog* watchdog = nullptr;    // may be null
+    std::function<bool()> serving;            // may be empty
+    cluster::ClusterNode* cluster = nullptr;  // cluster mode only
   };
 
   // Upper bounds of the latency histogram's buckets, in seconds.
