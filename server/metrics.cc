@@ -236,7 +236,8 @@ std::vector<MetricFamily> Metrics::Collect() const {
                MetricType::Gauge);
     std::map<std::string, int> by_state;
     for (const char* st : {"up", "draining", "left", "lost"}) by_state[st] = 0;
-    for (const auto& n : s.cluster->ListNodes().nodes()) {
+    const fanin::v1::ListNodesResponse listed = s.cluster->ListNodes();
+    for (const auto& n : listed.nodes()) {
       ++by_state[absl::AsciiStrToLower(absl::StripPrefix(
           fanin::v1::NodeState_Name(n.state()), "NODE_STATE_"))];
     }
