@@ -216,6 +216,9 @@ std::vector<MetricFamily> Metrics::Collect() const {
     Single(&out, "fanin_cluster_publish_conflicts_total",
            "Publishes retried because another node published first.",
            MetricType::Counter, c.publish_conflicts);
+    Single(&out, "fanin_cluster_publish_retries_total",
+           "Publishes retried after the broker did not answer in time.",
+           MetricType::Counter, c.publish_retries);
     Single(&out, "fanin_cluster_consumed_events_total",
            "Events this node read from the cluster's stream.",
            MetricType::Counter, c.consumed_events);

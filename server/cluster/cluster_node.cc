@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/numbers.h"
@@ -296,6 +297,37 @@ absl::StatusOr<ClusterNode::Tail> ClusterNode::ReadTail() {
   return t;
 }
 
+absl::StatusOr<bool> ClusterNode::CatchUpTail(
+    Tail from, const std::vector<std::string>& ids) {
+  jsStreamInfo* si = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  natsStatus st =
+      js_GetStreamInfo(&si, js_.get(), stream_name_.c_str(), nullptr, &jerr);
+  if (st != NATS_OK) return FromNats(st, "stream info", jerr);
+  NatsPtr<jsStreamInfo> info(si);
+  const uint64_t last = info->State.LastSeq;
+  bool mine = false;
+  Tail t = from;
+  for (uint64_t seq = from.stream_seq + 1; seq <= last; ++seq) {
+    natsMsg* raw = nullptr;
+    st = js_GetMsg(&raw, js_.get(), stream_name_.c_str(), seq, nullptr, &jerr);
+    if (st != NATS_OK) return FromNats(st, "reading the stream's tail", jerr);
+    NatsPtr<natsMsg> msg(raw);
+    bool ok1, ok2;
+    const uint64_t base = HeaderU64(msg.get(), kBaseHeader, &ok1);
+    const uint64_t count = HeaderU64(msg.get(), kCountHeader, &ok2);
+    if (!ok1 || !ok2) {
+      return absl::DataLossError(
+          absl::StrCat("stream message ", seq, " was not written by fanin"));
+    }
+    const std::string id = Header(msg.get(), "Nats-Msg-Id");
+    if (std::find(ids.begin(), ids.end(), id) != ids.end()) mine = true;
+    t = {seq, base + count};
+  }
+  AdvanceTail(t);
+  return mine;
+}
+
 void ClusterNode::AdvanceTail(Tail t) {
   absl::MutexLock lock(&tail_mu_);
   if (t.stream_seq > tail_.stream_seq) {
@@ -516,12 +548,18 @@ void ClusterNode::PublisherLoop() {
     // contiguous; the message id makes a retry after a lost ack harmless.
     int attempt = 0;
     absl::Duration backoff = absl::Milliseconds(50);
+    std::vector<std::string> ids;  // every message id this batch was sent as
+    // The expectation is kept across retries after a timeout: the attempt
+    // that timed out may be stored meanwhile (the consumer then moves the
+    // tail past it), and only the same id with the same expectation is then
+    // recognised as a duplicate. It is read again only after a conflict.
+    std::optional<Tail> expect;
     while (true) {
-      Tail tail;
-      {
+      if (!expect.has_value()) {
         absl::MutexLock lock(&tail_mu_);
-        tail = tail_;
+        expect = tail_;
       }
+      const Tail tail = *expect;
       natsMsg* raw = nullptr;
       natsMsg_Create(&raw, (events_subject_ + options_.node_name).c_str(),
                      nullptr, payload.data(), static_cast<int>(payload.size()));
@@ -532,6 +570,7 @@ void ClusterNode::PublisherLoop() {
       const std::string id =
           absl::StrCat(options_.node_name, "-", incarnation_, "-",
                        batch_no_.load(), "-", tail.stream_seq);
+      if (ids.empty() || ids.back() != id) ids.push_back(id);
       jsPubOptions po;
       jsPubOptions_Init(&po);
       po.MsgId = id.c_str();
@@ -546,27 +585,23 @@ void ClusterNode::PublisherLoop() {
         break;
       }
       if (jerr == JSStreamWrongLastSequenceErr) {
-        // Another node published first: wait for the consumer to see its
-        // message (it knows the seq after it), then try again.
-        publish_conflicts_.fetch_add(1, std::memory_order_relaxed);
-        absl::MutexLock lock(&tail_mu_);
-        const absl::Time deadline = absl::Now() + absl::Seconds(2);
-        while (tail_.stream_seq <= tail.stream_seq && !Stopping() &&
-               absl::Now() < deadline) {
-          tail_cv_.WaitWithDeadline(&tail_mu_, deadline);
-        }
-        if (tail_.stream_seq <= tail.stream_seq) {
-          tail_mu_.Unlock();
-          absl::StatusOr<Tail> fresh = ReadTail();
-          tail_mu_.Lock();
-          if (fresh.ok() && fresh->stream_seq > tail_.stream_seq) {
-            tail_ = *fresh;
-          }
-        }
+        // Messages were stored after the one expected: another node's, or
+        // this very batch from an attempt whose answer was lost (JetStream
+        // checks the expected sequence before the duplicate window). Read
+        // them: if one carries an id this batch used, it is stored.
+        absl::StatusOr<bool> mine = CatchUpTail(tail, ids);
+        if (mine.ok() && *mine) break;
+        expect.reset();
+        if (mine.ok())
+          publish_conflicts_.fetch_add(1, std::memory_order_relaxed);
+        if (!mine.ok()) absl::SleepFor(backoff);
         if (Stopping() && attempt++ > 3) return;
         continue;
       }
-      // The broker is away or slow: keep the batch and retry.
+      // The broker is away or slow: keep the batch and retry (same id, same
+      // expectation: if the first attempt was stored after all, JetStream
+      // answers with it as a duplicate).
+      publish_retries_.fetch_add(1, std::memory_order_relaxed);
       if (Stopping() && attempt++ > 3) return;
       static base::LogRateLimiter limiter1(1);
       LogLimited(limiter1, base::LogLevel::kWarning,
@@ -809,6 +844,7 @@ ClusterStats ClusterNode::GetStats() const {
   s.published_events = published_events_.load();
   s.publish_batches = publish_batches_.load();
   s.publish_conflicts = publish_conflicts_.load();
+  s.publish_retries = publish_retries_.load();
   s.consumed_events = consumed_events_.load();
   {
     absl::MutexLock lock(&mu_);
@@ -853,8 +889,15 @@ void ClusterNode::Call(absl::string_view method, uint64_t connection_id,
                                          " (its node ", owner_name, " left)")),
         "");
   }
-  // An incarnation this node has not heard of yet is asked all the same: no
-  // answer from anyone means no live node owns that id.
+  if (owner_name.empty()) {
+    // Every live node is in the view: read from the registry at start,
+    // every second since, and from each JOINED in the stream (which comes
+    // before any event of that node's connections).
+    return done(absl::NotFoundError(absl::StrCat(
+                    "no open connection ", connection_id,
+                    " (no node of this cluster has incarnation ", owner, ")")),
+                "");
+  }
   SendRequest(owner, method, request, std::move(done));
 }
 
@@ -936,7 +979,11 @@ void ClusterNode::OnReply(natsConnection*, natsSubscription*, natsMsg* m,
                      "");
   }
   int code = 0;
-  absl::SimpleAtoi(Header(msg.get(), kCodeHeader), &code);
+  if (!absl::SimpleAtoi(Header(msg.get(), kCodeHeader), &code)) {
+    return call.done(absl::InternalError(absl::StrCat(
+                         "node ", call.node, " answered without a status")),
+                     "");
+  }
   absl::Status status(static_cast<absl::StatusCode>(code),
                       code == 0 ? "" : Header(msg.get(), kMessageHeader));
   std::string body(natsMsg_GetData(msg.get()),
@@ -1087,8 +1134,7 @@ void ClusterNode::List(
     if (state->after >> 32 == target.incarnation && state->after != 0) {
       part.set_page_token(grpc_api::PageTokenAfter(state->after));
     }
-    Reply reply = [this, state, step, target](absl::Status status,
-                                              std::string body) {
+    Reply reply = [state, step, target](absl::Status status, std::string body) {
       fanin::v1::ListConnectionsResponse r;
       if (status.ok() && !r.ParseFromString(body)) {
         status = absl::InternalError("node answered a list it cannot parse");

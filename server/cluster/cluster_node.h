@@ -75,6 +75,9 @@ struct ClusterStats {
   uint64_t published_events = 0;
   uint64_t publish_batches = 0;
   uint64_t publish_conflicts = 0;
+  // Publishes retried because the broker did not answer in time (or at
+  // all); the message id makes each harmless.
+  uint64_t publish_retries = 0;
   uint64_t consumed_events = 0;
   size_t buffer_bytes = 0;
   bool broker_connected = false;
@@ -158,6 +161,10 @@ class ClusterNode final : public fanout::EventSink,
   absl::StatusOr<std::pair<uint64_t, uint64_t>> MessageRange(
       uint64_t stream_seq);
   void AdvanceTail(Tail t) ABSL_LOCKS_EXCLUDED(tail_mu_);
+  // Reads the messages stored after `from` and advances the tail past them;
+  // true when one of them was sent under one of `ids`.
+  absl::StatusOr<bool> CatchUpTail(Tail from,
+                                   const std::vector<std::string>& ids);
 
   void PublisherLoop();
   void ConsumerLoop();
@@ -243,6 +250,7 @@ class ClusterNode final : public fanout::EventSink,
   std::atomic<uint64_t> published_events_{0};
   std::atomic<uint64_t> publish_batches_{0};
   std::atomic<uint64_t> publish_conflicts_{0};
+  std::atomic<uint64_t> publish_retries_{0};
   std::atomic<uint64_t> consumed_events_{0};
   std::atomic<uint64_t> batch_no_{0};
 

@@ -1,5 +1,6 @@
 // Cluster mode end to end: a real nats-server with JetStream and three real
 // fanin_server nodes on loopback, real raw clients and gRPC subscribers.
+#include <signal.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -9,7 +10,10 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "fanin/v1/fanin.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -51,12 +55,14 @@ class ClusterTest : public ::testing::Test {
   }
 
   absl::StatusOr<std::unique_ptr<ServerProcess>> StartNode(
-      const std::string& name) {
-    return ServerProcess::Start(
-        {.flags = {"--cluster_nats=" + nats_->url(), "--node_name=" + name,
-                   "--cluster_storage=memory", "--listen=127.0.0.1:0",
-                   "--listen=pull=127.0.0.1:0", "--pull=pull",
-                   "--grpc_address=127.0.0.1:0", "--loops=1"}});
+      const std::string& name, std::vector<std::string> extra = {}) {
+    std::vector<std::string> flags = {
+        "--cluster_nats=" + nats_->url(), "--node_name=" + name,
+        "--cluster_storage=memory",       "--listen=127.0.0.1:0",
+        "--listen=pull=127.0.0.1:0",      "--pull=pull",
+        "--grpc_address=127.0.0.1:0",     "--loops=1"};
+    flags.insert(flags.end(), extra.begin(), extra.end());
+    return ServerProcess::Start({.flags = std::move(flags)});
   }
 
   const std::string& grpc(int i) const { return nodes_[i]->grpc_address(); }
@@ -382,6 +388,87 @@ TEST_F(ClusterTest, NodeFilterAndListNodes) {
   }
   EXPECT_THAT(names, ::testing::IsSupersetOf({"a", "b", "c"}));
   EXPECT_EQ(nodes.nodes_size(), 4);
+}
+
+// The value of a counter on a node's /metrics; -1 when it cannot be read.
+double Metric(const std::string& address, absl::string_view name) {
+  auto c = ConnectTcp(address);
+  if (!c.ok() || !c->SendAll("GET /metrics HTTP/1.0\r\n\r\n").ok()) return -1;
+  auto body = c->RecvUntilEof(Deadline());
+  if (!body.ok()) return -1;
+  for (absl::string_view line : absl::StrSplit(*body, '\n')) {
+    if (absl::ConsumePrefix(&line, name) && absl::ConsumePrefix(&line, " ")) {
+      double v = -1;
+      return absl::SimpleAtod(line, &v) ? v : -1;
+    }
+  }
+  return -1;
+}
+
+// A publish whose acknowledgement is lost (the broker paused past the
+// publish timeout) is sent again with the same message id: JetStream keeps
+// one, so every byte reaches the stream exactly once, in order.
+TEST_F(ClusterTest, RepublishAfterATimeoutStoresNoSecondEvent) {
+  const std::string metrics =
+      absl::StrCat("127.0.0.1:", testing::FreeLoopbackPort());
+  auto d = StartNode(
+      "d", {"--cluster_request_timeout=300ms", "--metrics_address=" + metrics});
+  ASSERT_TRUE(d.ok()) << d.status();
+  fanin::v1::SubscribeRequest req = testing::LosslessRequest();
+  req.add_kinds(fanin::v1::EVENT_KIND_DATA);
+  req.set_resume_after_seq(Stats(0).cluster_head_seq());
+  auto sub = Subscriber::Start(grpc(0), req);
+  ASSERT_TRUE(sub->WaitStarted(Deadline()).ok());
+  auto c = ConnectTcp((*d)->listen_address().value());
+  ASSERT_TRUE(c.ok());
+  std::string sent;
+  auto send = [&](int i) {
+    const std::string m = absl::StrCat("m", i, ";");
+    ASSERT_TRUE(c->SendAll(m).ok());
+    sent += m;
+  };
+  for (int i = 0; i < 10; ++i) {
+    send(i);
+    ASSERT_TRUE(sub->WaitUntil(
+        [&](const Subscriber::State& s) { return s.data_bytes >= sent.size(); },
+        Deadline()));
+  }
+  const double retries_before =
+      Metric(metrics, "fanin_cluster_publish_retries_total");
+  ASSERT_GE(retries_before, 0);
+  ASSERT_TRUE(nats_->Pause().ok());
+  for (int i = 10; i < 30; ++i) send(i);
+  // Wait until node d has timed out and retried at least twice.
+  const bool retried = testing::WaitFor(
+      [&] {
+        return Metric(metrics, "fanin_cluster_publish_retries_total") >=
+               retries_before + 2;
+      },
+      Deadline());
+  ASSERT_TRUE(nats_->Resume().ok());
+  ASSERT_TRUE(retried) << "retries before " << retries_before << ", now "
+                       << Metric(metrics, "fanin_cluster_publish_retries_total")
+                       << "; buffer bytes "
+                       << Metric(metrics, "fanin_cluster_buffer_bytes")
+                       << ", received bytes "
+                       << Metric(metrics, "fanin_bytes_received_total")
+                       << ", published "
+                       << Metric(metrics,
+                                 "fanin_cluster_published_events_total");
+  for (int i = 30; i < 40; ++i) send(i);
+  ASSERT_TRUE(sub->WaitUntil(
+      [&](const Subscriber::State& s) { return s.data_bytes >= sent.size(); },
+      Deadline(absl::Seconds(60))));
+  const auto s = sub->Snapshot();
+  std::string got;
+  uint64_t prev = 0;
+  for (const auto& e : s.events) {
+    EXPECT_GT(e.seq(), prev);
+    prev = e.seq();
+    got += e.data().payload();
+  }
+  EXPECT_EQ(got, sent) << "a retried batch was stored twice or lost";
+  EXPECT_TRUE(s.gaps.empty());
 }
 
 TEST_F(ClusterTest, StartUpErrorsAreClear) {

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -89,6 +90,37 @@ absl::Status NatsServer::Stop(bool kill) {
   }
   process_.reset();
   return absl::OkStatus();
+}
+
+absl::Status NatsServer::Signal(int sig) {
+  if (process_ == nullptr) return absl::FailedPreconditionError("not running");
+  return process_->Signal(sig);
+}
+
+absl::Status NatsServer::Pause() {
+  absl::Status s = Signal(SIGSTOP);
+  if (!s.ok()) return s;
+  const std::string task_dir = absl::StrCat("/proc/", process_->pid(), "/task");
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (absl::Now() < deadline) {
+    bool all_stopped = true;
+    std::error_code ec;
+    for (const auto& task : std::filesystem::directory_iterator(task_dir, ec)) {
+      std::ifstream stat(task.path() / "stat");
+      std::string line;
+      std::getline(stat, line);
+      // State is the field after the ")" that ends the command name.
+      const size_t close = line.rfind(')');
+      if (close == std::string::npos || close + 2 >= line.size() ||
+          line[close + 2] != 'T') {
+        all_stopped = false;
+        break;
+      }
+    }
+    if (all_stopped && !ec) return absl::OkStatus();
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  return absl::DeadlineExceededError("nats-server did not stop");
 }
 
 absl::Status NatsServer::Restart(bool kill) {

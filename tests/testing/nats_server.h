@@ -10,6 +10,8 @@
 #ifndef FANIN_TESTS_TESTING_NATS_SERVER_H_
 #define FANIN_TESTS_TESTING_NATS_SERVER_H_
 
+#include <signal.h>
+
 #include <memory>
 #include <string>
 
@@ -31,6 +33,13 @@ class NatsServer {
   // store.
   absl::Status Restart(bool kill = false);
   absl::Status Stop(bool kill = false);
+  // Sends a signal (e.g. SIGSTOP / SIGCONT to pause the broker).
+  absl::Status Signal(int sig);
+  // SIGSTOP, returning once every thread of the broker is stopped (a
+  // signal is delivered asynchronously; a request could still be answered
+  // in between otherwise). Resume sends SIGCONT.
+  absl::Status Pause();
+  absl::Status Resume() { return Signal(SIGCONT); }
 
  private:
   NatsServer() = default;
