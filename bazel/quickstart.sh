@@ -135,8 +135,9 @@ stop_pids() {
 }
 
 cluster_demo() {
-  local bin=bazel-bin/server/fanin_server cli=bazel-bin/client/fanin
-  if ! "$bin" --helpfull 2>&1 | grep -q -- '--cluster_nats '; then
+  local bin=bazel-bin/server/fanin_server cli=bazel-bin/client/fanin help
+  help=$("$bin" --helpfull 2>&1 || true)  # Abseil's --helpfull exits 1
+  if ! grep -q -- '--cluster_nats ' <<<"$help"; then
     echo "quickstart: this fanin_server has no cluster mode yet (no --cluster_nats flag)" >&2
     exit 1
   fi
