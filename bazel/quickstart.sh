@@ -225,8 +225,7 @@ cluster_demo() {
     hint "nc 127.0.0.1 ${RAW[c]}" "another, held by node c"
     hint "$cli --server=$a list" "the connections, whichever node holds them"
     hint "$cli --server=$a write ID 'hi'" "reaches the node that holds ID"
-    hint "kill -STOP ${NODE_PIDS[1]}" "freeze node b: LOST after --cluster_node_timeout"
-    hint "kill -CONT ${NODE_PIDS[1]}" "and back"
+    hint "kill ${NODE_PIDS[1]}" "node b drains (its clients CLOSED) and LEFT"
     echo
     echo "  Logs and the JetStream store: $DEMO_DIR"
     echo "  Ctrl-C stops the nodes (each drains), then the broker, and removes that folder."
