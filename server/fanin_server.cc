@@ -121,6 +121,7 @@ absl::StatusOr<std::unique_ptr<FaninServer>> FaninServer::Start(
     if (!node.ok()) return node.status();
     server->cluster_ = *std::move(node);
     c.hub.epoch = server->cluster_->epoch();
+    c.hub.history_source = true;
     c.core.node = c.cluster->node_name;
     c.core.first_connection_id = server->cluster_->first_connection_id();
     c.service.cluster = server->cluster_.get();

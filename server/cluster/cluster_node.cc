@@ -428,6 +428,7 @@ absl::Status ClusterNode::Start(Local local) {
   publisher_ = std::thread([this] { PublisherLoop(); });
   heartbeat_ = std::thread([this] { HeartbeatLoop(); });
   replier_ = std::thread([this] { ReplierLoop(); });
+  fetcher_ = std::thread([this] { FetcherLoop(); });
   PublishNodeChange(fanin::v1::NODE_STATE_JOINED, "");
   base::Log(base::LogLevel::kInfo, "cluster joined",
             {{"node", options_.node_name},
@@ -473,11 +474,23 @@ void ClusterNode::Stop(absl::Duration flush_timeout) {
     replies_cv_.SignalAll();
   }
   {
+    absl::MutexLock lock(&fetch_mu_);
+    fetch_cv_.SignalAll();
+  }
+  {
     absl::MutexLock lock(&tail_mu_);
     tail_cv_.SignalAll();
   }
-  for (std::thread* t : {&publisher_, &consumer_, &heartbeat_, &replier_}) {
+  for (std::thread* t :
+       {&publisher_, &consumer_, &heartbeat_, &replier_, &fetcher_}) {
     if (t->joinable()) t->join();
+  }
+  {
+    absl::MutexLock lock(&fetch_mu_);
+    for (FetchJob& job : fetches_) {
+      job.done(absl::UnavailableError("fanin node is shutting down"));
+    }
+    fetches_.clear();
   }
   if (started_) PutRecord(fanin::v1::NODE_STATE_LEFT);
   rpc_sub_.reset();
@@ -725,6 +738,122 @@ void ClusterNode::ConsumerLoop() {
     consumed_events_.fetch_add(count, std::memory_order_relaxed);
     fanout::EventHub::RunWakes(&wakes);
   }
+}
+
+// ---- Reading history from the stream ----
+
+void ClusterNode::Fetch(
+    uint64_t from_seq, const fanout::Filter& filter, size_t max_events,
+    size_t max_bytes, absl::AnyInvocable<void(absl::StatusOr<Fetched>)> done) {
+  absl::MutexLock lock(&fetch_mu_);
+  if (Stopping()) {
+    done(absl::UnavailableError("fanin node is shutting down"));
+    return;
+  }
+  fetches_.push_back(
+      {from_seq, filter, max_events, max_bytes, std::move(done)});
+  fetch_cv_.Signal();
+}
+
+void ClusterNode::FetcherLoop() {
+  while (true) {
+    FetchJob job;
+    {
+      absl::MutexLock lock(&fetch_mu_);
+      while (fetches_.empty() && !Stopping()) fetch_cv_.Wait(&fetch_mu_);
+      if (fetches_.empty()) return;
+      job = std::move(fetches_.front());
+      fetches_.pop_front();
+    }
+    absl::StatusOr<Fetched> result = RunFetch(job);
+    job.done(std::move(result));
+  }
+}
+
+absl::StatusOr<grpc_api::ClusterRouter::Fetched> ClusterNode::RunFetch(
+    const FetchJob& job) {
+  Fetched out;
+  out.next_seq = job.from;
+  jsStreamInfo* si = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  natsStatus st =
+      js_GetStreamInfo(&si, js_.get(), stream_name_.c_str(), nullptr, &jerr);
+  if (st != NATS_OK) return FromNats(st, "stream info", jerr);
+  NatsPtr<jsStreamInfo> info(si);
+  const uint64_t first = info->State.FirstSeq;
+  const uint64_t last = info->State.LastSeq;
+  if (last == 0 || first > last) return out;
+  auto oldest = MessageRange(first);
+  if (!oldest.ok()) return oldest.status();
+  if (job.from < oldest->first) {
+    // Retention took them: exactly these seqs are gone.
+    fanin::v1::Gap gap;
+    gap.set_first_seq(job.from);
+    gap.set_last_seq(oldest->first - 1);
+    gap.set_lost(oldest->first - job.from);
+    gap.set_reason(fanin::v1::GAP_REASON_HISTORY_EXPIRED);
+    out.gap = gap;
+    out.next_seq = oldest->first;
+    return out;
+  }
+  // The message holding job.from: the hint a previous fetch left, or a binary
+  // search over the stream (bases never decrease).
+  uint64_t m = 0;
+  if (auto it = fetch_hints_.find(job.from); it != fetch_hints_.end()) {
+    m = it->second;
+    fetch_hints_.erase(it);
+  }
+  if (m < first || m > last) {
+    uint64_t lo = first, hi = last;
+    while (lo < hi) {
+      const uint64_t mid = lo + (hi - lo + 1) / 2;
+      auto r = MessageRange(mid);
+      if (!r.ok()) return r.status();
+      if (r->first <= job.from) {
+        lo = mid;
+      } else {
+        hi = mid - 1;
+      }
+    }
+    m = lo;
+  }
+  size_t bytes = 0;
+  std::string body;
+  auto index = [this](absl::string_view name) { return ListenerIndex(name); };
+  for (; m <= last; ++m) {
+    natsMsg* raw = nullptr;
+    st = js_GetMsg(&raw, js_.get(), stream_name_.c_str(), m, nullptr, &jerr);
+    if (st != NATS_OK) return FromNats(st, "reading the stream", jerr);
+    NatsPtr<natsMsg> msg(raw);
+    bool ok1, ok2;
+    const uint64_t base = HeaderU64(msg.get(), kBaseHeader, &ok1);
+    const uint64_t count = HeaderU64(msg.get(), kCountHeader, &ok2);
+    if (!ok1 || !ok2) continue;
+    const char* p = static_cast<const char*>(natsMsg_GetData(msg.get()));
+    const char* end = p + natsMsg_GetDataLength(msg.get());
+    bool full = false;
+    for (uint64_t i = 0; i < count; ++i) {
+      if (!NextBody(&p, end, &body)) break;
+      const uint64_t seq = base + i;
+      if (seq < out.next_seq) continue;
+      out.next_seq = seq + 1;
+      auto e = fanout::ParseStoredEvent(std::move(body), index);
+      body.clear();
+      if (e == nullptr || !job.filter.Matches(*e)) continue;
+      e->seq = seq;
+      bytes += e->body.size();
+      out.events.push_back(std::move(e));
+      if (out.events.size() >= job.max_events || bytes >= job.max_bytes) {
+        full = true;
+        break;
+      }
+    }
+    if (full) break;
+    out.next_seq = std::max(out.next_seq, base + count);
+  }
+  if (fetch_hints_.size() > 4096) fetch_hints_.clear();
+  fetch_hints_[out.next_seq] = std::min(m, last);
+  return out;
 }
 
 // ---- Membership ----

@@ -144,6 +144,9 @@ class ClusterNode final : public fanout::EventSink,
                 void(absl::StatusOr<fanin::v1::ListConnectionsResponse>)>
                 done) override;
   fanin::v1::ListNodesResponse ListNodes() const override;
+  void Fetch(uint64_t from_seq, const fanout::Filter& filter, size_t max_events,
+             size_t max_bytes,
+             absl::AnyInvocable<void(absl::StatusOr<Fetched>)> done) override;
   void FillStats(fanin::v1::GetStatsResponse* stats) const override;
 
  private:
@@ -170,6 +173,15 @@ class ClusterNode final : public fanout::EventSink,
   void ConsumerLoop();
   void HeartbeatLoop();
   void ReplierLoop();
+  void FetcherLoop();
+  struct FetchJob {
+    uint64_t from = 0;
+    fanout::Filter filter;
+    size_t max_events = 0;
+    size_t max_bytes = 0;
+    absl::AnyInvocable<void(absl::StatusOr<Fetched>)> done;
+  };
+  absl::StatusOr<Fetched> RunFetch(const FetchJob& job);
   void PutRecord(fanin::v1::NodeState state);
   void RefreshMembership();
   void NoteNodeChange(const fanout::StoredEvent& e);
@@ -258,6 +270,13 @@ class ClusterNode final : public fanout::EventSink,
   std::thread consumer_;
   std::thread heartbeat_;
   std::thread replier_;
+  std::thread fetcher_;
+  absl::Mutex fetch_mu_;
+  std::deque<FetchJob> fetches_ ABSL_GUARDED_BY(fetch_mu_);
+  absl::CondVar fetch_cv_;
+  // Fetcher thread only: next seq of a finished fetch -> the stream message
+  // holding it, so a reader catching up needs no search per fetch.
+  absl::flat_hash_map<uint64_t, uint64_t> fetch_hints_;
 };
 
 }  // namespace fanin::cluster

@@ -26,6 +26,9 @@ struct EventHub::Subscription {
   std::deque<EventPtr> overflow;  // Lossless: matching events evicted unread.
   size_t pending_bytes = 0;       // Lossless: MemoryBytes of unread matches.
   bool paused = false;
+  // HubOptions::history_source: reading events older than the history from
+  // elsewhere, from `cursor` on.
+  bool fetching = false;
 };
 
 namespace {
@@ -96,14 +99,16 @@ absl::StatusOr<std::shared_ptr<EventHub::Subscription>> EventHub::Subscribe(
                        " is beyond head_seq ", head_, " of epoch ", epoch_));
     } else {
       sub->cursor = spec.resume_after_seq + 1;
-      if (sub->cursor < oldest) {
+      if (sub->cursor < oldest && options_.history_source) {
+        sub->fetching = true;  // the rest is in the cluster's stream
+      } else if (sub->cursor < oldest) {
         sub->pending_gap =
             MakeGap(sub->cursor, oldest - 1, oldest - sub->cursor,
                     fanin::v1::GAP_REASON_HISTORY_EXPIRED);
         sub->cursor = oldest;
       }
     }
-    if (sub->lossless) {
+    if (sub->lossless && !options_.history_source) {
       for (uint64_t s = sub->cursor; s <= head_; ++s) {
         const StoredEvent& e = *history_[s - oldest];
         if (sub->filter.Matches(e)) {
@@ -161,7 +166,7 @@ uint64_t EventHub::Publish(std::shared_ptr<StoredEvent> event,
       if (!sub->filter.Matches(*event)) {
         continue;
       }
-      if (sub->lossless) {
+      if (sub->lossless && !options_.history_source) {
         sub->pending_bytes += cost;
         if (!sub->paused &&
             sub->pending_bytes > options_.lossless_queue_bytes) {
@@ -208,10 +213,12 @@ void EventHub::EvictLocked() {
     history_.pop_front();
     history_bytes_ -= e->MemoryBytes();
     for (const auto& sub : subs_) {
-      if (sub->cursor > e->seq || !sub->filter.Matches(*e)) {
+      if (sub->cursor > e->seq || sub->fetching || !sub->filter.Matches(*e)) {
         continue;
       }
-      if (sub->lossless) {
+      if (sub->lossless && options_.history_source) {
+        sub->fetching = true;  // it will read this one from the stream
+      } else if (sub->lossless) {
         sub->overflow.push_back(e);
       } else {
         ++sub->lost_pending;
@@ -233,6 +240,13 @@ void EventHub::Read(Subscription* sub, size_t max_events, size_t max_bytes,
       sub->pending_gap.reset();
       out->more = true;
       return;
+    }
+    if (sub->fetching) {
+      if (sub->cursor < OldestLocked()) {
+        out->behind_from = sub->cursor;
+        return;
+      }
+      sub->fetching = false;
     }
     size_t bytes = 0;
     size_t consumed = 0;
@@ -287,6 +301,13 @@ void EventHub::Read(Subscription* sub, size_t max_events, size_t max_bytes,
     }
   }
   if (resumed) NotifyPauseChange();
+}
+
+bool EventHub::Rejoin(Subscription* sub, uint64_t next_seq) {
+  absl::MutexLock lock(&mu_);
+  sub->cursor = std::max(sub->cursor, next_seq);
+  if (sub->cursor >= OldestLocked()) sub->fetching = false;
+  return !sub->fetching;
 }
 
 void EventHub::Kick(Subscription* sub) {

@@ -64,6 +64,12 @@ struct HubOptions {
   size_t lossless_total_bytes = size_t{1} << 30;
   // Identifies this server lifetime; random when empty.
   std::string epoch;
+  // Cluster mode: events older than the history can be read elsewhere (the
+  // cluster's stream). Then a subscription resuming before the history, and
+  // a lossless one whose unread events are evicted, is not given a Gap or an
+  // overflow queue (nor pauses anyone): its Read says `behind_from`, its
+  // reader fetches those events from the stream and calls Rejoin.
+  bool history_source = false;
 };
 
 class EventHub : public EventSink {
@@ -87,11 +93,15 @@ class EventHub : public EventSink {
     std::vector<EventPtr> events;
     bool parked = false;  // nothing to read; wake will be called
     bool more = false;    // stopped at a limit; Read again
+    // HubOptions::history_source: the next event to deliver is older than
+    // the history; fetch from this seq, then Rejoin. Not parked.
+    std::optional<uint64_t> behind_from;
 
     void Clear() {
       gap.reset();
       events.clear();
       parked = more = false;
+      behind_from.reset();
     }
   };
   struct Stats {
@@ -127,6 +137,10 @@ class EventHub : public EventSink {
   // max_bytes of bodies) for `sub`.
   void Read(Subscription* sub, size_t max_events, size_t max_bytes,
             bool park_if_empty, ReadResult* out);
+  // After a fetch (HubOptions::history_source): the subscription has been
+  // given every matching event before `next_seq`. True when the history now
+  // holds the rest (reads go on from it); false when still behind.
+  bool Rejoin(Subscription* sub, uint64_t next_seq);
   // Unparks `sub` and calls its wake on this thread, if it was parked.
   void Kick(Subscription* sub);
   // Unparks `sub` without waking it; true if it was parked (the caller now

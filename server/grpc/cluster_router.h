@@ -5,6 +5,7 @@
 #define FANIN_SERVER_GRPC_CLUSTER_ROUTER_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "fanin/v1/fanin.pb.h"
+#include "server/fanout/filter.h"
+#include "server/fanout/stored_event.h"
 
 namespace fanin::grpc_api {
 
@@ -42,6 +45,19 @@ class ClusterRouter {
                         absl::StatusOr<fanin::v1::ListConnectionsResponse>)>
                         done) = 0;
   virtual fanin::v1::ListNodesResponse ListNodes() const = 0;
+  // Events older than this node's history, read from the cluster's stream:
+  // from `from_seq` on, those `filter` matches, at most about max_events /
+  // max_bytes. A Gap (HISTORY_EXPIRED, exact) when the stream no longer holds
+  // some of them. `done` runs on the cluster's fetch thread.
+  struct Fetched {
+    std::optional<fanin::v1::Gap> gap;
+    std::vector<fanout::EventPtr> events;
+    uint64_t next_seq = 0;  // everything before it has been looked at
+  };
+  virtual void Fetch(
+      uint64_t from_seq, const fanout::Filter& filter, size_t max_events,
+      size_t max_bytes,
+      absl::AnyInvocable<void(absl::StatusOr<Fetched>)> done) = 0;
   // Adds node and cluster fields to a GetStats answer.
   virtual void FillStats(fanin::v1::GetStatsResponse* stats) const = 0;
 };

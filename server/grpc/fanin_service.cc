@@ -11,6 +11,7 @@
 #include "server/base/text.h"
 #include "server/fanout/event_codec.h"
 #include "server/fanout/filter.h"
+#include "server/grpc/batch_encoder.h"
 #include "server/grpc/requests.h"
 
 namespace fanin::grpc_api {
@@ -83,6 +84,7 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
   void Start(fanout::Filter filter) {
     self_ = shared_from_this();
     class_key_ = BatchCache::ClassOf(filter.Key(), policy_);
+    if (service_->options_.cluster != nullptr) filter_ = filter;
     std::weak_ptr<SubscribeStream> weak = self_;
     fanout::EventHub::Started started;
     auto sub = hub_->Subscribe(
@@ -210,6 +212,10 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
       }
       hub_->Read(sub_.get(), max_events_, service_->options_.max_batch_bytes,
                  /*park_if_empty=*/true, &batch_);
+      if (batch_.behind_from.has_value()) {
+        Fetch(*batch_.behind_from);
+        return;
+      }
       if (batch_.gap.has_value()) {
         lost_ += batch_.gap->lost();
         service_->events_lost_.fetch_add(batch_.gap->lost());
@@ -254,6 +260,49 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
     }
   }
 
+  // Cluster mode: the next events are older than this node's history; read
+  // them from the cluster's stream. Until the fetch answers nobody else pumps
+  // (the subscription is not parked), so it continues from there.
+  void Fetch(uint64_t from) {
+    std::weak_ptr<SubscribeStream> weak = self_;
+    service_->options_.cluster->Fetch(
+        from, filter_, max_events_, service_->options_.max_batch_bytes,
+        [weak](absl::StatusOr<ClusterRouter::Fetched> fetched) {
+          auto self = weak.lock();
+          if (self) self->OnFetched(std::move(fetched));
+        });
+  }
+  void OnFetched(absl::StatusOr<ClusterRouter::Fetched> fetched) {
+    if (finished_) return;
+    if (!fetched.ok()) {
+      FinishOnce(grpc::Status(
+          grpc::StatusCode::UNAVAILABLE,
+          absl::StrCat(
+              "reading the cluster's stream: ", fetched.status().message(),
+              "; resume after the last seq received")));
+      return;
+    }
+    hub_->Rejoin(sub_.get(), fetched->next_seq);
+    if (fetched->gap.has_value()) {
+      lost_ += fetched->gap->lost();
+      service_->events_lost_.fetch_add(fetched->gap->lost());
+      fanin::v1::SubscribeResponse msg;
+      *msg.mutable_gap() = *fetched->gap;
+      Send(Serialize(msg));
+      return;
+    }
+    if (!fetched->events.empty()) {
+      delivered_ += fetched->events.size();
+      std::string wire;
+      AppendBatchResponse(fetched->events, policy_, &wire);
+      ++batches_sent_;
+      pending_seq_ = fetched->events.back()->seq;
+      Send(std::move(wire));
+      return;
+    }
+    Pump();
+  }
+
   void Send(const std::string& bytes) { Send(grpc::Slice(bytes)); }
   void Send(grpc::Slice bytes) {
     last_send_ns_ = absl::GetCurrentTimeNanos();
@@ -283,6 +332,7 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
   uint64_t shared_batches_ = 0;
   std::shared_ptr<SubscribeStream> self_;
   std::shared_ptr<fanout::EventHub::Subscription> sub_;
+  fanout::Filter filter_;  // cluster mode: for fetches from the stream
   fanout::EventHub::ReadResult batch_;
   grpc::ByteBuffer out_;
   uint64_t delivered_ = 0;

@@ -471,6 +471,123 @@ TEST_F(ClusterTest, RepublishAfterATimeoutStoresNoSecondEvent) {
   EXPECT_TRUE(s.gaps.empty());
 }
 
+// A node keeps only --history_events in memory; older events are read from
+// the cluster's stream, so a resume or a slow lossless subscriber loses
+// nothing the stream still holds, and never holds back the node's others.
+TEST_F(ClusterTest, OlderThanANodesHistoryIsReadFromTheStream) {
+  auto e = StartNode("e", {"--history_events=40"});
+  ASSERT_TRUE(e.ok()) << e.status();
+  const std::string e_grpc = (*e)->grpc_address();
+  const uint64_t from = Stats(0).cluster_head_seq();
+  fanin::v1::SubscribeRequest req = testing::LosslessRequest();
+  req.set_resume_after_seq(from);
+  req.set_max_batch_events(8);
+  // Held from the start; resume_after_seq makes its start exact anyway.
+  auto held = Subscriber::Start(e_grpc, req, /*held=*/true);
+  fanin::v1::SubscribeRequest lossy = req;
+  lossy.set_delivery(fanin::v1::DELIVERY_LOSSY);
+  auto other = Subscriber::Start(e_grpc, lossy);
+  ASSERT_TRUE(other->WaitStarted(Deadline()).ok());
+  // 400 events, ten times the node's history, while `held` reads nothing.
+  auto c = ConnectTcp(listen(1));
+  ASSERT_TRUE(c.ok());
+  std::string sent;
+  for (int i = 0; i < 398; ++i) {
+    const std::string m = absl::StrCat("e", i, ";");
+    ASSERT_TRUE(c->SendAll(m).ok());
+    sent += m;
+    if (i % 20 == 19) {  // one event per send, mostly
+      ASSERT_TRUE(other->WaitUntil(
+          [&](const Subscriber::State& s) {
+            return s.data_bytes + 400 >= sent.size();
+          },
+          Deadline()));
+    }
+  }
+  c->Close();
+  // The other subscriber of node e was not held back.
+  ASSERT_TRUE(other->WaitUntil(
+      [](const Subscriber::State& s) { return !s.closed.empty(); },
+      Deadline()));
+  held->Release();
+  ASSERT_TRUE(held->WaitUntil(
+      [](const Subscriber::State& s) { return !s.closed.empty(); },
+      Deadline(absl::Seconds(60))));
+  const auto h = held->Snapshot();
+  EXPECT_TRUE(h.gaps.empty());
+  std::string got;
+  uint64_t prev = from;
+  for (const auto& ev : h.events) {
+    EXPECT_EQ(ev.seq(), prev + 1) << "every seq, in order";
+    prev = ev.seq();
+    if (ev.has_data()) got += ev.data().payload();
+  }
+  EXPECT_EQ(got, sent);
+  // A subscriber resuming from the start on node e (40 events of history)
+  // gets the same events as one on node a.
+  fanin::v1::SubscribeRequest again = testing::LosslessRequest();
+  again.set_resume_after_seq(from);
+  again.set_resume_epoch(h.started->server_epoch());
+  auto late = Subscriber::Start(e_grpc, again);
+  ASSERT_TRUE(late->WaitUntil(
+      [&](const Subscriber::State& s) { return s.covered_seq >= prev; },
+      Deadline()));
+  std::vector<std::string> want, have;
+  for (const auto& ev : h.events) want.push_back(ev.SerializeAsString());
+  for (const auto& ev : late->Snapshot().events) {
+    if (ev.seq() <= prev) have.push_back(ev.SerializeAsString());
+  }
+  EXPECT_EQ(have, want);
+}
+
+// What retention removed from the stream is the only loss, and it is an
+// exact Gap: the seqs are contiguous, so the first retained message's base
+// says how many went.
+TEST_F(ClusterTest, ExpiredStreamHistoryIsAnExactGap) {
+  auto f = StartNode("f", {"--cluster_name=tiny", "--history_events=10",
+                           "--cluster_stream_max_bytes=6000"});
+  ASSERT_TRUE(f.ok()) << f.status();
+  auto live =
+      Subscriber::Start((*f)->grpc_address(), testing::LosslessRequest());
+  auto started = live->WaitStarted(Deadline());
+  ASSERT_TRUE(started.ok());
+  auto c = ConnectTcp((*f)->listen_address().value());
+  ASSERT_TRUE(c.ok());
+  for (int i = 0; i < 200; ++i) {
+    ASSERT_TRUE(c->SendAll(absl::StrCat("t", i, ";")).ok());
+    // One event per message: wait for each.
+    ASSERT_TRUE(live->WaitUntil(
+        [&](const Subscriber::State& s) {
+          return s.events.size() >= static_cast<size_t>(i + 2);
+        },
+        Deadline()));
+  }
+  const uint64_t head = live->Snapshot().covered_seq;
+  fanin::v1::SubscribeRequest req = testing::LosslessRequest();
+  req.set_resume_after_seq(1);
+  req.set_resume_epoch(started->server_epoch());
+  auto late = Subscriber::Start((*f)->grpc_address(), req);
+  ASSERT_TRUE(late->WaitUntil(
+      [&](const Subscriber::State& s) { return s.covered_seq >= head; },
+      Deadline()));
+  const auto s = late->Snapshot();
+  ASSERT_EQ(s.gaps.size(), 1u);
+  const fanin::v1::Gap& gap = s.gaps[0];
+  EXPECT_EQ(gap.reason(), fanin::v1::GAP_REASON_HISTORY_EXPIRED);
+  EXPECT_EQ(gap.first_seq(), 2u);
+  EXPECT_GT(gap.last_seq(), 20u) << "retention removed early messages";
+  EXPECT_EQ(gap.lost(), gap.last_seq() - gap.first_seq() + 1);
+  ASSERT_FALSE(s.events.empty());
+  EXPECT_EQ(s.events.front().seq(), gap.last_seq() + 1);
+  uint64_t prev = gap.last_seq();
+  for (const auto& e : s.events) {
+    if (e.seq() > head) break;
+    EXPECT_EQ(e.seq(), prev + 1);
+    prev = e.seq();
+  }
+  EXPECT_EQ(prev, head);
+}
+
 TEST_F(ClusterTest, StartUpErrorsAreClear) {
   auto run = [](std::vector<std::string> argv) {
     argv.insert(argv.begin(), "server/fanin_server");
