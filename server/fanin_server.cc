@@ -167,9 +167,11 @@ absl::StatusOr<std::unique_ptr<FaninServer>> FaninServer::Start(
          .grpc_address = c.cluster_advertise_address.empty()
                              ? server->grpc_address_
                              : c.cluster_advertise_address,
-         .connections_open = [core_ptr] {
-           return core_ptr->GetStats().connections_open;
-         }});
+         .connections_open =
+             [core_ptr] { return core_ptr->GetStats().connections_open; },
+         .close_all = [core_ptr] { core_ptr->CloseAll(); },
+         .restart_ids =
+             [core_ptr](uint64_t next) { core_ptr->RestartIds(next); }});
     if (!joined.ok()) return joined;
   }
   absl::Status started = server->core_->Start();

@@ -219,6 +219,14 @@ std::vector<MetricFamily> Metrics::Collect() const {
     Single(&out, "fanin_cluster_publish_retries_total",
            "Publishes retried after the broker did not answer in time.",
            MetricType::Counter, c.publish_retries);
+    Single(&out, "fanin_cluster_nodes_reported_lost_total",
+           "Nodes this node reported lost (their connections closed as "
+           "NODE_LOST).",
+           MetricType::Counter, c.nodes_reported_lost);
+    Single(&out, "fanin_cluster_fenced_total",
+           "Times this node found itself reported lost, closed its "
+           "connections and rejoined.",
+           MetricType::Counter, c.fenced);
     Single(&out, "fanin_cluster_consumed_events_total",
            "Events this node read from the cluster's stream.",
            MetricType::Counter, c.consumed_events);

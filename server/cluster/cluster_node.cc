@@ -25,6 +25,8 @@ constexpr char kCountHeader[] = "Fanin-Count";
 constexpr char kMethodHeader[] = "Fanin-Method";
 constexpr char kCodeHeader[] = "Fanin-Code";
 constexpr char kMessageHeader[] = "Fanin-Message";
+// On a message reporting a node lost: its incarnation.
+constexpr char kLostHeader[] = "Fanin-Lost";
 // Messages the consumer replays into a fresh node's history.
 constexpr uint64_t kPreloadMessages = 4096;
 constexpr uint32_t kMaxListeners = 64;
@@ -116,6 +118,14 @@ absl::Status ClusterNode::Connect() {
   }
   if (st == NATS_OK) st = natsOptions_SetMaxReconnect(opts.get(), -1);
   if (st == NATS_OK) st = natsOptions_SetReconnectWait(opts.get(), 250);
+  if (st == NATS_OK) {
+    st = natsOptions_SetDisconnectedCB(opts.get(), &ClusterNode::OnDisconnected,
+                                       this);
+  }
+  if (st == NATS_OK) {
+    st = natsOptions_SetReconnectedCB(opts.get(), &ClusterNode::OnReconnected,
+                                      this);
+  }
   if (st == NATS_OK) {
     st = natsOptions_SetName(
         opts.get(), absl::StrCat("fanin ", options_.node_name).c_str());
@@ -219,7 +229,10 @@ absl::Status ClusterNode::ClaimName() {
     fanin::v1::NodeInfo info = ParseRecord(e);
     const absl::Duration since =
         absl::Now() - absl::FromUnixNanos(info.last_seen_unix_nano());
-    if (Live(info) && since < options_.node_timeout) {
+    // Our own record (rejoining after a fence) is ours to take over.
+    const bool ours =
+        incarnation_.load() != 0 && info.incarnation() == incarnation_.load();
+    if (Live(info) && since < options_.node_timeout && !ours) {
       return absl::AlreadyExistsError(absl::StrCat(
           "node name ", base::QuoteBounded(name),
           " is in use by a live node (incarnation ", info.incarnation(),
@@ -251,6 +264,8 @@ absl::Status ClusterNode::ClaimName() {
                      " was just claimed by another node starting at the same "
                      "time; pick another --node_name"));
   }
+  absl::MutexLock lock(&record_mu_);
+  record_revision_guarded_ = rev;
   return absl::OkStatus();
 }
 
@@ -322,6 +337,12 @@ absl::StatusOr<bool> ClusterNode::CatchUpTail(
     }
     const std::string id = Header(msg.get(), "Nats-Msg-Id");
     if (std::find(ids.begin(), ids.end(), id) != ids.end()) mine = true;
+    if (Header(msg.get(), kLostHeader) == absl::StrCat(incarnation_.load())) {
+      // Reported lost while this node was cut off: this batch must not be
+      // published under the old incarnation.
+      fenced_.store(true, std::memory_order_release);
+      fence_requested_.store(true, std::memory_order_release);
+    }
     t = {seq, base + count};
   }
   AdvanceTail(t);
@@ -405,7 +426,7 @@ absl::Status ClusterNode::Start(Local local) {
 
   // Routed requests, and the replies to ours.
   const std::string rpc_subject =
-      absl::StrCat(options_.cluster_name, ".rpc.", incarnation_);
+      absl::StrCat(options_.cluster_name, ".rpc.", incarnation_.load());
   natsSubscription* sub = nullptr;
   st = natsConnection_Subscribe(&sub, nc_.get(), rpc_subject.c_str(),
                                 &ClusterNode::OnRequest, this);
@@ -432,7 +453,7 @@ absl::Status ClusterNode::Start(Local local) {
   PublishNodeChange(fanin::v1::NODE_STATE_JOINED, "");
   base::Log(base::LogLevel::kInfo, "cluster joined",
             {{"node", options_.node_name},
-             {"incarnation", incarnation_},
+             {"incarnation", incarnation_.load()},
              {"stream", stream_name_},
              {"epoch", epoch_},
              {"head_seq", tail->next_seq - 1}});
@@ -513,6 +534,9 @@ void ClusterNode::Stop(absl::Duration flush_timeout) {
 
 uint64_t ClusterNode::Publish(std::shared_ptr<fanout::StoredEvent> event,
                               Deferred*) {
+  // Fenced: this incarnation was reported lost; nothing more is published
+  // under it (its connections are being closed without events).
+  if (fenced_.load(std::memory_order_acquire)) return 0;
   bool paused_now = false;
   {
     absl::MutexLock lock(&mu_);
@@ -542,6 +566,7 @@ void ClusterNode::PublisherLoop() {
   while (true) {
     size_t take = 0;
     uint64_t count = 0;
+    uint64_t generation = 0;
     payload.clear();
     {
       absl::MutexLock lock(&mu_);
@@ -556,7 +581,9 @@ void ClusterNode::PublisherLoop() {
         ++take;
       }
       count = take;
+      generation = pending_generation_;
     }
+    bool dropped = false;
     // Publish until stored: expected-last-sequence keeps every node's batches
     // contiguous; the message id makes a retry after a lost ack harmless.
     int attempt = 0;
@@ -573,6 +600,10 @@ void ClusterNode::PublisherLoop() {
         expect = tail_;
       }
       const Tail tail = *expect;
+      if (fenced_.load(std::memory_order_acquire)) {
+        dropped = true;  // the old incarnation publishes nothing more
+        break;
+      }
       natsMsg* raw = nullptr;
       natsMsg_Create(&raw, (events_subject_ + options_.node_name).c_str(),
                      nullptr, payload.data(), static_cast<int>(payload.size()));
@@ -581,7 +612,7 @@ void ClusterNode::PublisherLoop() {
                         absl::StrCat(tail.next_seq).c_str());
       natsMsgHeader_Set(msg.get(), kCountHeader, absl::StrCat(count).c_str());
       const std::string id =
-          absl::StrCat(options_.node_name, "-", incarnation_, "-",
+          absl::StrCat(options_.node_name, "-", incarnation_.load(), "-",
                        batch_no_.load(), "-", tail.stream_seq);
       if (ids.empty() || ids.back() != id) ids.push_back(id);
       jsPubOptions po;
@@ -624,11 +655,15 @@ void ClusterNode::PublisherLoop() {
       backoff = std::min(backoff * 2, absl::Seconds(1));
     }
     batch_no_.fetch_add(1, std::memory_order_relaxed);
-    publish_batches_.fetch_add(1, std::memory_order_relaxed);
-    published_events_.fetch_add(count, std::memory_order_relaxed);
+    if (!dropped) {
+      publish_batches_.fetch_add(1, std::memory_order_relaxed);
+      published_events_.fetch_add(count, std::memory_order_relaxed);
+    }
     absl::AnyInvocable<void()>* observer = nullptr;
     {
       absl::MutexLock lock(&mu_);
+      // A fence emptied the buffer meanwhile: these events are gone already.
+      if (generation != pending_generation_) take = 0;
       for (size_t i = 0; i < take; ++i) {
         pending_bytes_ -= pending_.front()->body.size() + 5;
         pending_.pop_front();
@@ -733,11 +768,260 @@ void ClusterNode::ConsumerLoop() {
         continue;
       }
       if (e->kind == fanin::v1::EVENT_KIND_NODE) NoteNodeChange(*e);
+      Track(*e, stream_seq);
       local_.hub->Publish(std::move(e), &wakes);
+    }
+    {
+      absl::MutexLock lock(&track_mu_);
+      if (stream_seq > tracked_.stream_seq)
+        tracked_ = {stream_seq, base + count};
     }
     consumed_events_.fetch_add(count, std::memory_order_relaxed);
     fanout::EventHub::RunWakes(&wakes);
   }
+}
+
+// ---- Node loss and fencing ----
+
+void ClusterNode::OnDisconnected(natsConnection*, void* self) {
+  static_cast<ClusterNode*>(self)->broker_connected_.store(
+      false, std::memory_order_release);
+  base::Log(base::LogLevel::kWarning, "cluster broker unavailable",
+            {{"node", static_cast<ClusterNode*>(self)->options_.node_name}});
+}
+
+void ClusterNode::OnReconnected(natsConnection*, void* self) {
+  static_cast<ClusterNode*>(self)->broker_connected_.store(
+      true, std::memory_order_release);
+  base::Log(base::LogLevel::kInfo, "cluster broker reachable again",
+            {{"node", static_cast<ClusterNode*>(self)->options_.node_name}});
+}
+
+void ClusterNode::Track(const fanout::StoredEvent& e, uint64_t) {
+  const uint64_t inc = e.connection_id >> 32;
+  if (e.connection_id == 0) return;
+  absl::MutexLock lock(&track_mu_);
+  switch (e.kind) {
+    case fanin::v1::EVENT_KIND_OPENED: {
+      Tracked& t = open_[inc][e.connection_id];
+      t.node = e.node;
+      absl::MutexLock names(&listeners_mu_);
+      if (e.listener < listener_names_.size()) {
+        t.listener = listener_names_[e.listener];
+      }
+      break;
+    }
+    case fanin::v1::EVENT_KIND_DATA: {
+      auto it = open_.find(inc);
+      if (it == open_.end()) break;
+      auto c = it->second.find(e.connection_id);
+      if (c != it->second.end()) c->second.bytes_received += e.data_size;
+      break;
+    }
+    case fanin::v1::EVENT_KIND_CLOSED: {
+      auto it = open_.find(inc);
+      if (it == open_.end()) break;
+      it->second.erase(e.connection_id);
+      if (it->second.empty()) open_.erase(it);
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+void ClusterNode::DetectLostNodes() {
+  std::vector<fanin::v1::NodeInfo> silent;
+  const absl::Time now = absl::Now();
+  {
+    absl::MutexLock lock(&nodes_mu_);
+    for (const auto& [name, info] : nodes_) {
+      if (name == options_.node_name || !Live(info)) continue;
+      if (now - absl::FromUnixNanos(info.last_seen_unix_nano()) >
+          options_.node_timeout) {
+        silent.push_back(info);
+      }
+    }
+  }
+  for (const auto& info : silent) {
+    const absl::Duration quiet =
+        now - absl::FromUnixNanos(info.last_seen_unix_nano());
+    absl::Status s = ReportLost(info, quiet);
+    if (!s.ok()) {
+      static base::LogRateLimiter limiter(1);
+      LogLimited(limiter, base::LogLevel::kWarning,
+                 "reporting a lost node, will retry",
+                 {{"lost_node", info.name()}, {"error", s.ToString()}});
+    }
+  }
+}
+
+absl::Status ClusterNode::ReportLost(const fanin::v1::NodeInfo& node,
+                                     absl::Duration silent) {
+  const uint64_t inc = node.incarnation();
+  const std::string detail = absl::StrCat(
+      "node ", node.name(), " lost: no heartbeat for ",
+      absl::FormatDuration(absl::Trunc(silent, absl::Milliseconds(100))));
+  // One message at a time, each published expecting the stream position
+  // this node's view was built from: a survivor whose view is stale is
+  // refused (and tries again once it has read on), two survivors with the
+  // same view publish the same message id (JetStream keeps one). So every
+  // connection of the lost node gets exactly one Closed(NODE_LOST).
+  for (int round = 0; round < 64; ++round) {
+    Tail at;
+    bool change_done;
+    std::vector<std::pair<uint64_t, Tracked>> conns;
+    {
+      absl::MutexLock lock(&track_mu_);
+      at = tracked_;
+      change_done = lost_reported_.contains(inc);
+      auto it = open_.find(inc);
+      if (it != open_.end()) {
+        for (const auto& [id, t] : it->second) conns.emplace_back(id, t);
+      }
+    }
+    if (change_done && conns.empty()) break;
+    std::sort(conns.begin(), conns.end(),
+              [](const auto& a, const auto& b) { return a.first < b.first; });
+    std::string payload;
+    uint64_t count = 0;
+    const int64_t now = absl::GetCurrentTimeNanos();
+    if (!change_done) {
+      fanin::v1::Event event;
+      event.set_time_unix_nano(now);
+      event.set_node(node.name());
+      auto* change = event.mutable_node_change();
+      change->set_state(fanin::v1::NODE_STATE_LOST);
+      change->set_incarnation(inc);
+      change->set_grpc_address(node.grpc_address());
+      change->set_detail(
+          absl::StrCat(detail, "; reported by ", options_.node_name));
+      AppendBody(event.SerializeAsString(), &payload);
+      ++count;
+    }
+    for (const auto& [id, t] : conns) {
+      if (payload.size() > options_.max_message_bytes) break;
+      fanin::v1::Event event;
+      event.set_time_unix_nano(now);
+      event.set_connection_id(id);
+      event.set_listener(t.listener);
+      event.set_node(t.node);
+      auto* closed = event.mutable_closed();
+      closed->set_reason(fanin::v1::CLOSE_REASON_NODE_LOST);
+      closed->set_detail(detail);
+      closed->set_bytes_received(t.bytes_received);
+      AppendBody(event.SerializeAsString(), &payload);
+      ++count;
+    }
+    natsMsg* raw = nullptr;
+    natsMsg_Create(&raw, (events_subject_ + "lost").c_str(), nullptr,
+                   payload.data(), static_cast<int>(payload.size()));
+    NatsPtr<natsMsg> msg(raw);
+    natsMsgHeader_Set(msg.get(), kBaseHeader,
+                      absl::StrCat(at.next_seq).c_str());
+    natsMsgHeader_Set(msg.get(), kCountHeader, absl::StrCat(count).c_str());
+    natsMsgHeader_Set(msg.get(), kLostHeader, absl::StrCat(inc).c_str());
+    const std::string id = absl::StrCat("lost-", inc, "-", at.stream_seq);
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MsgId = id.c_str();
+    po.ExpectLastSeq = at.stream_seq;
+    po.MaxWait = Millis(options_.request_timeout);
+    jsPubAck* ack = nullptr;
+    jsErrCode jerr = static_cast<jsErrCode>(0);
+    natsStatus st = js_PublishMsg(&ack, js_.get(), msg.get(), &po, &jerr);
+    if (st != NATS_OK) {
+      return FromNats(st, "publishing a node's loss", jerr);
+    }
+    NatsPtr<jsPubAck> a(ack);
+    if (!a->Duplicate && !change_done) {
+      nodes_reported_lost_.fetch_add(1, std::memory_order_relaxed);
+      base::Log(base::LogLevel::kWarning, "node lost",
+                {{"lost_node", node.name()},
+                 {"incarnation", inc},
+                 {"connections_closed", count - 1},
+                 {"silent_ms", absl::ToInt64Milliseconds(silent)}});
+    }
+    AdvanceTail({a->Sequence, at.next_seq + count});
+    // Wait until the consumer has applied it (the view the next round
+    // builds on).
+    const absl::Time deadline = absl::Now() + absl::Seconds(5);
+    while (absl::Now() < deadline && !Stopping()) {
+      {
+        absl::MutexLock lock(&track_mu_);
+        if (tracked_.stream_seq >= a->Sequence) break;
+      }
+      absl::SleepFor(absl::Milliseconds(2));
+    }
+  }
+  // The registry says so too (any survivor may; the record's revision keeps
+  // a late write of the lost node's own from undoing it).
+  kvEntry* e = nullptr;
+  if (kvStore_Get(&e, nodes_kv_.get(), node.name().c_str()) == NATS_OK) {
+    NatsPtr<kvEntry> entry(e);
+    fanin::v1::NodeInfo record = ParseRecord(e);
+    if (record.incarnation() == inc && Live(record)) {
+      record.set_state(fanin::v1::NODE_STATE_LOST);
+      const std::string value = record.SerializeAsString();
+      uint64_t rev = 0;
+      kvStore_Update(&rev, nodes_kv_.get(), node.name().c_str(), value.data(),
+                     static_cast<int>(value.size()), kvEntry_Revision(e));
+    }
+  }
+  {
+    absl::MutexLock lock(&nodes_mu_);
+    auto it = nodes_.find(node.name());
+    if (it != nodes_.end() && it->second.incarnation() == inc) {
+      it->second.set_state(fanin::v1::NODE_STATE_LOST);
+    }
+  }
+  return absl::OkStatus();
+}
+
+void ClusterNode::FenceAndRejoin() {
+  fenced_.store(true, std::memory_order_release);
+  const uint64_t old = incarnation_.load();
+  base::Log(base::LogLevel::kWarning,
+            "this node was reported lost while cut off: closing its "
+            "connections and rejoining as a new incarnation",
+            {{"node", options_.node_name}, {"incarnation", old}});
+  {
+    absl::MutexLock lock(&mu_);
+    pending_.clear();
+    pending_bytes_ = 0;
+    ++pending_generation_;
+    pending_cv_.SignalAll();
+  }
+  if (local_.close_all) local_.close_all();  // their events are dropped
+  absl::Status s = ClaimName();
+  if (!s.ok()) {
+    fence_requested_.store(true, std::memory_order_release);  // next beat
+    base::Log(base::LogLevel::kError, "rejoining failed, will retry",
+              {{"error", s.ToString()}});
+    return;
+  }
+  // Routed requests now come to the new incarnation's subject.
+  natsSubscription* sub = nullptr;
+  const std::string rpc_subject =
+      absl::StrCat(options_.cluster_name, ".rpc.", incarnation_.load());
+  if (natsConnection_Subscribe(&sub, nc_.get(), rpc_subject.c_str(),
+                               &ClusterNode::OnRequest, this) == NATS_OK) {
+    rpc_sub_.reset(sub);
+  }
+  if (local_.restart_ids) local_.restart_ids(first_connection_id());
+  absl::StatusOr<Tail> tail = ReadTail();
+  if (tail.ok()) AdvanceTail(*tail);
+  fenced_count_.fetch_add(1, std::memory_order_relaxed);
+  fenced_.store(false, std::memory_order_release);
+  PublishNodeChange(
+      fanin::v1::NODE_STATE_JOINED,
+      absl::StrCat("rejoined after incarnation ", old, " was reported lost"));
+  absl::AnyInvocable<void()>* observer = nullptr;
+  {
+    absl::MutexLock lock(&mu_);
+    if (pause_observer_) observer = &pause_observer_;
+  }
+  if (observer != nullptr) (*observer)();  // reading and accepting resume
 }
 
 // ---- Reading history from the stream ----
@@ -875,6 +1159,17 @@ void ClusterNode::NoteNodeChange(const fanout::StoredEvent& e) {
                      ? fanin::v1::NODE_STATE_UP
                      : change.state());
   info.set_last_seen_unix_nano(static_cast<uint64_t>(e.time_unix_nano));
+  if (change.state() == fanin::v1::NODE_STATE_LOST) {
+    {
+      absl::MutexLock track(&track_mu_);
+      lost_reported_.insert(change.incarnation());
+    }
+    if (change.incarnation() == incarnation_.load()) {
+      // Reported lost while cut off: fence (the heartbeat thread does it).
+      fenced_.store(true, std::memory_order_release);
+      fence_requested_.store(true, std::memory_order_release);
+    }
+  }
 }
 
 void ClusterNode::PutRecord(fanin::v1::NodeState state) {
@@ -883,16 +1178,42 @@ void ClusterNode::PutRecord(fanin::v1::NodeState state) {
   info.set_name(options_.node_name);
   info.set_grpc_address(local_.grpc_address);
   info.set_state(state);
-  info.set_incarnation(incarnation_);
+  info.set_incarnation(incarnation_.load());
   info.set_last_seen_unix_nano(absl::GetCurrentTimeNanos());
   if (local_.connections_open) {
     info.set_connections_open(local_.connections_open());
   }
   for (const std::string& l : local_.listeners) info.add_listeners(l);
   const std::string value = info.SerializeAsString();
-  uint64_t rev = 0;
-  kvStore_Put(&rev, nodes_kv_.get(), options_.node_name.c_str(), value.data(),
-              static_cast<int>(value.size()));
+  {
+    // Compare-and-set on our own record: if someone else wrote it (a
+    // survivor that reported this node lost), it must not be overwritten.
+    absl::MutexLock lock(&record_mu_);
+    uint64_t rev = 0;
+    natsStatus st = kvStore_Update(
+        &rev, nodes_kv_.get(), options_.node_name.c_str(), value.data(),
+        static_cast<int>(value.size()), record_revision_guarded_);
+    if (st == NATS_OK) {
+      record_revision_guarded_ = rev;
+    } else {
+      kvEntry* e = nullptr;
+      if (kvStore_Get(&e, nodes_kv_.get(), options_.node_name.c_str()) ==
+          NATS_OK) {
+        NatsPtr<kvEntry> entry(e);
+        fanin::v1::NodeInfo now = ParseRecord(e);
+        if (now.incarnation() == incarnation_.load() &&
+            now.state() == fanin::v1::NODE_STATE_LOST) {
+          fenced_.store(true, std::memory_order_release);
+          fence_requested_.store(true, std::memory_order_release);
+          return;
+        }
+        if (now.incarnation() == incarnation_.load()) {
+          record_revision_guarded_ = kvEntry_Revision(e);
+        }
+      }
+      return;
+    }
+  }
   absl::MutexLock lock(&nodes_mu_);
   nodes_[options_.node_name] = info;
 }
@@ -935,9 +1256,14 @@ void ClusterNode::HeartbeatLoop() {
     SweepDeadlines();
     if (absl::Now() < next_beat) continue;
     next_beat = absl::Now() + absl::Seconds(1);
-    PutRecord(leaving_ ? fanin::v1::NODE_STATE_DRAINING
-                       : fanin::v1::NODE_STATE_UP);
+    if (fence_requested_.exchange(false)) FenceAndRejoin();
+    if (!fenced_.load()) {
+      PutRecord(leaving_ ? fanin::v1::NODE_STATE_DRAINING
+                         : fanin::v1::NODE_STATE_UP);
+    }
     RefreshMembership();
+    if (fence_requested_.exchange(false)) FenceAndRejoin();
+    if (!fenced_.load()) DetectLostNodes();
     // The oldest seq the stream still holds, for GetStats.
     jsStreamInfo* si = nullptr;
     if (js_GetStreamInfo(&si, js_.get(), stream_name_.c_str(), nullptr,
@@ -974,6 +1300,8 @@ ClusterStats ClusterNode::GetStats() const {
   s.publish_batches = publish_batches_.load();
   s.publish_conflicts = publish_conflicts_.load();
   s.publish_retries = publish_retries_.load();
+  s.nodes_reported_lost = nodes_reported_lost_.load();
+  s.fenced = fenced_count_.load();
   s.consumed_events = consumed_events_.load();
   {
     absl::MutexLock lock(&mu_);
@@ -1058,8 +1386,8 @@ void ClusterNode::SendRequest(uint64_t incarnation, absl::string_view method,
                  static_cast<int>(request.size()));
   NatsPtr<natsMsg> msg(raw);
   natsMsgHeader_Set(msg.get(), kMethodHeader, std::string(method).c_str());
-  natsStatus st = nc_ == nullptr
-                      ? NATS_CONNECTION_CLOSED
+  natsStatus st = nc_ == nullptr || !broker_connected()
+                      ? NATS_CONNECTION_DISCONNECTED
                       : natsConnection_PublishMsg(nc_.get(), msg.get());
   if (st != NATS_OK) {
     Reply failed;

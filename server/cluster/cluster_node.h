@@ -38,6 +38,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -79,6 +80,8 @@ struct ClusterStats {
   // all); the message id makes each harmless.
   uint64_t publish_retries = 0;
   uint64_t consumed_events = 0;
+  uint64_t nodes_reported_lost = 0;  // by this node
+  uint64_t fenced = 0;               // times this node was fenced and rejoined
   size_t buffer_bytes = 0;
   bool broker_connected = false;
   uint64_t head_seq = 0;    // the cluster stream's newest seq
@@ -108,6 +111,10 @@ class ClusterNode final : public fanout::EventSink,
     std::vector<std::string> listeners;
     std::string grpc_address;
     std::function<uint64_t()> connections_open;
+    // Fencing: closes every raw connection at once (their events are not
+    // published), then makes new ids start at the given one.
+    std::function<void()> close_all;
+    std::function<void(uint64_t first_id)> restart_ids;
   };
   absl::Status Start(Local local);
   // Graceful leave, first step: DRAINING in the registry and the stream.
@@ -123,10 +130,16 @@ class ClusterNode final : public fanout::EventSink,
                    Deferred* deferred) override;
   void RunDeferred(Deferred* deferred) override { deferred->items.clear(); }
   bool ReadingPaused(uint32_t, uint64_t) const override {
-    return paused_.load(std::memory_order_acquire);
+    return paused_.load(std::memory_order_acquire) ||
+           fenced_.load(std::memory_order_acquire);
   }
   bool AcceptingPaused(uint32_t) const override {
-    return paused_.load(std::memory_order_acquire);
+    return paused_.load(std::memory_order_acquire) ||
+           fenced_.load(std::memory_order_acquire);
+  }
+  // Broker reachable now (for heartbeats and routed requests).
+  bool broker_connected() const {
+    return broker_connected_.load(std::memory_order_acquire);
   }
   void SetPauseObserver(absl::AnyInvocable<void()> observer) override;
 
@@ -148,6 +161,7 @@ class ClusterNode final : public fanout::EventSink,
              size_t max_bytes,
              absl::AnyInvocable<void(absl::StatusOr<Fetched>)> done) override;
   void FillStats(fanin::v1::GetStatsResponse* stats) const override;
+  bool broker_available() const override { return broker_connected(); }
 
  private:
   explicit ClusterNode(ClusterOptions options);
@@ -185,6 +199,18 @@ class ClusterNode final : public fanout::EventSink,
   void PutRecord(fanin::v1::NodeState state);
   void RefreshMembership();
   void NoteNodeChange(const fanout::StoredEvent& e);
+  // Open connections of every node, as the stream tells them (so a
+  // survivor can close a lost node's connections).
+  void Track(const fanout::StoredEvent& e, uint64_t stream_seq);
+  void SeedTracker();
+  // Node loss: reports nodes silent for node_timeout (once, cluster-wide).
+  void DetectLostNodes();
+  absl::Status ReportLost(const fanin::v1::NodeInfo& node,
+                          absl::Duration silent);
+  // Fencing: this node was reported lost while it was cut off.
+  void FenceAndRejoin();
+  static void OnDisconnected(natsConnection*, void* self);
+  static void OnReconnected(natsConnection*, void* self);
   void PublishNodeChange(fanin::v1::NodeState state, std::string detail);
   uint32_t ListenerIndex(absl::string_view name);
   void SendRequest(uint64_t incarnation, absl::string_view method,
@@ -200,7 +226,7 @@ class ClusterNode final : public fanout::EventSink,
   const std::string stream_name_;
   const std::string events_subject_;
   std::string epoch_;
-  uint64_t incarnation_ = 0;
+  std::atomic<uint64_t> incarnation_{0};
   Local local_;
   uint64_t consume_from_ = 1;  // the stream seq the consumer starts at
 
@@ -217,12 +243,32 @@ class ClusterNode final : public fanout::EventSink,
   std::atomic<bool> stopped_{false};
   std::atomic<bool> paused_{false};
   std::atomic<bool> leaving_{false};
+  std::atomic<bool> fenced_{false};
+  std::atomic<bool> broker_connected_{true};
+  std::atomic<bool> fence_requested_{false};
+  absl::Mutex record_mu_;  // our KV record's revision, for compare-and-set
+  uint64_t record_revision_guarded_ ABSL_GUARDED_BY(record_mu_) = 0;
+
+  struct Tracked {
+    std::string listener;
+    std::string node;
+    uint64_t bytes_received = 0;
+  };
+  mutable absl::Mutex track_mu_;
+  // incarnation -> connection id -> what is known of it
+  absl::flat_hash_map<uint64_t, absl::flat_hash_map<uint64_t, Tracked>> open_
+      ABSL_GUARDED_BY(track_mu_);
+  absl::flat_hash_set<uint64_t> lost_reported_ ABSL_GUARDED_BY(track_mu_);
+  Tail tracked_ ABSL_GUARDED_BY(track_mu_);  // stream position applied
+  std::atomic<uint64_t> nodes_reported_lost_{0};
+  std::atomic<uint64_t> fenced_count_{0};
 
   // The publish buffer.
   mutable absl::Mutex mu_;
   std::deque<std::shared_ptr<fanout::StoredEvent>> pending_
       ABSL_GUARDED_BY(mu_);
   size_t pending_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t pending_generation_ ABSL_GUARDED_BY(mu_) = 0;  // + 1 per fence
   absl::CondVar pending_cv_;
   absl::AnyInvocable<void()> pause_observer_ ABSL_GUARDED_BY(mu_);
 

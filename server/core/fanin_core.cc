@@ -355,6 +355,14 @@ CoreStats FaninCore::GetStats() const {
   return s;
 }
 
+void FaninCore::CloseAll() {
+  if (!started_.load() || stopped_.load()) return;
+  for (auto& s : shards_) {
+    Shard* shard = s.get();
+    RunOnLoop(shard->loop(), [shard] { shard->ForceCloseAll(); });
+  }
+}
+
 void FaninCore::Shutdown(absl::Duration flush_timeout) {
   if (stopped_.exchange(true)) return;
   if (!started_.load()) return;

@@ -125,6 +125,13 @@ class FaninCore {
 
   CoreStats GetStats() const;
 
+  // Cluster fencing: closes every connection now (not from a loop thread;
+  // waits), and makes new connection ids start at `next_id`.
+  void CloseAll();
+  void RestartIds(uint64_t next_id) {
+    next_id_.store(next_id, std::memory_order_relaxed);
+  }
+
  private:
   FaninCore(CoreOptions options, fanout::EventSink* sink);
   void OnAccept(ListenerInfo* info, int fd, net::Peer peer);

@@ -58,6 +58,8 @@ class ClusterRouter {
       uint64_t from_seq, const fanout::Filter& filter, size_t max_events,
       size_t max_bytes,
       absl::AnyInvocable<void(absl::StatusOr<Fetched>)> done) = 0;
+  // False while this node cannot reach the broker (heartbeats say so).
+  virtual bool broker_available() const = 0;
   // Adds node and cluster fields to a GetStats answer.
   virtual void FillStats(fanin::v1::GetStatsResponse* stats) const = 0;
 };

@@ -254,6 +254,10 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
         msg.mutable_heartbeat()->set_head_seq(hub_->head_seq());
         msg.mutable_heartbeat()->set_delivered(delivered_);
         msg.mutable_heartbeat()->set_lost(lost_);
+        if (service_->options_.cluster != nullptr &&
+            !service_->options_.cluster->broker_available()) {
+          msg.mutable_heartbeat()->set_broker_unavailable(true);
+        }
         Send(Serialize(msg));
       }
       return;
