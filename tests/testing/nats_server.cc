@@ -41,6 +41,53 @@ int FreeLoopbackPort() {
 }
 
 absl::StatusOr<std::unique_ptr<NatsServer>> NatsServer::Start() {
+  return Start(std::nullopt);
+}
+
+absl::StatusOr<std::vector<std::unique_ptr<NatsServer>>>
+NatsServer::StartCluster3() {
+  std::vector<int> routes = {FreeLoopbackPort(), FreeLoopbackPort(),
+                             FreeLoopbackPort()};
+  std::vector<std::unique_ptr<NatsServer>> out;
+  for (int i = 0; i < 3; ++i) {
+    auto s = Start(Clustered{.server_name = absl::StrCat("n", i + 1),
+                             .cluster_name = "fanin-test",
+                             .cluster_port = routes[i],
+                             .route_ports = routes});
+    if (!s.ok()) return s.status();
+    out.push_back(*std::move(s));
+  }
+  return out;
+}
+
+absl::StatusOr<std::string> NatsServer::StreamLeader(
+    const std::string& stream) const {
+  auto c = ConnectTcp(absl::StrCat("127.0.0.1:", monitor_port_));
+  if (!c.ok()) return c.status();
+  absl::Status s =
+      c->SendAll("GET /jsz?accounts=true&streams=true HTTP/1.0\r\n\r\n");
+  if (!s.ok()) return s;
+  auto body = c->RecvUntilEof(absl::Now() + absl::Seconds(5));
+  if (!body.ok()) return body.status();
+  size_t from = body->find(absl::StrCat("\"name\": \"", stream, "\""));
+  if (from == std::string::npos) {
+    from = body->find(absl::StrCat("\"name\":\"", stream, "\""));
+  }
+  if (from == std::string::npos) return absl::NotFoundError("no such stream");
+  for (std::string key : {"\"leader\": \"", "\"leader\":\""}) {
+    const size_t l = body->find(key, from);
+    if (l == std::string::npos) continue;
+    const size_t start = l + key.size();
+    const size_t end = body->find('"', start);
+    if (end != std::string::npos && end > start) {
+      return body->substr(start, end - start);
+    }
+  }
+  return absl::NotFoundError("no leader");
+}
+
+absl::StatusOr<std::unique_ptr<NatsServer>> NatsServer::Start(
+    std::optional<Clustered> clustered) {
   if (::access("/usr/bin/nats-server", X_OK) != 0 &&
       ::access("/usr/sbin/nats-server", X_OK) != 0) {
     return absl::FailedPreconditionError(
@@ -54,16 +101,36 @@ absl::StatusOr<std::unique_ptr<NatsServer>> NatsServer::Start() {
   }
   server->store_ = dir;
   server->port_ = FreeLoopbackPort();
+  server->monitor_port_ = FreeLoopbackPort();
+  server->clustered_ = std::move(clustered);
   absl::Status s = server->Launch();
   if (!s.ok()) return s;
   return server;
 }
 
 absl::Status NatsServer::Launch() {
+  std::vector<std::string> argv = {NatsBinary(), "-js",
+                                   "-a",         "127.0.0.1",
+                                   "-p",         absl::StrCat(port_),
+                                   "-m",         absl::StrCat(monitor_port_),
+                                   "-sd",        store_};
+  if (clustered_.has_value()) {
+    std::string routes;
+    for (int p : clustered_->route_ports) {
+      if (!routes.empty()) routes += ",";
+      absl::StrAppend(&routes, "nats://127.0.0.1:", p);
+    }
+    for (std::string a :
+         {std::string("-server_name"), clustered_->server_name,
+          std::string("-cluster_name"), clustered_->cluster_name,
+          std::string("-cluster"),
+          absl::StrCat("nats://127.0.0.1:", clustered_->cluster_port),
+          std::string("-routes"), routes}) {
+      argv.push_back(std::move(a));
+    }
+  }
   auto process =
-      Subprocess::Start({NatsBinary(), "-js", "-a", "127.0.0.1", "-p",
-                         absl::StrCat(port_), "-sd", store_},
-                        Subprocess::Options{.capture_output = false});
+      Subprocess::Start(argv, Subprocess::Options{.capture_output = false});
   if (!process.ok()) return process.status();
   process_ = *std::move(process);
   // Listening within ~100 ms; wait for a connect to succeed.

@@ -13,7 +13,9 @@
 #include <signal.h>
 
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "tests/testing/subprocess.h"
@@ -22,8 +24,25 @@ namespace fanin::testing {
 
 class NatsServer {
  public:
+  // One server of a JetStream cluster.
+  struct Clustered {
+    std::string server_name;   // -server_name
+    std::string cluster_name;  // -cluster_name
+    int cluster_port = 0;      // -cluster nats://127.0.0.1:PORT
+    std::vector<int> route_ports;
+  };
   // FailedPrecondition when nats-server is not installed.
   static absl::StatusOr<std::unique_ptr<NatsServer>> Start();
+  static absl::StatusOr<std::unique_ptr<NatsServer>> Start(
+      std::optional<Clustered> clustered);
+  // Three servers in one JetStream cluster (each with an HTTP monitoring
+  // port), once they answer.
+  static absl::StatusOr<std::vector<std::unique_ptr<NatsServer>>>
+  StartCluster3();
+  // The name of the server leading `stream` (its Raft leader), from the
+  // monitoring endpoint; NotFound while there is none.
+  absl::StatusOr<std::string> StreamLeader(const std::string& stream) const;
+  const std::string& server_name() const { return clustered_->server_name; }
   ~NatsServer();
 
   // "nats://127.0.0.1:PORT"
@@ -46,6 +65,8 @@ class NatsServer {
   absl::Status Launch();
 
   int port_ = 0;
+  int monitor_port_ = 0;
+  std::optional<Clustered> clustered_;
   std::string store_;
   std::unique_ptr<Subprocess> process_;
 };
