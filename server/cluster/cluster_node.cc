@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/notification.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "server/base/log.h"
 #include "server/base/text.h"
@@ -452,6 +453,7 @@ absl::Status ClusterNode::Start(Local local) {
   started_ = true;
   PutRecord(fanin::v1::NODE_STATE_UP);
   RefreshMembership();
+  SeedTracker();
   consume_from_ = start;
   consumer_ = std::thread([this] { ConsumerLoop(); });
   publisher_ = std::thread([this] { PublisherLoop(); });
@@ -805,7 +807,7 @@ void ClusterNode::OnReconnected(natsConnection*, void* self) {
             {{"node", static_cast<ClusterNode*>(self)->options_.node_name}});
 }
 
-void ClusterNode::Track(const fanout::StoredEvent& e, uint64_t) {
+void ClusterNode::Track(const fanout::StoredEvent& e, uint64_t stream_seq) {
   const uint64_t inc = e.connection_id >> 32;
   if (e.connection_id == 0) return;
   absl::MutexLock lock(&track_mu_);
@@ -823,7 +825,9 @@ void ClusterNode::Track(const fanout::StoredEvent& e, uint64_t) {
       auto it = open_.find(inc);
       if (it == open_.end()) break;
       auto c = it->second.find(e.connection_id);
-      if (c != it->second.end()) c->second.bytes_received += e.data_size;
+      if (c != it->second.end() && stream_seq > c->second.counted_through) {
+        c->second.bytes_received += e.data_size;
+      }
       break;
     }
     case fanin::v1::EVENT_KIND_CLOSED: {
@@ -835,6 +839,69 @@ void ClusterNode::Track(const fanout::StoredEvent& e, uint64_t) {
     }
     default:
       break;
+  }
+}
+
+void ClusterNode::SeedTracker() {
+  // Connections older than the stretch of stream this node replays are
+  // learnt from their owners, so this node can report them if their node
+  // dies. The replayed stream then applies on top (an open it repeats is
+  // idempotent; a close after the listing removes it).
+  std::vector<std::pair<uint64_t, std::string>> live;
+  {
+    absl::MutexLock lock(&nodes_mu_);
+    for (const auto& [name, info] : nodes_) {
+      if (Live(info) && name != options_.node_name) {
+        live.emplace_back(info.incarnation(), name);
+      }
+    }
+  }
+  for (const auto& [inc, name] : live) {
+    std::string token;
+    uint64_t as_of;
+    {
+      absl::MutexLock lock(&tail_mu_);
+      as_of = tail_.stream_seq;
+    }
+    for (int page = 0; page < 1000; ++page) {
+      fanin::v1::ListConnectionsRequest req;
+      req.set_page_size(1000);
+      req.set_page_token(token);
+      absl::Notification done;
+      absl::Status status;
+      fanin::v1::ListConnectionsResponse resp;
+      SendRequest(inc, "ListLocal", req.SerializeAsString(),
+                  [&](absl::Status s, std::string body) {
+                    status = s;
+                    if (s.ok() && !resp.ParseFromString(body)) {
+                      status = absl::InternalError("unparsable list");
+                    }
+                    done.Notify();
+                  });
+      if (!done.WaitForNotificationWithTimeout(options_.request_timeout +
+                                               absl::Seconds(1))) {
+        SweepDeadlines();  // answers it UNAVAILABLE
+        done.WaitForNotification();
+      }
+      if (!status.ok()) {
+        base::Log(base::LogLevel::kWarning,
+                  "cannot learn a node's open connections",
+                  {{"from_node", name}, {"error", status.ToString()}});
+        break;
+      }
+      {
+        absl::MutexLock lock(&track_mu_);
+        for (const auto& c : resp.connections()) {
+          Tracked& t = open_[c.connection_id() >> 32][c.connection_id()];
+          t.listener = c.listener();
+          t.node = c.node();
+          t.bytes_received = c.bytes_received();
+          t.counted_through = as_of;
+        }
+      }
+      token = resp.next_page_token();
+      if (token.empty()) break;
+    }
   }
 }
 

@@ -253,6 +253,9 @@ class ClusterNode final : public fanout::EventSink,
     std::string listener;
     std::string node;
     uint64_t bytes_received = 0;
+    // Seeded from the owner's list: its count already covers the Data
+    // events up to about this stream seq, which the replay must not add.
+    uint64_t counted_through = 0;
   };
   mutable absl::Mutex track_mu_;
   // incarnation -> connection id -> what is known of it

@@ -282,6 +282,59 @@ TEST_F(FailuresTest, BrokerRestartUnderLoadLosesNothing) {
 namespace fanin {
 namespace {
 
+// A node that joins long after a connection opened (its Opened is older than
+// the stretch of stream a node replays at start) still learns it, from its
+// owner, and reports it if the owner dies.
+TEST(LateJoinerTest, ReportsConnectionsOpenedBeforeItJoined) {
+  auto nats = NatsServer::Start();
+  ASSERT_TRUE(nats.ok()) << nats.status();
+  auto start = [&](const std::string& name) {
+    return ServerProcess::Start(
+        {.flags = {"--cluster_nats=" + (*nats)->url(), "--node_name=" + name,
+                   "--cluster_storage=memory", "--listen=127.0.0.1:0",
+                   "--grpc_address=127.0.0.1:0", "--loops=1",
+                   "--cluster_node_timeout=3s"}});
+  };
+  auto a = start("a");
+  ASSERT_TRUE(a.ok()) << a.status();
+  auto sub =
+      Subscriber::Start((*a)->grpc_address(), testing::LosslessRequest());
+  ASSERT_TRUE(sub->WaitStarted(Deadline()).ok());
+  auto old = ConnectTcp((*a)->listen_address().value());
+  ASSERT_TRUE(old.ok());
+  const uint64_t old_id = sub->WaitOpened(old->fd(), Deadline());
+  ASSERT_NE(old_id, 0u);
+  // More than 4,096 stream messages after it: one event each.
+  auto chatty = ConnectTcp((*a)->listen_address().value());
+  ASSERT_TRUE(chatty.ok());
+  const uint64_t chatty_id = sub->WaitOpened(chatty->fd(), Deadline());
+  for (int i = 0; i < 4200; ++i) {
+    ASSERT_TRUE(chatty->SendAll("x").ok());
+    ASSERT_TRUE(sub->WaitUntil(
+        [&](const Subscriber::State& s) {
+          return s.data_bytes_by_id.contains(chatty_id) &&
+                 s.data_bytes_by_id.at(chatty_id) >=
+                     static_cast<uint64_t>(i + 1);
+        },
+        Deadline()));
+  }
+  auto d = start("d");
+  ASSERT_TRUE(d.ok()) << d.status();
+  auto watch =
+      Subscriber::Start((*d)->grpc_address(), testing::LosslessRequest());
+  ASSERT_TRUE(watch->WaitStarted(Deadline()).ok());
+  ASSERT_TRUE((*a)->Signal(SIGKILL).ok());
+  ASSERT_TRUE(watch->WaitUntil(
+      [&](const Subscriber::State& s) {
+        return s.closed.contains(old_id) && s.closed.contains(chatty_id);
+      },
+      Deadline(absl::Seconds(40))));
+  const auto s = watch->Snapshot();
+  EXPECT_EQ(s.events[s.closed.at(old_id)].closed().reason(),
+            fanin::v1::CLOSE_REASON_NODE_LOST);
+  EXPECT_EQ(s.events[s.closed.at(chatty_id)].closed().bytes_received(), 4200u);
+}
+
 // A 3-server JetStream cluster, the stream with 3 replicas: killing the
 // stream's leader loses no acknowledged event; fanin rides through it.
 TEST(BrokerNodeLossTest, KillingTheStreamLeaderLosesNoAcknowledgedEvent) {
