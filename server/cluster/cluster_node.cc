@@ -96,10 +96,11 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Join(
     ClusterOptions options) {
   auto node = absl::WrapUnique(new ClusterNode(std::move(options)));
   absl::Status s = node->Connect();
+  if (!s.ok()) return s;
   // A JetStream cluster that is still electing its leader answers "not
   // available" for a while: retry within the start-up bound.
   const absl::Time deadline = absl::Now() + node->options_.connect_timeout;
-  if (s.ok()) s = node->EnsureStreamAndBuckets();
+  s = node->EnsureStreamAndBuckets();
   while (!s.ok() && absl::Now() < deadline &&
          s.code() != absl::StatusCode::kInvalidArgument) {
     absl::SleepFor(absl::Milliseconds(200));
