@@ -90,7 +90,9 @@ bool Live(const fanin::v1::NodeInfo& info) {
 ClusterNode::ClusterNode(ClusterOptions options)
     : options_(std::move(options)),
       stream_name_(absl::StrCat(options_.cluster_name, "_events")),
-      events_subject_(absl::StrCat(options_.cluster_name, ".ev.")) {}
+      events_subject_(absl::StrCat(options_.cluster_name, ".ev.")) {
+  link_->node = options_.node_name;
+}
 
 absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Join(
     ClusterOptions options) {
@@ -130,11 +132,11 @@ absl::Status ClusterNode::Connect() {
   if (st == NATS_OK) st = natsOptions_SetReconnectWait(opts.get(), 250);
   if (st == NATS_OK) {
     st = natsOptions_SetDisconnectedCB(opts.get(), &ClusterNode::OnDisconnected,
-                                       this);
+                                       link_);
   }
   if (st == NATS_OK) {
     st = natsOptions_SetReconnectedCB(opts.get(), &ClusterNode::OnReconnected,
-                                      this);
+                                      link_);
   }
   if (st == NATS_OK) {
     st = natsOptions_SetName(
@@ -537,6 +539,7 @@ void ClusterNode::Stop(absl::Duration flush_timeout) {
   nodes_kv_.reset();
   ids_kv_.reset();
   js_.reset();
+  link_->connected.store(false);  // closing on purpose: no warning
   if (nc_ != nullptr) natsConnection_Close(nc_.get());
   nc_.reset();
 }
@@ -794,18 +797,18 @@ void ClusterNode::ConsumerLoop() {
 
 // ---- Node loss and fencing ----
 
-void ClusterNode::OnDisconnected(natsConnection*, void* self) {
-  static_cast<ClusterNode*>(self)->broker_connected_.store(
-      false, std::memory_order_release);
+void ClusterNode::OnDisconnected(natsConnection*, void* link) {
+  auto* l = static_cast<Link*>(link);
+  if (!l->connected.exchange(false)) return;
   base::Log(base::LogLevel::kWarning, "cluster broker unavailable",
-            {{"node", static_cast<ClusterNode*>(self)->options_.node_name}});
+            {{"node", l->node}});
 }
 
-void ClusterNode::OnReconnected(natsConnection*, void* self) {
-  static_cast<ClusterNode*>(self)->broker_connected_.store(
-      true, std::memory_order_release);
+void ClusterNode::OnReconnected(natsConnection*, void* link) {
+  auto* l = static_cast<Link*>(link);
+  l->connected.store(true, std::memory_order_release);
   base::Log(base::LogLevel::kInfo, "cluster broker reachable again",
-            {{"node", static_cast<ClusterNode*>(self)->options_.node_name}});
+            {{"node", l->node}});
 }
 
 void ClusterNode::Track(const fanout::StoredEvent& e, uint64_t stream_seq) {

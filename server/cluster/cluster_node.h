@@ -139,7 +139,7 @@ class ClusterNode final : public fanout::EventSink,
   }
   // Broker reachable now (for heartbeats and routed requests).
   bool broker_connected() const {
-    return broker_connected_.load(std::memory_order_acquire);
+    return link_->connected.load(std::memory_order_acquire);
   }
   void SetPauseObserver(absl::AnyInvocable<void()> observer) override;
 
@@ -244,7 +244,14 @@ class ClusterNode final : public fanout::EventSink,
   std::atomic<bool> paused_{false};
   std::atomic<bool> leaving_{false};
   std::atomic<bool> fenced_{false};
-  std::atomic<bool> broker_connected_{true};
+  // What libnats' connection callbacks touch. They run on libnats' own
+  // thread and may come after this node is destroyed (a connection closes
+  // asynchronously), so this is never freed: a few bytes per node.
+  struct Link {
+    std::atomic<bool> connected{true};
+    std::string node;
+  };
+  Link* const link_ = new Link();
   std::atomic<bool> fence_requested_{false};
   absl::Mutex record_mu_;  // our KV record's revision, for compare-and-set
   uint64_t record_revision_guarded_ ABSL_GUARDED_BY(record_mu_) = 0;

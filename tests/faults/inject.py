@@ -42,6 +42,8 @@ KEEPALIVE = "//tests/ops:keepalive_test"
 FAULTS_E2E = "//tests/server:faults_test"
 SOAK = "//tests/soak:soak_test"
 CODEC = "//tests/fanout:event_codec_test"
+CLUSTER = "//tests/cluster:cluster_test"
+FAILURES = "//tests/cluster:failures_test"
 
 # name, promise, file, find (must occur exactly once), replace, tests, filter
 FAULTS = [
@@ -225,6 +227,44 @@ FAULTS = [
          find="    if (it != subs_.end()) {",
          replace="    if (false && it != subs_.end()) {",
          tests=[FAULTS_E2E], filter="*Killed*"),
+    # Cluster mode (docs/CLUSTER.md).
+    dict(name="cluster-no-expected-sequence",
+         promise="cluster: one order, contiguous seqs, the same on every node",
+         file="server/cluster/cluster_node.cc",
+         find="po.ExpectLastSeq = tail.stream_seq;",
+         replace="po.ExpectLastSeq = 0;",
+         tests=[CLUSTER], filter="*EveryNode*:*Resume*"),
+    dict(name="cluster-retry-new-expectation",
+         promise="cluster: a batch whose acknowledgement was lost is stored once",
+         file="server/cluster/cluster_node.cc",
+         find="publish_retries_.fetch_add(1, std::memory_order_relaxed);",
+         replace="publish_retries_.fetch_add(1, std::memory_order_relaxed); expect.reset();",
+         tests=[CLUSTER], filter="*Republish*"),
+    dict(name="cluster-no-stream-fetch",
+         promise="cluster: events older than a node's history come from the stream",
+         file="server/fanin_server.cc",
+         find="c.hub.history_source = true;",
+         replace="c.hub.history_source = false;",
+         tests=[CLUSTER], filter="*OlderThan*:*Expired*"),
+    dict(name="cluster-all-local",
+         promise="cluster: requests reach the owning node from any node",
+         file="server/cluster/cluster_node.h",
+         find="return connection_id >> 32 != incarnation_;",
+         replace="return false && connection_id >> 32 != incarnation_;",
+         tests=[CLUSTER], filter="*RequestsReach*"),
+    dict(name="cluster-no-loss-report",
+         promise="cluster: a dead node's connections each close once as NODE_LOST",
+         file="server/cluster/cluster_node.cc",
+         find="if (!fenced_.load()) DetectLostNodes();",
+         replace="(void)0;",
+         tests=[FAILURES], filter="*Killed*:*LateJoiner*"),
+    dict(name="cluster-no-fence",
+         promise="cluster: a node reported lost publishes nothing more under its old incarnation",
+         file="server/cluster/cluster_node.cc",
+         find="if (fenced_.load(std::memory_order_acquire)) return 0;",
+         replace="if (false) return 0;",
+         tests=[FAILURES], filter="*CutOff*"),
+
 ]
 
 
