@@ -82,7 +82,8 @@ int Main(int argc, char** argv) {
 
   StreamVerifier verifier(absl::GetFlag(FLAGS_message_bytes));
   uint64_t batches = 0, events = 0, data_events = 0, opened = 0, closed = 0,
-           rejected = 0, gaps = 0, gap_lost = 0, heartbeats = 0, started = 0;
+           rejected = 0, gaps = 0, gap_lost = 0, heartbeats = 0, started = 0,
+           node_changes = 0, seq_jumps = 0, last_seq = 0;
   std::unique_ptr<grpc::ClientReader<v1::SubscribeResponse>> reader =
       stub->Subscribe(&context, request);
   v1::SubscribeResponse response;
@@ -106,6 +107,10 @@ int Main(int argc, char** argv) {
         const int64_t max_before = verifier.latency().max();
         for (const v1::Event& e : response.batch().events()) {
           ++events;
+          // The stream is unfiltered, so its seqs must be contiguous (in
+          // cluster mode too: every node serves the stream's one order).
+          if (last_seq != 0 && e.seq() != last_seq + 1) ++seq_jumps;
+          last_seq = e.seq();
           switch (e.kind_case()) {
             case v1::Event::kData:
               ++data_events;
@@ -118,6 +123,11 @@ int Main(int argc, char** argv) {
               ++closed;
               if (e.closed().reason() == v1::CLOSE_REASON_REJECTED) ++rejected;
               verifier.OnClose(e.connection_id());
+              break;
+            case v1::Event::kNodeChange:
+              // Cluster mode: a node joined or left (connection id 0, no
+              // payload); counted, not verified.
+              ++node_changes;
               break;
             default:
               break;
@@ -163,12 +173,13 @@ int Main(int argc, char** argv) {
   absl::PrintF(
       "{\"event\":\"done\",\"role\":\"subscriber\",%s,\"batches\":%d,"
       "\"events\":%d,\"data_events\":%d,\"opened\":%d,\"closed\":%d,"
-      "\"rejected\":%d,\"gaps\":%d,\"gap_lost\":%d,\"heartbeats\":%d,"
+      "\"rejected\":%d,\"node_changes\":%d,\"seq_jumps\":%d,\"gaps\":%d,"
+      "\"gap_lost\":%d,\"heartbeats\":%d,"
       "\"cpu_s\":%.3f,\"timed_out\":%s,\"complete\":%s,\"status\":\"%s\","
       "\"new_max_batches\":[%s]}\n",
       VerifierJsonFields(verifier), batches, events, data_events, opened,
-      closed, rejected, gaps, gap_lost, heartbeats, cpu_s,
-      timed_out ? "true" : "false",
+      closed, rejected, node_changes, seq_jumps, gaps, gap_lost, heartbeats,
+      cpu_s, timed_out ? "true" : "false",
       (done || (expect == 0 && status.ok())) ? "true" : "false",
       done ? "OK" : absl::StrCat(status.error_code()), slow);
   return 0;
