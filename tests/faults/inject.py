@@ -258,11 +258,11 @@ FAULTS = [
          find="if (!fenced_.load()) DetectLostNodes();",
          replace="(void)0;",
          tests=[FAILURES], filter="*Killed*:*LateJoiner*"),
-    dict(name="cluster-no-fence",
-         promise="cluster: a node reported lost publishes nothing more under its old incarnation",
+    dict(name="cluster-fence-keeps-sockets",
+         promise="cluster: a node reported lost closes the sockets the cluster reported closed",
          file="server/cluster/cluster_node.cc",
-         find="if (fenced_.load(std::memory_order_acquire)) return 0;",
-         replace="if (false) return 0;",
+         find="if (local_.close_all) local_.close_all();",
+         replace="(void)0;",
          tests=[FAILURES], filter="*CutOff*"),
 
 ]
