@@ -470,6 +470,7 @@ TEST_F(CliE2eTest, ListShowsEveryConnectionAcrossPages) {
     EXPECT_EQ(JsonStr(o, "bytes_sent"), "0");
     EXPECT_EQ(JsonStr(o, "queued_bytes"), "0");
     EXPECT_GT(JsonUint(o, "opened_unix_nano"), 0u);
+    EXPECT_EQ(JsonStr(o, "node"), "") << "standalone";
     EXPECT_EQ(o.size(), static_cast<size_t>(
                             fanin::v1::Connection::descriptor()->field_count()))
         << "the fields of fanin.v1.Connection";

@@ -276,6 +276,10 @@ TEST(FormatStats, TextAndJsonCarryEveryCounter) {
   EXPECT_EQ(JsonUint(o, "connections_open"), 3u);
   EXPECT_EQ(JsonUint(o, "events_published"), 77u);
   EXPECT_EQ(JsonStr(o, "events_lost"), "0");
+  // Standalone: the cluster fields are there, empty.
+  EXPECT_EQ(JsonStr(o, "node"), "");
+  EXPECT_EQ(JsonStr(o, "cluster_head_seq"), "0");
+  EXPECT_EQ(JsonStr(o, "cluster_oldest_seq"), "0");
   EXPECT_EQ(o.size(), static_cast<size_t>(
                           v1::GetStatsResponse::descriptor()->field_count()));
 }
@@ -292,6 +296,7 @@ TEST(MessageJson, ConnectionHasEveryField) {
   auto parsed = ParseJsonLines(MessageJson(c));
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   const auto& o = (*parsed)[0];
+  EXPECT_EQ(JsonStr(o, "node"), "");
   EXPECT_EQ(o.size(),
             static_cast<size_t>(v1::Connection::descriptor()->field_count()));
   EXPECT_EQ(JsonUint(o, "connection_id"), 4u);
