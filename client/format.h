@@ -53,11 +53,10 @@ struct TextOptions {
 // One aligned line (no newline): time, seq, connection, in cluster mode the
 // node in brackets, listener, kind and a kind-specific detail; a NodeChange
 // has the node in place of connection and listener. Every server-supplied
-// string is escaped.
-//   07:31:02.123456Z  seq=12        conn=3      default    DATA        5 B
-//   "hi\n" 07:31:02.123456Z  seq=13        conn=4      [node-a] default OPENED
-//   ... 07:31:02.123456Z  seq=14        [node-b]               NODE        lost
-//   incarnation=2 at 10.0.0.2:50051 "no heartbeat for 10s"
+// string is escaped. For example (times shortened):
+//   ..53Z  seq=12        conn=3      default    DATA        5 B "hi\n"
+//   ..54Z  seq=13        conn=4      [node-a] default    OPENED      from ...
+//   ..55Z  seq=14        [node-b]               NODE        lost ...
 std::string FormatEventText(const v1::Event& event,
                             const TextOptions& options = {});
 
