@@ -90,10 +90,10 @@ class EventHub : public EventSink {
     // (like tail -n); fewer when the history holds fewer. 0: unset.
     uint64_t start_back = 0;
     // The first event in history order whose time_unix_nano is >= this, then
-    // everything after it. Times are taken by each loop before it publishes,
-    // so they do not increase strictly along the history (two loops, a clock
-    // step): events after the start may be older than it, and none before
-    // it are repeated. Live when no retained event is that recent. 0: unset.
+    // everything after it. Times are taken by each loop (in cluster mode, of
+    // each node) before it publishes, so they do not increase along the
+    // history (two loops, a clock step): events after the start may be older
+    // than it. Live when no retained event is that recent. 0: unset.
     uint64_t start_time_unix_nano = 0;
     absl::AnyInvocable<void()> wake;
   };
