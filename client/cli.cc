@@ -67,6 +67,8 @@ std::string MainHelp() {
       "  fanin watch -o json --follow | jq .\n"
       "  printf 'hello\\n' | fanin write 42\n"
       "  fanin list -o json\n"
+      "  fanin watch --last 20 --follow --server a:50051,b:50051\n"
+      "  fanin nodes\n"
       "  fanin health && echo up\n"
       "\nRun \"fanin COMMAND --help\" for a command's flags and "
       "examples; docs/CLI.md has the details.\n");
@@ -96,9 +98,9 @@ int Usage(absl::string_view message, absl::string_view help_hint) {
 }  // namespace
 
 const std::vector<Command>& Commands() {
-  static const auto* commands =
-      new std::vector<Command>{WatchCommand(), WriteCommand(), CloseCommand(),
-                               ListCommand(),  StatsCommand(), HealthCommand()};
+  static const auto* commands = new std::vector<Command>{
+      WatchCommand(), WriteCommand(), CloseCommand(), ListCommand(),
+      StatsCommand(), NodesCommand(), HealthCommand()};
   return *commands;
 }
 

@@ -1,6 +1,6 @@
 // The `fanin` command-line client: `fanin COMMAND [flags] [args]`, where
-// COMMAND is watch, write, close, list, stats or health. See `fanin --help`
-// and docs/CLI.md.
+// COMMAND is watch, write, close, list, stats, nodes or health. See `fanin
+// --help` and docs/CLI.md.
 #ifndef FANIN_CLIENT_CLI_H_
 #define FANIN_CLIENT_CLI_H_
 

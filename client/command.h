@@ -43,6 +43,7 @@ Command WriteCommand();
 Command CloseCommand();
 Command ListCommand();
 Command StatsCommand();
+Command NodesCommand();
 Command HealthCommand();
 
 // stdout for machine-readable output: remembers the first write error so a

@@ -10,7 +10,9 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "grpcpp/create_channel.h"
@@ -38,8 +40,9 @@ std::vector<FlagSpec> ServerFlagSpecs() {
   return {
       {.name = "server",
        .type = FlagType::kString,
-       .value_name = "HOST:PORT",
-       .help = "server address, also unix:PATH (default 127.0.0.1:50051)",
+       .value_name = "HOST:PORT[,...]",
+       .help = "server address, also unix:PATH (default 127.0.0.1:50051); "
+               "a comma-separated list to fail over",
        .env = true},
       {.name = "tls_ca",
        .type = FlagType::kString,
@@ -71,10 +74,20 @@ std::vector<FlagSpec> ServerFlagSpecs() {
 
 absl::StatusOr<ServerOptions> ServerOptionsFromFlags(const ParsedFlags& flags) {
   ServerOptions options;
-  options.server = flags.String("server", kDefaultServer);
-  if (options.server.empty()) {
+  const std::string servers = flags.String("server", kDefaultServer);
+  if (servers.empty()) {
     return absl::InvalidArgumentError("--server is empty");
   }
+  options.servers.clear();
+  for (absl::string_view item : absl::StrSplit(servers, ',')) {
+    item = absl::StripAsciiWhitespace(item);
+    if (item.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--server \"", servers, "\" has an empty address in its list"));
+    }
+    options.servers.emplace_back(item);
+  }
+  options.server = options.servers.front();
   options.tls_ca = flags.String("tls_ca", "");
   options.tls_cert = flags.String("tls_cert", "");
   options.tls_key = flags.String("tls_key", "");

@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -17,8 +18,12 @@ namespace fanin::cli {
 inline constexpr char kDefaultServer[] = "127.0.0.1:50051";
 
 struct ServerOptions {
-  // "HOST:PORT", "[V6]:PORT" or "unix:PATH".
+  // "HOST:PORT", "[V6]:PORT" or "unix:PATH": the first of `servers`.
   std::string server = kDefaultServer;
+  // Every server --server named, in order (a comma-separated list): watch
+  // moves on to the next when a stream fails, the read-only commands when a
+  // server is unreachable. Never empty.
+  std::vector<std::string> servers = {kDefaultServer};
   std::string tls_ca;
   std::string tls_cert;
   std::string tls_key;
@@ -35,7 +40,8 @@ std::vector<FlagSpec> ServerFlagSpecs();
 
 // A pure function of the parsed flags (the environment is applied while
 // parsing): --server defaults to 127.0.0.1:50051. InvalidArgument for
-// --tls_cert without --tls_key (or the reverse) or an empty server.
+// --tls_cert without --tls_key (or the reverse) or an empty server (also an
+// empty item of a list).
 absl::StatusOr<ServerOptions> ServerOptionsFromFlags(const ParsedFlags& flags);
 
 // A channel plus the token to send on each call. Thread-safe.

@@ -8,7 +8,6 @@
 #include "absl/strings/str_cat.h"
 
 namespace fanin::cli {
-namespace {
 
 // gRPC's UNAVAILABLE messages are long and vary by version; pick out the
 // cause a user can act on.
@@ -38,8 +37,6 @@ std::string UnavailableReason(absl::string_view message) {
   if (message.empty()) return "unavailable";
   return std::string(message);
 }
-
-}  // namespace
 
 int ExitCodeForStatus(grpc::StatusCode code) {
   switch (code) {

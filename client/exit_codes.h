@@ -55,6 +55,10 @@ std::string StatusCodeName(grpc::StatusCode code);
 std::string RpcErrorMessage(const grpc::Status& status,
                             absl::string_view server, absl::string_view what);
 
+// Why a server could not be reached, from an UNAVAILABLE status's message:
+// "connection refused", "no such socket file", ... or the message itself.
+std::string UnavailableReason(absl::string_view message);
+
 // The exit-code table printed by `fanin --help`.
 std::string ExitCodesHelp();
 

@@ -66,9 +66,8 @@ std::string EventDetailText(const v1::Event& event,
     }
     case v1::Event::kNodeChange: {
       const v1::NodeChange& change = event.node_change();
-      std::string out = absl::StrCat(
-          ShortName(v1::NodeState_Name(change.state()), "NODE_STATE_"),
-          " incarnation=", change.incarnation());
+      std::string out = absl::StrCat(NodeStateName(change.state()),
+                                     " incarnation=", change.incarnation());
       if (!change.grpc_address().empty()) {
         absl::StrAppend(&out, " at ", EscapeBytes(change.grpc_address()));
       }
@@ -195,13 +194,29 @@ std::string GapReasonName(v1::GapReason reason) {
   return name.empty() ? "unspecified" : name;
 }
 
+std::string NodeStateName(v1::NodeState state) {
+  std::string name = ShortName(v1::NodeState_Name(state), "NODE_STATE_");
+  return name.empty() ? "unspecified" : name;
+}
+
 std::string FormatEventText(const v1::Event& event,
                             const TextOptions& options) {
+  // The columns of "conn=ID LISTENER": a NodeChange is about no connection.
+  std::string source;
+  if (event.has_node_change()) {
+    source = absl::StrFormat("%-22s",
+                             absl::StrCat("[", EscapeBytes(event.node()), "]"));
+  } else {
+    source = absl::StrFormat("conn=%-6d ", event.connection_id());
+    if (!event.node().empty()) {
+      absl::StrAppend(&source, "[", EscapeBytes(event.node()), "] ");
+    }
+    absl::StrAppendFormat(&source, "%-10s", EscapeBytes(event.listener()));
+  }
   std::string line = absl::StrFormat(
-      "%s  seq=%-9d conn=%-6d %-10s %-11s %s",
-      FormatTimeOfDay(event.time_unix_nano()), event.seq(),
-      event.connection_id(), EscapeBytes(event.listener()),
-      UpperKind(EventKindOf(event)), EventDetailText(event, options));
+      "%s  seq=%-9d %s %-11s %s", FormatTimeOfDay(event.time_unix_nano()),
+      event.seq(), source, UpperKind(EventKindOf(event)),
+      EventDetailText(event, options));
   absl::string_view trimmed = absl::StripTrailingAsciiWhitespace(line);
   line.resize(trimmed.size());
   return line;
@@ -273,15 +288,80 @@ std::vector<std::pair<std::string, std::string>> StatsRows(
   };
 }
 
+// Only a node of a cluster fills these.
+std::vector<std::pair<std::string, std::string>> ClusterStatsRows(
+    const v1::GetStatsResponse& s) {
+  if (s.node().empty() && s.cluster_head_seq() == 0 &&
+      s.cluster_oldest_seq() == 0) {
+    return {};
+  }
+  return {
+      {"node", s.node()},
+      {"cluster_head_seq", absl::StrCat(s.cluster_head_seq())},
+      {"cluster_oldest_seq", absl::StrCat(s.cluster_oldest_seq())},
+  };
+}
+
 }  // namespace
 
 std::string FormatStatsText(const v1::GetStatsResponse& s) {
+  std::vector<std::pair<std::string, std::string>> rows = StatsRows(s);
+  for (auto& row : ClusterStatsRows(s)) rows.push_back(std::move(row));
   std::string out;
-  for (auto& [name, value] : StatsRows(s)) {
+  for (auto& [name, value] : rows) {
     std::string label = absl::StrReplaceAll(name, {{"_", " "}});
     absl::StrAppendFormat(&out, "%-22s%s\n", label, EscapeBytes(value));
   }
   return out;
+}
+
+std::string FormatTable(const std::vector<std::vector<std::string>>& rows,
+                        const std::vector<bool>& right_aligned) {
+  std::vector<size_t> width;
+  for (const auto& row : rows) {
+    if (width.size() < row.size()) width.resize(row.size(), 0);
+    for (size_t i = 0; i < row.size(); ++i) {
+      width[i] = std::max(width[i], row[i].size());
+    }
+  }
+  std::string out;
+  for (const auto& row : rows) {
+    for (size_t i = 0; i < row.size(); ++i) {
+      const bool right = i < right_aligned.size() && right_aligned[i];
+      const int w = static_cast<int>(width[i]);
+      const bool last = i + 1 == row.size();
+      if (right) {
+        absl::StrAppendFormat(&out, "%*s", w, row[i]);
+      } else if (last) {
+        out += row[i];
+      } else {
+        absl::StrAppendFormat(&out, "%-*s", w, row[i]);
+      }
+      if (!last) out += "  ";
+    }
+    out.push_back('\n');
+  }
+  return out;
+}
+
+std::string FormatNodesTable(const v1::ListNodesResponse& nodes,
+                             absl::Time now) {
+  std::vector<std::vector<std::string>> rows = {{"NAME", "STATE",
+                                                 "GRPC ADDRESS", "CONNECTIONS",
+                                                 "LAST SEEN", "INCARNATION"}};
+  for (const v1::NodeInfo& n : nodes.nodes()) {
+    std::string seen = "-";
+    if (n.last_seen_unix_nano() != 0) {
+      absl::Time at =
+          absl::FromUnixNanos(static_cast<int64_t>(n.last_seen_unix_nano()));
+      seen = absl::StrCat(FormatAge(now - at), " ago");
+    }
+    rows.push_back({n.name().empty() ? "-" : EscapeBytes(n.name()),
+                    NodeStateName(n.state()), EscapeBytes(n.grpc_address()),
+                    absl::StrCat(n.connections_open()), seen,
+                    absl::StrCat(n.incarnation())});
+  }
+  return FormatTable(rows, {false, false, false, true, false, true});
 }
 
 }  // namespace fanin::cli

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -41,16 +42,21 @@ absl::StatusOr<v1::EventKind> ParseKind(absl::string_view text);
 std::string CloseReasonName(v1::CloseReason reason);
 // "subscriber_too_slow", "history_expired", "epoch_changed", "unspecified".
 std::string GapReasonName(v1::GapReason reason);
+// "up", "draining", "left", "lost", "joined", "unspecified".
+std::string NodeStateName(v1::NodeState state);
 
 struct TextOptions {
   // Payload bytes shown in a DATA line's preview.
   size_t preview_bytes = 64;
 };
 
-// One aligned line (no newline): time, seq, connection, listener, kind and a
-// kind-specific detail. Every server-supplied string is escaped.
-//   07:31:02.123456Z  seq=12        conn=3      default     DATA         5 B
-//   "hi\n"
+// One aligned line (no newline): time, seq, connection, in cluster mode the
+// node in brackets, listener, kind and a kind-specific detail; a NodeChange
+// has the node in place of connection and listener. Every server-supplied
+// string is escaped. For example (times shortened):
+//   ..53Z  seq=12        conn=3      default    DATA        5 B "hi\n"
+//   ..54Z  seq=13        conn=4      [node-a] default    OPENED      from ...
+//   ..55Z  seq=14        [node-b]               NODE        lost ...
 std::string FormatEventText(const v1::Event& event,
                             const TextOptions& options = {});
 
@@ -68,8 +74,21 @@ std::string MessageJson(const google::protobuf::Message& message);
 std::string FormatGapText(const v1::Gap& gap);
 std::string FormatHeartbeatText(const v1::Heartbeat& heartbeat);
 
-// "name   value" lines, aligned, newline-terminated.
+// "name   value" lines, aligned, newline-terminated. The cluster rows (node,
+// cluster head and oldest seq) only when the server is in a cluster.
 std::string FormatStatsText(const v1::GetStatsResponse& stats);
+
+// A text table: one line per row (the first is the header), columns two
+// spaces apart, those marked in `right_aligned` (numbers) aligned right, the
+// others left; the last column is not padded. Cells are printed as given:
+// escape server-supplied text first.
+std::string FormatTable(const std::vector<std::vector<std::string>>& rows,
+                        const std::vector<bool>& right_aligned);
+
+// `fanin nodes`' table: NAME (- when empty, as in standalone), STATE,
+// GRPC ADDRESS, CONNECTIONS, LAST SEEN (how long before `now`), INCARNATION.
+std::string FormatNodesTable(const v1::ListNodesResponse& nodes,
+                             absl::Time now);
 
 }  // namespace fanin::cli
 

@@ -1,4 +1,5 @@
-// write, close, list, stats and health: one unary call each (list pages).
+// write, close, list, stats, nodes and health: one unary call each (list
+// pages).
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
@@ -30,7 +31,8 @@ FlagSpec OutputFlag(std::vector<std::string> choices) {
           .choices = std::move(choices)};
 }
 
-// Opens the channel; on failure prints why and sets *exit_code.
+// Opens the channel to the first server; on failure prints why and sets
+// *exit_code.
 std::optional<ServerConnection> Connect(const Invocation& inv, int* exit_code) {
   absl::StatusOr<ServerConnection> connection =
       ServerConnection::Open(inv.server);
@@ -46,6 +48,48 @@ int RpcFailed(const grpc::Status& status, const ServerConnection& connection,
               absl::string_view what) {
   PrintError(RpcErrorMessage(status, connection.server(), what));
   return ExitCodeForStatus(status.error_code());
+}
+
+// The answer of the first server of --server that could be reached.
+struct Reached {
+  // The server that gave `status` (the last one tried); empty when a
+  // connection could not be opened, and then exit_code says so.
+  std::optional<ServerConnection> connection;
+  grpc::Status status;
+  int exit_code = kExitOk;
+};
+
+// For the read-only commands (list, stats, nodes, health): runs `call`
+// against each server of --server in turn while the one before was
+// unreachable (UNAVAILABLE), saying so on stderr. Write and close use the
+// first server only: a call that failed in flight may have acted already.
+Reached CallFirstReachable(
+    const Invocation& inv,
+    absl::FunctionRef<grpc::Status(const ServerConnection&)> call) {
+  Reached r;
+  const std::vector<std::string>& servers = inv.server.servers;
+  for (size_t i = 0; i < servers.size(); ++i) {
+    ServerOptions one = inv.server;
+    one.server = servers[i];
+    one.servers = {servers[i]};
+    absl::StatusOr<ServerConnection> connection = ServerConnection::Open(one);
+    if (!connection.ok()) {
+      PrintError(connection.status().message());
+      r.connection.reset();
+      r.exit_code = kExitFailure;
+      return r;
+    }
+    r.connection = *std::move(connection);
+    r.status = call(*r.connection);
+    if (r.status.error_code() != grpc::StatusCode::UNAVAILABLE ||
+        i + 1 == servers.size()) {
+      break;
+    }
+    PrintError(absl::StrCat("cannot reach ", servers[i], ": ",
+                            UnavailableReason(r.status.error_message()),
+                            "; trying ", servers[i + 1]));
+  }
+  return r;
 }
 
 bool ReadAllStdin(std::string* out) {
@@ -212,14 +256,10 @@ int RunClose(const Invocation& inv) {
 int RunList(const Invocation& inv) {
   if (!inv.flags.positional().empty()) {
     PrintError(
-        "list: takes no arguments; filter with --listener (see fanin "
-        "list --help)");
+        "list: takes no arguments; filter with --listener or --node (see "
+        "fanin list --help)");
     return kExitUsage;
   }
-  int code = kExitOk;
-  auto connection = Connect(inv, &code);
-  if (!connection) return code;
-  auto stub = v1::FanIn::NewStub(connection->channel());
   bool json = inv.flags.Get<OutputFormat>("output", OutputFormat::kText) ==
               OutputFormat::kJson;
   absl::Duration timeout = inv.flags.Duration("timeout", kDefaultUnaryTimeout);
@@ -230,14 +270,24 @@ int RunList(const Invocation& inv) {
   std::vector<v1::Connection> rows;
   v1::ListConnectionsRequest request;
   request.set_listener(inv.flags.String("listener", ""));
+  request.set_node(inv.flags.String("node", ""));
   request.set_page_size(static_cast<uint32_t>(page_size));
   absl::Time now = absl::Now();
-  do {
+  v1::ListConnectionsResponse response;
+  auto list_page = [&](const ServerConnection& connection) {
     grpc::ClientContext context;
-    connection->Prepare(&context, timeout);
-    v1::ListConnectionsResponse response;
-    grpc::Status status = stub->ListConnections(&context, request, &response);
-    if (!status.ok()) return RpcFailed(status, *connection, "list connections");
+    connection.Prepare(&context, timeout);
+    response.Clear();
+    return v1::FanIn::NewStub(connection.channel())
+        ->ListConnections(&context, request, &response);
+  };
+  // The first page from the first server that answers; the others from it.
+  Reached first = CallFirstReachable(inv, list_page);
+  if (!first.connection) return first.exit_code;
+  const ServerConnection& connection = *first.connection;
+  grpc::Status status = first.status;
+  while (true) {
+    if (!status.ok()) return RpcFailed(status, connection, "list connections");
     for (const v1::Connection& c : response.connections()) {
       if (json) {
         // Streamed page by page: memory stays flat for any table size.
@@ -249,12 +299,19 @@ int RunList(const Invocation& inv) {
       }
     }
     if (json && !out.Flush()) return OutputFailureExit(out);
+    if (response.next_page_token().empty()) break;
     request.set_page_token(response.next_page_token());
-  } while (!request.page_token().empty());
+    status = list_page(connection);
+  }
 
   if (!json) {
+    // NODE only in cluster mode, where connections have an owner.
+    const bool nodes =
+        std::any_of(rows.begin(), rows.end(),
+                    [](const v1::Connection& c) { return !c.node().empty(); });
     std::vector<std::vector<std::string>> table = {
         {"ID", "LISTENER", "REMOTE", "AGE", "IN", "OUT", "QUEUED"}};
+    std::vector<bool> right = {true, false, false, false, true, true, true};
     for (const v1::Connection& c : rows) {
       absl::Time opened =
           absl::FromUnixNanos(static_cast<int64_t>(c.opened_unix_nano()));
@@ -264,30 +321,16 @@ int RunList(const Invocation& inv) {
            absl::StrCat(c.bytes_received()), absl::StrCat(c.bytes_sent()),
            absl::StrCat(c.queued_bytes())});
     }
-    std::vector<size_t> width(table[0].size(), 0);
-    for (const auto& row : table) {
-      for (size_t i = 0; i < row.size(); ++i) {
-        width[i] = std::max(width[i], row[i].size());
+    if (nodes) {
+      table[0].insert(table[0].begin() + 1, "NODE");
+      for (size_t i = 1; i < table.size(); ++i) {
+        const std::string& node = rows[i - 1].node();
+        table[i].insert(table[i].begin() + 1,
+                        node.empty() ? "-" : EscapeBytes(node));
       }
+      right.insert(right.begin() + 1, false);
     }
-    for (const auto& row : table) {
-      std::string line;
-      for (size_t i = 0; i < row.size(); ++i) {
-        // Numbers right-aligned, text left-aligned, the last column unpadded.
-        bool numeric = i == 0 || i >= 4;
-        if (i + 1 == row.size()) {
-          absl::StrAppendFormat(&line, "%*s", static_cast<int>(width[i]),
-                                row[i]);
-        } else if (numeric) {
-          absl::StrAppendFormat(&line, "%*s  ", static_cast<int>(width[i]),
-                                row[i]);
-        } else {
-          absl::StrAppendFormat(&line, "%-*s  ", static_cast<int>(width[i]),
-                                row[i]);
-        }
-      }
-      if (!out.Line(line)) return OutputFailureExit(out);
-    }
+    if (!out.Write(FormatTable(table, right))) return OutputFailureExit(out);
   }
   return out.Flush() ? kExitOk : OutputFailureExit(out);
 }
@@ -299,17 +342,15 @@ int RunStats(const Invocation& inv) {
     PrintError("stats: takes no arguments (see fanin stats --help)");
     return kExitUsage;
   }
-  int code = kExitOk;
-  auto connection = Connect(inv, &code);
-  if (!connection) return code;
-  auto stub = v1::FanIn::NewStub(connection->channel());
-  grpc::ClientContext context;
-  connection->Prepare(&context,
-                      inv.flags.Duration("timeout", kDefaultUnaryTimeout));
   v1::GetStatsResponse response;
-  grpc::Status status =
-      stub->GetStats(&context, v1::GetStatsRequest(), &response);
-  if (!status.ok()) return RpcFailed(status, *connection, "get stats");
+  Reached r = CallFirstReachable(inv, [&](const ServerConnection& c) {
+    grpc::ClientContext context;
+    c.Prepare(&context, inv.flags.Duration("timeout", kDefaultUnaryTimeout));
+    return v1::FanIn::NewStub(c.channel())
+        ->GetStats(&context, v1::GetStatsRequest(), &response);
+  });
+  if (!r.connection) return r.exit_code;
+  if (!r.status.ok()) return RpcFailed(r.status, *r.connection, "get stats");
   Output out(stdout);
   if (inv.flags.Get<OutputFormat>("output", OutputFormat::kText) ==
       OutputFormat::kJson) {
@@ -327,30 +368,55 @@ int RunHealth(const Invocation& inv) {
     PrintError("health: takes no arguments (see fanin health --help)");
     return kExitUsage;
   }
-  int code = kExitOk;
-  auto connection = Connect(inv, &code);
-  if (!connection) return code;
-  auto stub = grpc::health::v1::Health::NewStub(connection->channel());
-  grpc::ClientContext context;
-  connection->Prepare(&context,
-                      inv.flags.Duration("timeout", absl::Seconds(5)));
   grpc::health::v1::HealthCheckRequest request;
   request.set_service(inv.flags.String("service", ""));
   grpc::health::v1::HealthCheckResponse response;
-  grpc::Status status = stub->Check(&context, request, &response);
-  if (!status.ok()) {
-    return RpcFailed(status, *connection, "health check");
-  }
+  Reached r = CallFirstReachable(inv, [&](const ServerConnection& c) {
+    grpc::ClientContext context;
+    c.Prepare(&context, inv.flags.Duration("timeout", absl::Seconds(5)));
+    return grpc::health::v1::Health::NewStub(c.channel())
+        ->Check(&context, request, &response);
+  });
+  if (!r.connection) return r.exit_code;
+  if (!r.status.ok()) return RpcFailed(r.status, *r.connection, "health check");
   std::string name = grpc::health::v1::HealthCheckResponse::ServingStatus_Name(
       response.status());
   Output out(stdout);
   if (!inv.flags.Bool("quiet")) out.Line(name);
   out.Flush();
   if (response.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
-    PrintError(absl::StrCat(connection->server(), " answers but is ", name));
+    PrintError(absl::StrCat(r.connection->server(), " answers but is ", name));
     return kExitNotServing;
   }
   return kExitOk;
+}
+
+// ---- nodes ----
+
+int RunNodes(const Invocation& inv) {
+  if (!inv.flags.positional().empty()) {
+    PrintError("nodes: takes no arguments (see fanin nodes --help)");
+    return kExitUsage;
+  }
+  v1::ListNodesResponse response;
+  Reached r = CallFirstReachable(inv, [&](const ServerConnection& c) {
+    grpc::ClientContext context;
+    c.Prepare(&context, inv.flags.Duration("timeout", kDefaultUnaryTimeout));
+    return v1::FanIn::NewStub(c.channel())
+        ->ListNodes(&context, v1::ListNodesRequest(), &response);
+  });
+  if (!r.connection) return r.exit_code;
+  if (!r.status.ok()) return RpcFailed(r.status, *r.connection, "list nodes");
+  Output out(stdout);
+  if (inv.flags.Get<OutputFormat>("output", OutputFormat::kText) ==
+      OutputFormat::kJson) {
+    for (const v1::NodeInfo& node : response.nodes()) {
+      if (!out.Line(MessageJson(node))) break;
+    }
+  } else {
+    out.Write(FormatNodesTable(response, absl::Now()));
+  }
+  return out.Flush() ? kExitOk : OutputFailureExit(out);
 }
 
 FlagSpec QuietFlag(absl::string_view what) {
@@ -427,17 +493,23 @@ Command ListCommand() {
       .description =
           "Lists every open connection, paging through the server's table:\n"
           "id, listener, remote address, age, bytes in (received from the\n"
-          "client), bytes out (sent to it) and bytes queued for it. With\n"
+          "client), bytes out (sent to it) and bytes queued for it; in a\n"
+          "cluster also the node that owns it (NODE, after the id). With\n"
           "-o json, one fanin.v1.Connection per line in protobuf's JSON\n"
           "mapping.\n",
       .examples =
           "  fanin list\n"
           "  fanin list --listener default -o json | jq "
-          ".connection_id\n",
+          ".connection_id\n"
+          "  fanin list --node node-a\n",
       .flags = {{.name = "listener",
                  .type = FlagType::kString,
                  .value_name = "NAME",
                  .help = "only connections of this listener"},
+                {.name = "node",
+                 .type = FlagType::kString,
+                 .value_name = "NAME",
+                 .help = "cluster: only connections this node owns"},
                 {.name = "page_size",
                  .type = FlagType::kUint,
                  .value_name = "N",
@@ -456,13 +528,35 @@ Command StatsCommand() {
       .description =
           "Prints the server's counters: poller, connections, "
           "events, bytes,\nsubscribers and the retained seq "
-          "range. -o json prints the\nfanin.v1.GetStatsResponse in "
-          "protobuf's JSON mapping.\n",
+          "range; in a cluster also the node's\nname and the "
+          "cluster stream's seq range. -o json prints the\n"
+          "fanin.v1.GetStatsResponse in protobuf's JSON mapping.\n",
       .examples =
           "  fanin stats\n"
           "  fanin stats -o json | jq .events_lost\n",
       .flags = {OutputFlag({"text", "json"}), UnaryTimeoutFlag()},
       .run = RunStats,
+  };
+}
+
+Command NodesCommand() {
+  return {
+      .name = "nodes",
+      .synopsis = "nodes [flags]",
+      .summary = "the nodes of the cluster (one line in standalone)",
+      .description =
+          "Lists the nodes of the cluster: name, state (up, draining, left,\n"
+          "lost), gRPC address, open connections, when it was last seen and\n"
+          "its incarnation. A standalone server is one node with no name\n"
+          "(shown as -). -o json prints one fanin.v1.NodeInfo per line in\n"
+          "protobuf's JSON mapping.\n",
+      .examples =
+          "  fanin nodes\n"
+          "  fanin nodes -o json | jq -r 'select(.state == "
+          "\"NODE_STATE_UP\") | .grpc_address'\n"
+          "  fanin nodes --server a:50051,b:50051   # whichever answers\n",
+      .flags = {OutputFlag({"text", "json"}), UnaryTimeoutFlag()},
+      .run = RunNodes,
   };
 }
 

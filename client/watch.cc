@@ -113,7 +113,9 @@ using Mode = OutputFormat;
 
 struct WatchOptions {
   Mode mode = Mode::kText;
-  v1::SubscribeRequest request;  // filters and delivery; resume set per call
+  // Filters, delivery and where the first stream starts (resume, start_back
+  // or start_time_unix_nano); each call sets its own start.
+  v1::SubscribeRequest request;
   bool follow = false;
   uint64_t count = 0;  // 0: no limit
   absl::Time end = absl::InfiniteFuture();
@@ -143,6 +145,7 @@ std::optional<WatchOptions> ParseWatchOptions(const Invocation& inv) {
   for (const std::string& listener : f.List("listener")) {
     o.request.add_listeners(listener);
   }
+  for (const std::string& node : f.List("node")) o.request.add_nodes(node);
   for (const std::string& id : f.List("connection")) {
     uint64_t n;
     if (id.empty() || !absl::ascii_isdigit(id[0]) ||
@@ -168,6 +171,36 @@ std::optional<WatchOptions> ParseWatchOptions(const Invocation& inv) {
                                             : v1::DELIVERY_LOSSY);
   o.request.set_resume_after_seq(f.Uint("resume_after", 0));
   o.request.set_resume_epoch(f.String("resume_epoch", ""));
+  // One start at most: --last and --since pick where a new stream starts,
+  // resuming continues after a seq already seen.
+  const bool resume = f.Has("resume_after") || f.Has("resume_epoch");
+  if (f.Has("last") && f.Has("since")) {
+    return usage(
+        "--last and --since are exclusive: start N events back or at a "
+        "time, not both");
+  }
+  if ((f.Has("last") || f.Has("since")) && resume) {
+    return usage(absl::StrCat(
+        f.Has("last") ? "--last" : "--since",
+        " cannot be combined with --resume-after or --resume-epoch: resuming "
+        "continues after a seq already seen, ",
+        f.Has("last") ? "--last" : "--since",
+        " picks where a new stream starts"));
+  }
+  if (f.Has("last")) {
+    const uint64_t last = f.Uint("last", 0);
+    if (last == 0) return usage("--last wants a positive number of events");
+    o.request.set_start_back(last);
+  }
+  if (f.Has("since")) {
+    const absl::Duration since = f.Duration("since", absl::ZeroDuration());
+    if (since <= absl::ZeroDuration()) {
+      return usage("--since wants a positive duration such as 30s or 5m");
+    }
+    // The client's clock against the server's event times.
+    o.request.set_start_time_unix_nano(
+        static_cast<uint64_t>(absl::ToUnixNanos(absl::Now() - since)));
+  }
   o.follow = f.Bool("follow");
   o.count = f.Uint("count", 0);
   absl::Duration timeout = f.Duration("timeout", absl::ZeroDuration());
@@ -192,38 +225,54 @@ bool Retryable(grpc::StatusCode code) {
   }
 }
 
+// Reads one stream at a time from one of the servers, in list order: on a
+// failure it moves on to the next server (the same one when there is only
+// one), resuming after the last event printed with its epoch. Nodes of a
+// cluster share one epoch, so a resume there continues exactly; standalone
+// servers each have their own, which the new server answers with a
+// Gap(EPOCH_CHANGED).
 class Watcher {
  public:
-  Watcher(WatchOptions options, const ServerConnection& connection)
+  Watcher(WatchOptions options, std::vector<ServerConnection> connections)
       : o_(std::move(options)),
-        connection_(connection),
-        stub_(v1::FanIn::NewStub(connection.channel())),
+        connections_(std::move(connections)),
         out_(stdout) {
+    for (const ServerConnection& c : connections_) {
+      stubs_.push_back(v1::FanIn::NewStub(c.channel()));
+    }
     resume_seq_ = o_.request.resume_after_seq();
     resume_epoch_ = o_.request.resume_epoch();
+    starting_ =
+        o_.request.start_back() != 0 || o_.request.start_time_unix_nano() != 0;
   }
 
   int Run(StopControl* control) {
     absl::Duration backoff = kInitialBackoff;
     bool failing = false;  // the previous attempt failed
+    // Attempts that failed before their stream started, since one did.
+    size_t failed_attempts = 0;
     while (true) {
       if (control->signal() != 0) return 128 + control->signal();
       if (absl::Now() >= o_.end) return Finish(kExitOk);
 
       grpc::ClientContext context;
-      connection_.Prepare(&context, absl::ZeroDuration());
+      connection().Prepare(&context, absl::ZeroDuration());
       if (o_.end != absl::InfiniteFuture()) {
         context.set_deadline(absl::ToChronoTime(o_.end));
       }
       v1::SubscribeRequest request = o_.request;
-      request.set_resume_after_seq(resume_seq_);
-      request.set_resume_epoch(resume_epoch_);
+      if (!starting_) {
+        request.clear_start_back();
+        request.clear_start_time_unix_nano();
+        request.set_resume_after_seq(resume_seq_);
+        request.set_resume_epoch(resume_epoch_);
+      }
       control->SetContext(&context);
       bool started = false;
       bool done = false;  // --count reached or output gone
       {
         std::unique_ptr<grpc::ClientReader<v1::SubscribeResponse>> reader =
-            stub_->Subscribe(&context, request);
+            stubs_[current_]->Subscribe(&context, request);
         v1::SubscribeResponse response;
         while (!done && reader->Read(&response)) {
           if (response.has_started()) {
@@ -252,7 +301,12 @@ class Watcher {
            o_.end != absl::InfiniteFuture())) {
         return Finish(kExitOk);
       }
-      if (!o_.follow || !Retryable(status_.error_code())) {
+      // Without --follow, a list of servers is still tried in turn until
+      // one is reachable.
+      const bool next_server =
+          !started && status_.error_code() == grpc::StatusCode::UNAVAILABLE &&
+          failed_attempts + 1 < connections_.size();
+      if (o_.follow ? !Retryable(status_.error_code()) : !next_server) {
         if (status_.ok()) {
           Notice(
               "the server ended the stream (shutting down?); use --follow "
@@ -262,24 +316,41 @@ class Watcher {
         out_.Flush();
         if (started && status_.error_code() == grpc::StatusCode::UNAVAILABLE) {
           PrintError(absl::StrCat(
-              "lost the stream from ", connection_.server(), ": ",
+              "lost the stream from ", connection().server(), ": ",
               status_.error_message(),
               " \xe2\x80\x94 use --follow to reconnect and resume"));
         } else {
-          PrintError(RpcErrorMessage(status_, connection_.server(), "watch"));
+          PrintError(RpcErrorMessage(status_, connection().server(), "watch"));
         }
         return ExitCodeForStatus(status_.error_code());
       }
 
-      backoff = started ? kInitialBackoff : std::min(backoff * 2, kMaxBackoff);
+      // The back-off doubles once every server has failed in a row.
+      if (started) {
+        failed_attempts = 0;
+        backoff = kInitialBackoff;
+      } else if (++failed_attempts % connections_.size() == 0) {
+        backoff = std::min(backoff * 2, kMaxBackoff);
+      }
+      const std::string from = connection().server();
+      current_ = (current_ + 1) % connections_.size();
       if (!failing) {
-        Notice(absl::StrCat(
-            started ? "stream ended" : "cannot subscribe", " (",
+        const std::string why =
             status_.ok() ? "closed by the server"
                          : absl::StrCat(StatusCodeName(status_.error_code()),
-                                        ": ", status_.error_message()),
-            "); reconnecting to ", connection_.server(),
-            " with back-off, resuming after seq ", resume_seq_));
+                                        ": ", status_.error_message());
+        if (connections_.size() == 1) {
+          Notice(absl::StrCat(started ? "stream ended" : "cannot subscribe",
+                              " (", why, "); reconnecting to ", from,
+                              " with back-off, ", ResumeText()));
+        } else {
+          Notice(absl::StrCat(
+              started ? "stream from " : "cannot subscribe at ", from,
+              started ? " ended" : "", " (", why, "); trying ",
+              connection().server(),
+              o_.follow ? " (the servers in turn, with back-off)" : "", ", ",
+              ResumeText()));
+        }
         failing = true;
       }
       if (WaitToRetry(std::min(backoff, o_.end - absl::Now()), control)) {
@@ -294,7 +365,7 @@ class Watcher {
   // READY again, so a restarted server is picked up within gRPC's own
   // reconnect back-off rather than after our whole back-off.
   bool WaitToRetry(absl::Duration wait, StopControl* control) {
-    const std::shared_ptr<grpc::Channel>& channel = connection_.channel();
+    const std::shared_ptr<grpc::Channel>& channel = connection().channel();
     if (channel->GetState(false) == GRPC_CHANNEL_READY) {
       // The call failed on a healthy channel (e.g. the server ended it):
       // a plain pause keeps this from spinning.
@@ -313,6 +384,20 @@ class Watcher {
     return control->signal() != 0;
   }
 
+  const ServerConnection& connection() const { return connections_[current_]; }
+
+  // Where the next stream starts, for notices.
+  std::string ResumeText() const {
+    if (!starting_) return absl::StrCat("resuming after seq ", resume_seq_);
+    if (o_.request.start_back() != 0) {
+      return absl::StrCat("starting with the last ", o_.request.start_back(),
+                          " events (nothing was printed yet)");
+    }
+    return absl::StrCat("starting at ",
+                        FormatTimeOfDay(o_.request.start_time_unix_nano()),
+                        " (nothing was printed yet)");
+  }
+
   int Finish(int code) {
     if (!out_.Flush()) return OutputFailureExit(out_);
     return code;
@@ -327,19 +412,35 @@ class Watcher {
   void OnStarted(const v1::Started& started, bool reconnect) {
     if (o_.mode == Mode::kJson) out_.Line(MessageJson(started));
     const std::string& epoch = started.server_epoch();
+    const std::string& server = connection().server();
     if (!last_epoch_.empty() && last_epoch_ != epoch) {
-      Notice(absl::StrCat(
-          "the server restarted: new epoch ", epoch, " (was ", last_epoch_,
-          "); events of the old epoch after seq ", resume_seq_,
-          " that were not printed are lost; continuing from the new epoch's "
-          "oldest retained event"));
+      std::string lost =
+          starting_ ? absl::StrCat("; ", ResumeText())
+                    : absl::StrCat("; events of the old epoch after seq ",
+                                   resume_seq_,
+                                   " that were not printed are lost; "
+                                   "continuing from the new epoch's oldest "
+                                   "retained event");
+      if (server == last_server_) {
+        Notice(absl::StrCat("the server restarted: new epoch ", epoch, " (was ",
+                            last_epoch_, ")", lost));
+      } else {
+        Notice(absl::StrCat(server, " serves epoch ", epoch, ", not ",
+                            last_epoch_, " of ", last_server_,
+                            " (servers outside a cluster do not share a "
+                            "stream)",
+                            lost));
+      }
+    } else if (reconnect && last_server_.empty()) {
+      Notice(absl::StrCat("subscribed to ", server, " (epoch ", epoch, ")"));
     } else if (reconnect) {
-      Notice(absl::StrCat("reconnected to ", connection_.server(), " (epoch ",
-                          epoch, "), resuming after seq ", resume_seq_));
+      Notice(absl::StrCat("reconnected to ", server, " (epoch ", epoch, "), ",
+                          ResumeText()));
     }
     last_epoch_ = epoch;
+    last_server_ = server;
     stream_epoch_ = epoch;
-    if (resume_epoch_.empty()) {
+    if (resume_epoch_.empty() && !starting_) {
       // Started live: a later reconnect resumes from here.
       resume_epoch_ = epoch;
       if (resume_seq_ == 0) resume_seq_ = started.head_seq();
@@ -354,6 +455,7 @@ class Watcher {
           if (o_.count > 0 && printed_ >= o_.count) return true;
           PrintEvent(event);
           ++printed_;
+          starting_ = false;
           resume_epoch_ = stream_epoch_;
           resume_seq_ = event.seq();
         }
@@ -367,6 +469,7 @@ class Watcher {
         }
         if (gap.reason() != v1::GAP_REASON_EPOCH_CHANGED) {
           // Lost for good; resuming must not ask for them again.
+          starting_ = false;
           if (resume_epoch_ != stream_epoch_) resume_seq_ = 0;
           resume_epoch_ = stream_epoch_;
           resume_seq_ = std::max(resume_seq_, gap.last_seq());
@@ -400,17 +503,23 @@ class Watcher {
   }
 
   WatchOptions o_;
-  const ServerConnection& connection_;
-  std::unique_ptr<v1::FanIn::Stub> stub_;
+  const std::vector<ServerConnection> connections_;
+  std::vector<std::unique_ptr<v1::FanIn::Stub>> stubs_;
+  size_t current_ = 0;  // the server of the stream being read
   Output out_;
   grpc::Status status_;
   uint64_t printed_ = 0;
-  // Where a new stream resumes: after resume_seq_ of resume_epoch_.
+  // Where a new stream resumes: after resume_seq_ of resume_epoch_. While
+  // starting_, nothing was printed yet and a new stream asks for the
+  // command's own start (--last, --since) instead.
   uint64_t resume_seq_ = 0;
   std::string resume_epoch_;
-  // The epoch of the stream being read, and of the last Started seen.
+  bool starting_ = false;
+  // The epoch of the stream being read, and of the last Started seen (with
+  // the server that sent it).
   std::string stream_epoch_;
   std::string last_epoch_;
+  std::string last_server_;
 };
 
 int RunWatch(const Invocation& inv) {
@@ -419,13 +528,19 @@ int RunWatch(const Invocation& inv) {
   StopControl control;
   // Before the channel exists, so that no gRPC thread can take the signals.
   SignalWatcher signals(&control);
-  absl::StatusOr<ServerConnection> connection =
-      ServerConnection::Open(inv.server);
-  if (!connection.ok()) {
-    PrintError(connection.status().message());
-    return kExitFailure;
+  std::vector<ServerConnection> connections;
+  for (const std::string& server : inv.server.servers) {
+    ServerOptions one = inv.server;
+    one.server = server;
+    one.servers = {server};
+    absl::StatusOr<ServerConnection> connection = ServerConnection::Open(one);
+    if (!connection.ok()) {
+      PrintError(connection.status().message());
+      return kExitFailure;
+    }
+    connections.push_back(*std::move(connection));
   }
-  Watcher watcher(*std::move(options), *connection);
+  Watcher watcher(*std::move(options), std::move(connections));
   return watcher.Run(&control);
 }
 
@@ -440,20 +555,28 @@ Command WatchCommand() {
           "Subscribes to the server's event stream and prints each event as "
           "it\n"
           "arrives. -o text (default) prints one aligned line per event:\n"
-          "time (UTC), seq, connection, listener, kind, and for data the size\n"
-          "and an escaped preview. -o json prints each fanin.v1 message on a\n"
-          "line of its own in protobuf's JSON mapping: Started, then Event,\n"
-          "Gap and Heartbeat (field names as in fanin.proto, every field\n"
-          "present, 64-bit numbers as strings, payload in base64).\n"
+          "time (UTC), seq, connection (in a cluster with its [node]),\n"
+          "listener, kind, and for data the size and an escaped preview.\n"
+          "-o json prints each fanin.v1 message on a line of its own in\n"
+          "protobuf's JSON mapping: Started, then Event, Gap and Heartbeat\n"
+          "(field names as in fanin.proto, every field present, 64-bit\n"
+          "numbers as strings, payload in base64).\n"
           "-o raw writes only payload bytes, for piping. Gaps and heartbeats\n"
           "go to stderr in text and raw mode.\n"
+          "\n"
+          "--last N starts with the last N retained events that match the\n"
+          "filters, --since D with the first one at most D old (by this\n"
+          "machine's clock); both then go on live, like hubble observe.\n"
           "\n"
           "--follow reconnects with back-off (0.1s doubling to 5s) when the\n"
           "server restarts or the network fails, resuming after the last seq\n"
           "printed, and reports on stderr what was missed (a gap, or a new\n"
-          "server epoch). Ctrl-C ends the watch after flushing output (exit\n"
-          "130; SIGTERM 143); --count and --timeout end it with exit 0. A\n"
-          "closed pipe (fanin watch | head) ends it quietly.\n",
+          "server epoch). With --server A,B,... it moves on to the next\n"
+          "server each time a stream fails (the nodes of a cluster share one\n"
+          "stream, so the resume is exact there). Ctrl-C ends the watch after\n"
+          "flushing output (exit 130; SIGTERM 143); --count and --timeout end\n"
+          "it with exit 0. A closed pipe (fanin watch | head) ends it "
+          "quietly.\n",
       .examples =
           "  fanin watch\n"
           "  fanin watch --kind opened,closed --listener default\n"
@@ -461,6 +584,8 @@ Command WatchCommand() {
           "  fanin watch -o json --follow --lossless | jq -c "
           "'select(.data)'\n"
           "  fanin watch --resume-after 1200 --resume-epoch EPOCH --count 100\n"
+          "  fanin watch --last 20 --kind data\n"
+          "  fanin watch --since 5m -o json --follow --server a:50051,b:50051\n"
           "  fanin watch --timeout 30s --omit-payload\n",
       .flags =
           {{.name = "output",
@@ -473,7 +598,7 @@ Command WatchCommand() {
             .type = FlagType::kList,
             .value_name = "KINDS",
             .help = "only these kinds: opened,data,writable,read_closed,"
-                    "closed,readable (repeatable)"},
+                    "closed,readable,node (repeatable)"},
            {.name = "listener",
             .type = FlagType::kList,
             .value_name = "NAMES",
@@ -482,6 +607,11 @@ Command WatchCommand() {
             .type = FlagType::kList,
             .value_name = "IDS",
             .help = "only these connection ids (repeatable)"},
+           {.name = "node",
+            .type = FlagType::kList,
+            .value_name = "NAMES",
+            .help = "cluster: only connections of these nodes and their "
+                    "node events (repeatable)"},
            {.name = "omit-payload",
             .type = FlagType::kBool,
             .help = "data events carry the size only"},
@@ -502,10 +632,21 @@ Command WatchCommand() {
             .value_name = "EPOCH",
             .help = "the server epoch SEQ belongs to (from a started "
                     "object)"},
+           {.name = "last",
+            .type = FlagType::kUint,
+            .value_name = "N",
+            .help = "start with the last N retained events that match, then "
+                    "live"},
+           {.name = "since",
+            .type = FlagType::kDuration,
+            .value_name = "DURATION",
+            .help = "start with the retained events of the last DURATION "
+                    "(e.g. 30s, 5m), then live"},
            {.name = "follow",
             .short_name = 'f',
             .type = FlagType::kBool,
-            .help = "reconnect and resume after restarts and network faults"},
+            .help = "reconnect and resume after restarts and network "
+                    "faults, trying each --server in turn"},
            {.name = "count",
             .short_name = 'n',
             .type = FlagType::kUint,

@@ -158,6 +158,7 @@ absl::StatusOr<std::unique_ptr<FaninServer>> FaninServer::Start(
   net::Endpoint bound = c.grpc_address;
   if (!is_unix) bound.port = port;
   server->grpc_address_ = bound.ToString();
+  server->service_->SetGrpcAddress(server->grpc_address_);
   if (server->cluster_ != nullptr) {
     core::FaninCore* core_ptr = server->core_.get();
     absl::Status joined = server->cluster_->Start(

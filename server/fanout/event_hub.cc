@@ -92,7 +92,11 @@ absl::StatusOr<std::shared_ptr<EventHub::Subscription>> EventHub::Subscribe(
               ? MakeGap(1, oldest - 1, 0, fanin::v1::GAP_REASON_EPOCH_CHANGED)
               : MakeGap(0, 0, 0, fanin::v1::GAP_REASON_EPOCH_CHANGED);
     } else if (spec.resume_after_seq == 0) {
-      sub->cursor = head_ + 1;
+      sub->cursor = spec.start_back > 0
+                        ? StartBackLocked(sub->filter, spec.start_back)
+                    : spec.start_time_unix_nano > 0
+                        ? StartTimeLocked(spec.start_time_unix_nano)
+                        : head_ + 1;
     } else if (spec.resume_after_seq > head_) {
       return absl::OutOfRangeError(
           absl::StrCat("resume_after_seq ", spec.resume_after_seq,
@@ -125,6 +129,34 @@ absl::StatusOr<std::shared_ptr<EventHub::Subscription>> EventHub::Subscribe(
   }
   if (paused) NotifyPauseChange();
   return sub;
+}
+
+uint64_t EventHub::StartBackLocked(const Filter& filter, uint64_t back) const {
+  // Backwards from the head until `back` matches: the start is the last one
+  // found, or the oldest retained event when there are fewer.
+  uint64_t start = OldestLocked();
+  uint64_t found = 0;
+  for (auto it = history_.rbegin(); it != history_.rend(); ++it) {
+    const StoredEvent& e = **it;
+    if (!filter.Matches(e)) continue;
+    if (++found == back) {
+      start = e.seq;
+      break;
+    }
+  }
+  return start;
+}
+
+uint64_t EventHub::StartTimeLocked(uint64_t time_unix_nano) const {
+  // A scan, not a binary search: times are not ordered along the history
+  // (see SubscribeSpec::start_time_unix_nano).
+  for (const EventPtr& e : history_) {
+    if (e->time_unix_nano >= 0 &&
+        static_cast<uint64_t>(e->time_unix_nano) >= time_unix_nano) {
+      return e->seq;
+    }
+  }
+  return head_ + 1;
 }
 
 void EventHub::Unsubscribe(Subscription* sub) {

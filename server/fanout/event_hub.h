@@ -76,11 +76,25 @@ class EventHub : public EventSink {
  public:
   struct Subscription;
 
+  // Where a subscription starts, first match wins: resume_epoch of another
+  // lifetime (the oldest retained event, after a Gap), resume_after_seq (the
+  // event after it), start_back, start_time_unix_nano, else live (the next
+  // event published). The gRPC layer refuses requests that set more than one
+  // of resume_after_seq, start_back and start_time_unix_nano.
   struct SubscribeSpec {
     Filter filter;
     bool lossless = false;
-    uint64_t resume_after_seq = 0;  // 0: start live
+    uint64_t resume_after_seq = 0;  // 0: not resuming
     std::string resume_epoch;       // empty: the current epoch
+    // The last start_back retained events that match the filter, then live
+    // (like tail -n); fewer when the history holds fewer. 0: unset.
+    uint64_t start_back = 0;
+    // The first event in history order whose time_unix_nano is >= this, then
+    // everything after it. Times are taken by each loop (in cluster mode, of
+    // each node) before it publishes, so they do not increase along the
+    // history (two loops, a clock step): events after the start may be older
+    // than it. Live when no retained event is that recent. 0: unset.
+    uint64_t start_time_unix_nano = 0;
     absl::AnyInvocable<void()> wake;
   };
   struct Started {
@@ -126,7 +140,9 @@ class EventHub : public EventSink {
 
   // OUT_OF_RANGE when resume_after_seq is beyond head_seq in this epoch;
   // RESOURCE_EXHAUSTED when a lossless subscription's reservation does not
-  // fit in HubOptions::lossless_total_bytes.
+  // fit in HubOptions::lossless_total_bytes. start_back and
+  // start_time_unix_nano scan the history under the lock (at most
+  // history_events entries, like counting a lossless subscription's backlog).
   absl::StatusOr<std::shared_ptr<Subscription>> Subscribe(SubscribeSpec spec,
                                                           Started* started);
   // After this the subscription's wake is never called again by the hub
@@ -190,6 +206,11 @@ class EventHub : public EventSink {
     return history_.empty() ? head_ + 1 : history_.front()->seq;
   }
   void EvictLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The seq a start_back or start_time_unix_nano subscription starts at.
+  uint64_t StartBackLocked(const Filter& filter, uint64_t back) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  uint64_t StartTimeLocked(uint64_t time_unix_nano) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void NotifyPauseChange();
 
   const HubOptions options_;

@@ -2,7 +2,7 @@
 // on connections.
 //
 // Two roles; writer implies reader:
-//   reader  Subscribe, ListConnections, GetStats, Read
+//   reader  Subscribe, ListConnections, GetStats, ListNodes, Read
 //   writer  also Write and CloseConnection
 // A lossless Subscribe can pause the reading of every socket it matches, so
 // it needs AuthOptions::lossless_role (writer unless configured otherwise).

@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "server/base/log.h"
 #include "server/base/text.h"
 #include "server/fanout/event_codec.h"
@@ -92,6 +93,8 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
          .lossless = request_.delivery() == fanin::v1::DELIVERY_LOSSLESS,
          .resume_after_seq = request_.resume_after_seq(),
          .resume_epoch = request_.resume_epoch(),
+         .start_back = request_.start_back(),
+         .start_time_unix_nano = request_.start_time_unix_nano(),
          .wake =
              [weak] {
                if (auto s = weak.lock()) s->Pump();
@@ -112,6 +115,8 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
                                 ? "lossless"
                                 : "lossy"},
                {"resume_after_seq", request_.resume_after_seq()},
+               {"start_back", request_.start_back()},
+               {"start_time_unix_nano", request_.start_time_unix_nano()},
                {"head_seq", started.head_seq}});
     fanin::v1::SubscribeResponse first;
     first.mutable_started()->set_server_epoch(started.epoch);
@@ -704,7 +709,12 @@ grpc::ServerUnaryReactor* FaninService::ListNodes(
   } else {
     // Standalone: this server, with no name.
     fanin::v1::NodeInfo* self = r.add_nodes();
-    self->set_state(fanin::v1::NODE_STATE_UP);
+    {
+      absl::MutexLock lock(&mu_);
+      self->set_grpc_address(grpc_address_);
+    }
+    self->set_state(draining_ ? fanin::v1::NODE_STATE_DRAINING
+                              : fanin::v1::NODE_STATE_UP);
     self->set_connections_open(core_->GetStats().connections_open);
     self->set_last_seen_unix_nano(absl::GetCurrentTimeNanos());
     for (const std::string& l : core_->listener_names()) self->add_listeners(l);
@@ -728,6 +738,11 @@ grpc::ServerUnaryReactor* FaninService::Read(
     LocalRead(req, std::move(reply));
   }
   return reactor;
+}
+
+void FaninService::SetGrpcAddress(std::string address) {
+  absl::MutexLock lock(&mu_);
+  grpc_address_ = std::move(address);
 }
 
 }  // namespace fanin::grpc_api

@@ -38,7 +38,8 @@
 
 namespace fanin::grpc_api {
 
-// What an RPC does: Subscribe, ListConnections, GetStats and Read observe;
+// What an RPC does: Subscribe, ListConnections, GetStats, ListNodes and Read
+// observe;
 // Write and CloseConnection act on connections; a lossless Subscribe also
 // holds back ingestion (its back-pressure pauses the sockets it matches),
 // a right of its own.
@@ -113,6 +114,11 @@ class FaninService final : public internal::RawService {
   void ExecuteLocal(absl::string_view method, std::string request,
                     ClusterRouter::Reply done);
 
+  // The gRPC address a standalone ListNodes reports ("127.0.0.1:50051",
+  // "unix:PATH"); FaninServer sets it once gRPC is bound (the port may have
+  // been 0 until then). Empty until set. Any thread.
+  void SetGrpcAddress(std::string address);
+
   // Graceful drain: every stream delivers what the hub holds for it, then
   // finishes with OK. New subscriptions are refused with UNAVAILABLE.
   void BeginDrain();
@@ -179,6 +185,7 @@ class FaninService final : public internal::RawService {
       ABSL_GUARDED_BY(mu_);
   int64_t unary_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::string grpc_address_ ABSL_GUARDED_BY(mu_);
   std::thread heartbeat_thread_;
 };
 

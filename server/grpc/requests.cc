@@ -39,6 +39,26 @@ absl::StatusOr<fanout::Filter> CheckSubscribe(
                   absl::StrCat("delivery: unknown value ", request.delivery(),
                                "; use DELIVERY_LOSSY or DELIVERY_LOSSLESS"));
   }
+  // One start at most: resuming continues after a seq already seen, the
+  // other two pick a place in the retained history.
+  const bool resume =
+      request.resume_after_seq() != 0 || !request.resume_epoch().empty();
+  const bool back = request.start_back() != 0;
+  const bool time = request.start_time_unix_nano() != 0;
+  if (resume && (back || time)) {
+    return Refuse(
+        "Subscribe",
+        absl::StrCat(back ? "start_back" : "start_time_unix_nano",
+                     " cannot be combined with resume_after_seq or "
+                     "resume_epoch: resuming continues after a seq already "
+                     "seen; start_back and start_time_unix_nano only pick "
+                     "where a new stream starts"));
+  }
+  if (back && time) {
+    return Refuse("Subscribe",
+                  "start_back and start_time_unix_nano are exclusive: "
+                  "start N events back, or at a time, not both");
+  }
   return filter;
 }
 

@@ -36,7 +36,8 @@ absl::Status ParseRequest(absl::string_view bytes, absl::string_view method,
                           google::protobuf::Message* out);
 
 // Subscribe: the filter it asks for (kinds, listeners of `listener_names`,
-// connection ids) and a known delivery.
+// connection ids), a known delivery, and at most one start: resume
+// (resume_after_seq, resume_epoch), start_back or start_time_unix_nano.
 absl::StatusOr<fanout::Filter> CheckSubscribe(
     const fanin::v1::SubscribeRequest& request,
     const std::vector<std::string>& listener_names);

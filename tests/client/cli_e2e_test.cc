@@ -229,6 +229,7 @@ TEST_F(CliE2eTest, UnreachableServerExitsThreeAndSaysWhatToTry) {
                                         {"list"},
                                         {"write", "1", "x"},
                                         {"close", "1"},
+                                        {"nodes"},
                                         {"watch", "--count=1"}}) {
     // Common flags before the command work too.
     std::vector<std::string> argv = {kFanin,
@@ -256,6 +257,14 @@ TEST_F(CliE2eTest, BadUsageExitsTwoWithAPointerToHelp) {
            {"watch", "--count", "-1"},
            {"watch", "--timeout", "soon"},
            {"watch", "-o", "raw", "--omit-payload"},
+           {"watch", "--last", "3", "--resume-after", "2"},
+           {"watch", "--since", "1m", "--resume-epoch", "e"},
+           {"watch", "--last", "3", "--since", "1m"},
+           {"watch", "--last", "0"},
+           {"watch", "--since", "0s"},
+           {"watch", "--since", "yesterday"},
+           {"nodes", "extra"},
+           {"list", "--server", "127.0.0.1:1,,127.0.0.1:2"},
            {"write"},
            {"write", "0", "x"},
            {"write", "abc", "x"},
@@ -283,7 +292,7 @@ TEST_F(CliE2eTest, EveryCommandHasHelpWithExamples) {
   EXPECT_EQ(top->exit_code, 0);
   EXPECT_THAT(top->stdout_data, HasSubstr("Exit codes:"));
   for (const char* command :
-       {"watch", "write", "close", "list", "stats", "health"}) {
+       {"watch", "write", "close", "list", "stats", "nodes", "health"}) {
     EXPECT_THAT(top->stdout_data, HasSubstr(absl::StrCat("  ", command, " ")));
     for (auto argv : {std::vector<std::string>{kFanin, command, "--help"},
                       std::vector<std::string>{kFanin, "help", command},
@@ -470,6 +479,7 @@ TEST_F(CliE2eTest, ListShowsEveryConnectionAcrossPages) {
     EXPECT_EQ(JsonStr(o, "bytes_sent"), "0");
     EXPECT_EQ(JsonStr(o, "queued_bytes"), "0");
     EXPECT_GT(JsonUint(o, "opened_unix_nano"), 0u);
+    EXPECT_EQ(JsonStr(o, "node"), "") << "standalone";
     EXPECT_EQ(o.size(), static_cast<size_t>(
                             fanin::v1::Connection::descriptor()->field_count()))
         << "the fields of fanin.v1.Connection";
@@ -750,6 +760,232 @@ TEST_F(CliWatchTest, ResumeBeyondHeadIsRejected) {
       Fanin({"watch", "--resume-after", "1000000", "--timeout", "5s"});
   EXPECT_EQ(r.exit_code, 5) << r.stderr_data;
   EXPECT_THAT(r.stderr_data, HasSubstr("rejected"));
+}
+
+// --last N: exactly the last N events, then live.
+TEST_F(CliWatchTest, LastStartsNEventsBackThenGoesLive) {
+  Life a, b, c;
+  LiveOneConnection(&a, "one");
+  LiveOneConnection(&b, "two");
+  LiveOneConnection(&c, "three");
+  const uint64_t head = Stats().head_seq();
+  ASSERT_GE(head, 12u);
+
+  CommandResult r = Fanin({"watch", "-o", "json", "--last", "5", "-n", "5"});
+  ASSERT_EQ(r.exit_code, 0) << r.stderr_data;
+  auto parsed = ParseJsonLines(r.stdout_data);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  std::vector<uint64_t> seqs;
+  for (const JsonMap& o : *parsed) {
+    if (JsonType(o) == "event") seqs.push_back(JsonUint(o, "seq"));
+  }
+  EXPECT_EQ(seqs, (std::vector<uint64_t>{head - 4, head - 3, head - 2, head - 1,
+                                         head}));
+
+  // Text, with a filter: the last two data events.
+  r = Fanin({"watch", "--last", "2", "--kind", "data", "-n", "2"});
+  ASSERT_EQ(r.exit_code, 0) << r.stderr_data;
+  std::vector<std::string> lines =
+      absl::StrSplit(r.stdout_data, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 2u) << r.stdout_data;
+  EXPECT_THAT(lines[0], HasSubstr("\"two\""));
+  EXPECT_THAT(lines[1], HasSubstr("\"three\""));
+
+  // Then live: the newest retained event, then a new connection's.
+  auto watch = StartFanin({"watch", "-o", "json", "--last", "1"});
+  ASSERT_NE(watch, nullptr);
+  ASSERT_TRUE(WaitForJson(*watch, "event", "closed")) << watch->stdout_data();
+  TcpClient raw = Connect();
+  ASSERT_TRUE(raw.SendAll("live").ok());
+  ASSERT_TRUE(WaitForJson(*watch, "event", "data")) << watch->stdout_data();
+  ASSERT_TRUE(watch->Signal(SIGINT).ok());
+  auto result = watch->Wait(Deadline());
+  ASSERT_TRUE(result.ok()) << result.status();
+  parsed = ParseJsonLines(result->stdout_data);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  seqs.clear();
+  for (const JsonMap& o : *parsed) {
+    if (JsonType(o) == "event") seqs.push_back(JsonUint(o, "seq"));
+  }
+  ASSERT_GE(seqs.size(), 3u);
+  EXPECT_EQ(seqs[0], head);
+  EXPECT_EQ(seqs[1], head + 1) << "the live events follow, none skipped";
+}
+
+// --since D: the events of the last D (by the client's clock), then live.
+TEST_F(CliWatchTest, SinceStartsAtATimeInTheHistory) {
+  Life early, late;
+  LiveOneConnection(&early, "early");
+  const uint64_t early_head = Stats().head_seq();
+  // The two connections' events lie more than two seconds apart; the time
+  // between them is what --since is asked to cut at.
+  const absl::Time early_end = absl::Now();
+  ASSERT_TRUE(WaitFor(
+      [&] { return absl::Now() >= early_end + absl::Seconds(2); }, Deadline()));
+  LiveOneConnection(&late, "late");
+  const uint64_t head = Stats().head_seq();
+
+  // Half a second after `early` ended, however long the command takes to
+  // start (less than 1.5 s).
+  const absl::Duration since =
+      absl::Now() - (early_end + absl::Milliseconds(500));
+  CommandResult r = Fanin({"watch", "-o", "json", "--since",
+                           absl::StrCat(absl::ToDoubleSeconds(since)), "-n",
+                           absl::StrCat(head - early_head)});
+  ASSERT_EQ(r.exit_code, 0) << r.stderr_data;
+  auto parsed = ParseJsonLines(r.stdout_data);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  std::vector<uint64_t> ids;
+  uint64_t first_seq = 0;
+  for (const JsonMap& o : *parsed) {
+    if (JsonType(o) != "event") continue;
+    if (first_seq == 0) first_seq = JsonUint(o, "seq");
+    ids.push_back(JsonUint(o, "connection_id"));
+  }
+  EXPECT_EQ(first_seq, early_head + 1);
+  EXPECT_EQ(ids, std::vector<uint64_t>(head - early_head, late.id));
+
+  // An hour reaches back over everything retained.
+  r = Fanin({"watch", "--since", "1h", "-n", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.stderr_data;
+  EXPECT_THAT(r.stdout_data,
+              HasSubstr(absl::StrCat("seq=", Stats().oldest_seq(), " ")));
+}
+
+TEST_F(CliE2eTest, NodesListsThisServerInStandalone) {
+  TcpClient raw = Connect();
+  ConnectionIdOf(raw);
+  CommandResult r = Fanin({"nodes"});
+  ASSERT_EQ(r.exit_code, 0) << r.stderr_data;
+  std::vector<std::string> lines =
+      absl::StrSplit(r.stdout_data, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 2u) << r.stdout_data;
+  EXPECT_THAT(lines[0], HasSubstr("NAME  STATE  GRPC ADDRESS"));
+  EXPECT_THAT(lines[0], HasSubstr("CONNECTIONS  LAST SEEN  INCARNATION"));
+  std::vector<std::string> row =
+      absl::StrSplit(lines[1], ' ', absl::SkipEmpty());
+  EXPECT_EQ(
+      row, (std::vector<std::string>{"-", "up", server_->grpc_address(), "1",
+                                     row.size() > 4 ? row[4] : "", "ago", "0"}))
+      << lines[1];
+
+  r = Fanin({"nodes", "-o", "json"});
+  ASSERT_EQ(r.exit_code, 0) << r.stderr_data;
+  auto parsed = ParseJsonLines(r.stdout_data);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  ASSERT_EQ(parsed->size(), 1u);
+  const JsonMap& o = (*parsed)[0];
+  EXPECT_EQ(JsonStr(o, "name"), "");
+  EXPECT_EQ(JsonStr(o, "state"), "NODE_STATE_UP");
+  EXPECT_EQ(JsonStr(o, "grpc_address"), server_->grpc_address());
+  EXPECT_EQ(JsonUint(o, "connections_open"), 1u);
+  EXPECT_GT(JsonUint(o, "last_seen_unix_nano"), 1700000000000000000u);
+  EXPECT_EQ(JsonStr(o, "incarnation"), "0");
+
+  // Standalone connections have no node: no NODE column, whatever --node
+  // asks (the filter is the server's, in a cluster).
+  r = Fanin({"list", "--node", "node-a"});
+  ASSERT_EQ(r.exit_code, 0) << r.stderr_data;
+  EXPECT_THAT(r.stdout_data, Not(HasSubstr("NODE")));
+}
+
+// --server A,B with --follow: A is not there, B serves the watch.
+TEST_F(CliWatchTest, FollowSkipsAnUnreachableFirstServer) {
+  const std::string dead = absl::StrCat("127.0.0.1:", UnusedPort());
+  const std::string servers = absl::StrCat(dead, ",", server_->grpc_address());
+  auto watch = Subprocess::Start(
+      {kFanin, "watch", "-o", "json", "--follow", "--server", servers});
+  ASSERT_TRUE(watch.ok()) << watch.status();
+  ASSERT_TRUE(WaitForJson(**watch, "started")) << (*watch)->stderr_data();
+  TcpClient raw = Connect();
+  ASSERT_TRUE(raw.SendAll("via the second").ok());
+  ASSERT_TRUE(WaitForJson(**watch, "event", "data")) << (*watch)->stdout_data();
+  ASSERT_TRUE((*watch)->Signal(SIGINT).ok());
+  auto result = (*watch)->Wait(Deadline());
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->exit_code, 130);
+  EXPECT_THAT(result->stderr_data,
+              HasSubstr(absl::StrCat("cannot subscribe at ", dead)));
+  EXPECT_THAT(result->stderr_data,
+              HasSubstr(absl::StrCat("trying ", server_->grpc_address())));
+  EXPECT_THAT(
+      result->stderr_data,
+      HasSubstr(absl::StrCat("subscribed to ", server_->grpc_address())));
+
+  // Without --follow the list is still tried until one server answers; the
+  // read-only commands do the same.
+  auto r = RunCommand(
+      {kFanin, "watch", "--server", servers, "--last", "1", "-n", "1"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->exit_code, 0) << r->stderr_data;
+  EXPECT_THAT(r->stdout_data, HasSubstr("DATA"));
+  r = RunCommand({kFanin, "stats", "--server", servers});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->exit_code, 0) << r->stderr_data;
+  EXPECT_THAT(r->stderr_data,
+              HasSubstr(absl::StrCat("cannot reach ", dead,
+                                     ": connection refused; trying ",
+                                     server_->grpc_address())));
+  // Write acts: only the first server, never another after a failure.
+  r = RunCommand({kFanin, "write", "1", "x", "--server", servers});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->exit_code, 3) << r->stderr_data;
+}
+
+// --server A,B with --follow: A dies under the watch, B takes over. In
+// standalone B has an epoch of its own, which the watch reports.
+TEST_F(CliWatchTest, FollowMovesToTheNextServerWhenOneIsKilled) {
+  auto second = ServerProcess::Start(
+      {.flags = {"--listen=127.0.0.1:0", "--grpc_address=127.0.0.1:0",
+                 "--loops=1"}});
+  ASSERT_TRUE(second.ok()) << second.status();
+  auto watch = Subprocess::Start(
+      {kFanin, "watch", "-o", "json", "--follow", "--server",
+       absl::StrCat(server_->grpc_address(), ",", (*second)->grpc_address())});
+  ASSERT_TRUE(watch.ok()) << watch.status();
+  ASSERT_TRUE(WaitForJson(**watch, "started"));
+  TcpClient first_client = Connect();
+  ASSERT_TRUE(first_client.SendAll("before").ok());
+  ASSERT_TRUE(WaitForJson(**watch, "event", "data")) << (*watch)->stdout_data();
+
+  ASSERT_TRUE(server_->Signal(SIGKILL).ok());
+  ASSERT_TRUE((*watch)->WaitForOutput(
+      [](absl::string_view, absl::string_view err) {
+        return absl::StrContains(err, "serves epoch");
+      },
+      Deadline()))
+      << (*watch)->stderr_data();
+  auto address = (*second)->listen_address();
+  ASSERT_TRUE(address.ok()) << address.status();
+  auto second_client = ConnectTcp(*address);
+  ASSERT_TRUE(second_client.ok()) << second_client.status();
+  ASSERT_TRUE(second_client->SendAll("after").ok());
+  ASSERT_TRUE((*watch)->WaitForOutput(
+      [](absl::string_view out, absl::string_view) {
+        // "after" in base64.
+        return absl::StrContains(out, "\"YWZ0ZXI=\"");
+      },
+      Deadline()))
+      << (*watch)->stdout_data();
+
+  ASSERT_TRUE((*watch)->Signal(SIGINT).ok());
+  auto result = (*watch)->Wait(Deadline());
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->exit_code, 130);
+  EXPECT_THAT(result->stderr_data,
+              HasSubstr(absl::StrCat("stream from ", server_->grpc_address(),
+                                     " ended")));
+  EXPECT_THAT(result->stderr_data,
+              HasSubstr(absl::StrCat("trying ", (*second)->grpc_address())));
+  auto parsed = ParseJsonLines(CompleteLines(result->stdout_data));
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  std::vector<std::string> epochs;
+  for (const auto& o : *parsed) {
+    if (JsonType(o) == "started") epochs.push_back(JsonStr(o, "server_epoch"));
+  }
+  ASSERT_EQ(epochs.size(), 2u);
+  EXPECT_NE(epochs[0], epochs[1]);
+  EXPECT_TRUE(HasObject(*parsed, "gap")) << "Gap(EPOCH_CHANGED) from B";
 }
 
 TEST_F(CliWatchTest, ClosedPipeEndsQuietly) {

@@ -21,6 +21,7 @@ using ::fanin::testing::JsonType;
 using ::fanin::testing::JsonUint;
 using ::fanin::testing::ParseJsonLines;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::StartsWith;
 
 // True when s holds only printable ASCII: nothing a terminal would act on.
@@ -142,6 +143,77 @@ TEST(FormatEventText, EveryKindHasItsDetail) {
   EXPECT_THAT(FormatEventText(e), HasSubstr("WRITABLE"));
   e.mutable_readable();
   EXPECT_THAT(FormatEventText(e), HasSubstr("READABLE"));
+}
+
+TEST(FormatEventText, ClusterEventsShowTheirNode) {
+  v1::Event e = DataEvent("hi", 2);
+  e.set_node("node-a");
+  EXPECT_EQ(FormatEventText(e),
+            "07:42:53.123456Z  seq=12        conn=3      [node-a] default    "
+            "DATA        2 B \"hi\"");
+  e.set_node("evil\x1b[2J");
+  EXPECT_TRUE(TerminalSafe(FormatEventText(e)));
+
+  // A NodeChange is about a node, not a connection: the node takes the
+  // connection and listener columns, the kind column stays aligned.
+  v1::Event change;
+  change.set_seq(13);
+  change.set_time_unix_nano(1795765373123456789u);
+  change.set_node("node-b");
+  change.mutable_node_change()->set_state(v1::NODE_STATE_LOST);
+  change.mutable_node_change()->set_incarnation(2);
+  change.mutable_node_change()->set_grpc_address("10.0.0.2:50051");
+  change.mutable_node_change()->set_detail("no heartbeat for 10s");
+  const std::string line = FormatEventText(change);
+  EXPECT_EQ(line,
+            "07:42:53.123456Z  seq=13        [node-b]               NODE       "
+            " lost incarnation=2 at 10.0.0.2:50051 \"no heartbeat for 10s\"");
+  EXPECT_EQ(line.find("NODE"), FormatEventText(DataEvent("x", 1)).find("DATA"));
+  EXPECT_EQ(*ParseKind("node"), v1::EVENT_KIND_NODE);
+  EXPECT_EQ(NodeStateName(v1::NODE_STATE_DRAINING), "draining");
+  EXPECT_EQ(NodeStateName(static_cast<v1::NodeState>(99)), "unspecified");
+}
+
+TEST(FormatTable, AlignsColumnsAndLeavesTheLastUnpadded) {
+  EXPECT_EQ(
+      FormatTable(
+          {{"ID", "NAME", "N"}, {"7", "a", "100"}, {"12", "long name", "5"}},
+          {true, false, true}),
+      "ID  NAME         N\n"
+      " 7  a          100\n"
+      "12  long name    5\n");
+  EXPECT_EQ(FormatTable({{"A", "LAST"}, {"1", "x"}}, {true, false}),
+            "A  LAST\n"
+            "1  x\n");
+}
+
+TEST(FormatNodesTable, OneRowPerNodeWithRelativeLastSeen) {
+  const absl::Time now = absl::FromUnixSeconds(1795765373);
+  v1::ListNodesResponse nodes;
+  v1::NodeInfo* a = nodes.add_nodes();
+  a->set_name("node-a");
+  a->set_grpc_address("10.0.0.1:50051");
+  a->set_state(v1::NODE_STATE_UP);
+  a->set_connections_open(1200);
+  a->set_last_seen_unix_nano(absl::ToUnixNanos(now - absl::Seconds(2)));
+  a->set_incarnation(3);
+  v1::NodeInfo* b = nodes.add_nodes();
+  b->set_name("node-b");
+  b->set_grpc_address("10.0.0.2:50051");
+  b->set_state(v1::NODE_STATE_LOST);
+  b->set_last_seen_unix_nano(absl::ToUnixNanos(now - absl::Seconds(187)));
+  b->set_incarnation(12);
+  v1::NodeInfo* standalone = nodes.add_nodes();
+  standalone->set_state(v1::NODE_STATE_UP);
+  EXPECT_EQ(FormatNodesTable(nodes, now),
+            "NAME    STATE  GRPC ADDRESS    CONNECTIONS  LAST SEEN  "
+            "INCARNATION\n"
+            "node-a  up     10.0.0.1:50051         1200  2s ago     "
+            "          3\n"
+            "node-b  lost   10.0.0.2:50051            0  3m07s ago  "
+            "         12\n"
+            "-       up                               0  -          "
+            "          0\n");
 }
 
 TEST(MessageJson, IsTheCanonicalProto3MappingOnOneLine) {
@@ -276,8 +348,23 @@ TEST(FormatStats, TextAndJsonCarryEveryCounter) {
   EXPECT_EQ(JsonUint(o, "connections_open"), 3u);
   EXPECT_EQ(JsonUint(o, "events_published"), 77u);
   EXPECT_EQ(JsonStr(o, "events_lost"), "0");
+  // Standalone: the cluster fields are there, empty.
+  EXPECT_EQ(JsonStr(o, "node"), "");
+  EXPECT_EQ(JsonStr(o, "cluster_head_seq"), "0");
+  EXPECT_EQ(JsonStr(o, "cluster_oldest_seq"), "0");
   EXPECT_EQ(o.size(), static_cast<size_t>(
                           v1::GetStatsResponse::descriptor()->field_count()));
+  EXPECT_THAT(text, Not(HasSubstr("node"))) << "standalone: no cluster rows";
+  EXPECT_THAT(text, Not(HasSubstr("cluster")));
+
+  s.set_node("node-a");
+  s.set_cluster_head_seq(900);
+  s.set_cluster_oldest_seq(12);
+  text = FormatStatsText(s);
+  EXPECT_THAT(text, HasSubstr("head seq              77\n"));
+  EXPECT_THAT(text, HasSubstr("node                  node-a\n"));
+  EXPECT_THAT(text, HasSubstr("cluster head seq      900\n"));
+  EXPECT_THAT(text, HasSubstr("cluster oldest seq    12\n"));
 }
 
 TEST(MessageJson, ConnectionHasEveryField) {
@@ -292,6 +379,7 @@ TEST(MessageJson, ConnectionHasEveryField) {
   auto parsed = ParseJsonLines(MessageJson(c));
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   const auto& o = (*parsed)[0];
+  EXPECT_EQ(JsonStr(o, "node"), "");
   EXPECT_EQ(o.size(),
             static_cast<size_t>(v1::Connection::descriptor()->field_count()));
   EXPECT_EQ(JsonUint(o, "connection_id"), 4u);

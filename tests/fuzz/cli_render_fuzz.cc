@@ -1,5 +1,6 @@
 // Fuzzes the CLI's rendering of whatever a server may send: the input is read
-// as a fanin.v1.Event (and as the other streamed/listed messages). Text lines
+// as a fanin.v1.Event (and as the other streamed/listed messages, the stats
+// and the nodes table). Text lines
 // must be valid UTF-8 with no control character (a hostile payload cannot
 // drive the terminal); JSON lines must be valid UTF-8 and valid JSON
 // that protobuf's own parser turns back into exactly the message printed.
@@ -7,7 +8,9 @@
 #include <cstdint>
 #include <string>
 
+#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/clock.h"
 #include "client/format.h"
 #include "fanin/v1/fanin.pb.h"
 #include "google/protobuf/util/json_util.h"
@@ -113,6 +116,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   fanin::v1::Connection connection;
   if (Parse(data, size, &connection)) CheckJson(connection);
   fanin::v1::GetStatsResponse stats;
-  if (Parse(data, size, &stats)) CheckJson(stats);
+  if (Parse(data, size, &stats)) {
+    for (absl::string_view line :
+         absl::StrSplit(fanin::cli::FormatStatsText(stats), '\n')) {
+      FUZZ_CHECK(SafeText(line), "stats text: " + std::string(line));
+    }
+    CheckJson(stats);
+  }
+  fanin::v1::ListNodesResponse nodes;
+  if (Parse(data, size, &nodes)) {
+    for (absl::string_view line : absl::StrSplit(
+             fanin::cli::FormatNodesTable(nodes, absl::Now()), '\n')) {
+      FUZZ_CHECK(SafeText(line), "nodes table: " + std::string(line));
+    }
+    for (const fanin::v1::NodeInfo& node : nodes.nodes()) CheckJson(node);
+  }
   return 0;
 }

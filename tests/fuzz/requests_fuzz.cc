@@ -41,7 +41,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   {
     fanin::v1::SubscribeRequest r;
     absl::Status s = ParseRequest(bytes, "Subscribe", &r);
-    if (s.ok()) s = fanin::grpc_api::CheckSubscribe(r, Listeners()).status();
+    if (s.ok()) {
+      s = fanin::grpc_api::CheckSubscribe(r, Listeners()).status();
+      // An accepted request asks for one start at most.
+      const int starts =
+          (r.resume_after_seq() != 0 || !r.resume_epoch().empty()) +
+          (r.start_back() != 0) + (r.start_time_unix_nano() != 0);
+      FUZZ_CHECK(!s.ok() || starts <= 1, "more than one start accepted");
+    }
     CheckRefusal(s, "Subscribe");
   }
   {
@@ -74,6 +81,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   {
     fanin::v1::GetStatsRequest r;
     CheckRefusal(ParseRequest(bytes, "GetStats", &r), "GetStats");
+  }
+  {
+    fanin::v1::ListNodesRequest r;
+    CheckRefusal(ParseRequest(bytes, "ListNodes", &r), "ListNodes");
   }
   {
     fanin::v1::ListConnectionsRequest r;

@@ -280,7 +280,7 @@ class AuthServerTest : public ::testing::Test {
 
   // The status of each FanIn method called with `token` ("" = none).
   struct Codes {
-    StatusCode subscribe, lossless, list, stats, read, write, close;
+    StatusCode subscribe, lossless, list, stats, read, write, close, nodes;
   };
   Codes Call(const std::string& token) {
     ClientAuth auth{.token = token};
@@ -328,6 +328,11 @@ class AuthServerTest : public ::testing::Test {
       codes.close =
           stub->CloseConnection(NewContext(auth).get(), req, &r).error_code();
     }
+    {
+      fanin::v1::ListNodesResponse r;
+      codes.nodes =
+          stub->ListNodes(NewContext(auth).get(), {}, &r).error_code();
+    }
     return codes;
   }
 
@@ -358,17 +363,19 @@ TEST_F(AuthServerTest, EveryMethodWithEveryCredential) {
   } cases[] = {
       {"none",
        "",
-       {kUnauth, kUnauth, kUnauth, kUnauth, kUnauth, kUnauth, kUnauth}},
+       {kUnauth, kUnauth, kUnauth, kUnauth, kUnauth, kUnauth, kUnauth,
+        kUnauth}},
       {"unknown",
        "not-a-token",
-       {kUnauth, kUnauth, kUnauth, kUnauth, kUnauth, kUnauth, kUnauth}},
+       {kUnauth, kUnauth, kUnauth, kUnauth, kUnauth, kUnauth, kUnauth,
+        kUnauth}},
       // A lossless subscription needs the writer role by default.
       {"reader",
        kReaderToken,
-       {kOk, kDenied, kOk, kOk, kPushRead, kDenied, kDenied}},
+       {kOk, kDenied, kOk, kOk, kPushRead, kDenied, kDenied, kOk}},
       {"writer",
        kWriterToken,
-       {kOk, kOk, kOk, kOk, kPushRead, kOk, StatusCode::NOT_FOUND}},
+       {kOk, kOk, kOk, kOk, kPushRead, kOk, StatusCode::NOT_FOUND, kOk}},
   };
   for (const Case& c : cases) {
     Codes got = Call(c.token);
@@ -379,6 +386,7 @@ TEST_F(AuthServerTest, EveryMethodWithEveryCredential) {
     EXPECT_EQ(got.read, c.want.read) << c.name << " Read";
     EXPECT_EQ(got.write, c.want.write) << c.name << " Write";
     EXPECT_EQ(got.close, c.want.close) << c.name << " CloseConnection";
+    EXPECT_EQ(got.nodes, c.want.nodes) << c.name << " ListNodes";
   }
   // Only the writer's one byte reached the client: refused writes had no
   // effect at all.

@@ -241,7 +241,7 @@ def run(binary):
         # method, for every method (raw handlers, not gRPC's empty
         # UNIMPLEMENTED).
         for method in ("GetStats", "CloseConnection", "Read", "Write",
-                       "ListConnections"):
+                       "ListConnections", "ListNodes"):
             call = channel.unary_unary("/fanin.v1.FanIn/" + method)
             try:
                 call(b"\xff\xff\xff", timeout=DEADLINE_S)

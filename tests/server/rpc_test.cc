@@ -1,5 +1,6 @@
 // The unary side of the API on every poller: ListConnections paging and
-// filters, GetStats counters, health, reflection and the subscriber limit.
+// filters, GetStats counters, ListNodes, health, reflection and the
+// subscriber limit.
 #include <algorithm>
 #include <cstdint>
 #include <memory>
@@ -9,11 +10,13 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "fanin/v1/fanin.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "server/fanin_server.h"
 #include "server/reactor/poller.h"
 #include "tests/server/e2e_util.h"
+#include "tests/testing/subprocess.h"
 #include "tests/testing/tcp_client.h"
 
 namespace fanin::servertest {
@@ -222,6 +225,28 @@ TEST_P(RpcTest, HealthAndReflection) {
   EXPECT_NE(
       std::find(services->begin(), services->end(), "grpc.health.v1.Health"),
       services->end());
+}
+
+// Standalone: one node, this server, with an empty name.
+TEST_P(RpcTest, ListNodesNamesThisServer) {
+  Start(BaseConfig(GetParam()));
+  auto client = ConnectTcp(ListenAddress(*server_, "default"));
+  ASSERT_TRUE(client.ok()) << client.status();
+  ASSERT_TRUE(fanin::testing::WaitFor(
+      [&] { return Stats().connections_open() == 1; }, Deadline()));
+  const uint64_t before = static_cast<uint64_t>(absl::GetCurrentTimeNanos());
+  fanin::v1::ListNodesResponse nodes;
+  auto context = NewContext();
+  grpc::Status s = stub_->ListNodes(context.get(), {}, &nodes);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(nodes.nodes_size(), 1);
+  const fanin::v1::NodeInfo& node = nodes.nodes(0);
+  EXPECT_EQ(node.name(), "");
+  EXPECT_EQ(node.state(), fanin::v1::NODE_STATE_UP);
+  EXPECT_EQ(node.grpc_address(), server_->grpc_address());
+  EXPECT_EQ(node.connections_open(), 1u);
+  EXPECT_GE(node.last_seen_unix_nano(), before);
+  EXPECT_EQ(node.incarnation(), 0u);
 }
 
 TEST_P(RpcTest, TooManySubscribers) {
