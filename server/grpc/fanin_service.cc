@@ -434,6 +434,11 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* FaninService::Subscribe(
     filter = CheckSubscribe(req, FilterListenerNames());
     if (!filter.ok()) status = ToGrpc(filter.status());
   }
+  if (status.ok() && req.nodes_size() > 0 && options_.cluster == nullptr) {
+    status = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "nodes: this server is not in cluster mode (its "
+                          "events have no node); drop the node filter");
+  }
   if (status.ok() && req.delivery() == fanin::v1::DELIVERY_LOSSLESS) {
     status = Authorize(context, Access::kLossless);
   }
@@ -655,6 +660,11 @@ grpc::ServerUnaryReactor* FaninService::ListConnections(
   grpc::Status s =
       Admit(context, Access::kRead, "ListConnections", request, &req);
   if (s.ok()) s = ToGrpc(CheckList(req, FilterListenerNames()).status());
+  if (s.ok() && !req.node().empty() && options_.cluster == nullptr) {
+    s = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                     "node: this server is not in cluster mode (its "
+                     "connections have no node); drop the node filter");
+  }
   if (!s.ok()) return Finished(s);
   auto [reactor, reply] = NewReply(response);
   const uint64_t as_of_seq = hub_->head_seq();

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "fanin/v1/fanin.grpc.pb.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/fanin_server.h"
 #include "server/reactor/poller.h"
@@ -247,6 +248,27 @@ TEST_P(RpcTest, ListNodesNamesThisServer) {
   EXPECT_EQ(node.connections_open(), 1u);
   EXPECT_GE(node.last_seen_unix_nano(), before);
   EXPECT_EQ(node.incarnation(), 0u);
+}
+
+// Standalone has no node names: a node filter is a clear error, not a
+// filter that matches nothing (Subscribe) or everything (ListConnections).
+TEST_P(RpcTest, NodeFiltersNeedClusterMode) {
+  Start(BaseConfig(GetParam()));
+  fanin::v1::SubscribeRequest req;
+  req.add_nodes("a");
+  auto sub = Subscriber::Start(server_->grpc_address(), req);
+  auto started = sub->WaitStarted(Deadline());
+  ASSERT_FALSE(started.ok());
+  EXPECT_EQ(started.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(started.status().message()),
+              ::testing::HasSubstr("not in cluster mode"));
+  fanin::v1::ListConnectionsRequest list;
+  list.set_node("a");
+  fanin::v1::ListConnectionsResponse r;
+  auto context = NewContext();
+  grpc::Status s = stub_->ListConnections(context.get(), list, &r);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), ::testing::HasSubstr("not in cluster mode"));
 }
 
 TEST_P(RpcTest, TooManySubscribers) {
