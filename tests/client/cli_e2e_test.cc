@@ -882,11 +882,14 @@ TEST_F(CliE2eTest, NodesListsThisServerInStandalone) {
   EXPECT_GT(JsonUint(o, "last_seen_unix_nano"), 1700000000000000000u);
   EXPECT_EQ(JsonStr(o, "incarnation"), "0");
 
-  // Standalone connections have no node: no NODE column, whatever --node
-  // asks (the filter is the server's, in a cluster).
-  r = Fanin({"list", "--node", "node-a"});
+  // Standalone connections have no node: no NODE column, and --node is a
+  // clear error from the server (not a filter that lists everything).
+  r = Fanin({"list"});
   ASSERT_EQ(r.exit_code, 0) << r.stderr_data;
   EXPECT_THAT(r.stdout_data, Not(HasSubstr("NODE")));
+  r = Fanin({"list", "--node", "node-a"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.stderr_data, HasSubstr("not in cluster mode"));
 }
 
 // --server A,B with --follow: A is not there, B serves the watch.
