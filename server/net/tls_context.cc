@@ -85,6 +85,12 @@ absl::StatusOr<SSL_CTX*> LoadContext(const TlsFiles& files,
   }
   if (SSL_CTX_use_PrivateKey_file(ctx, files.key_file.c_str(),
                                   SSL_FILETYPE_PEM) != 1) {
+    if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH) {
+      ERR_clear_error();
+      return fail(FileError(
+          "key", files.key_file,
+          absl::StrCat("does not match certificate ", files.cert_file)));
+    }
     return fail(FileError("key", files.key_file, OpenSslError()));
   }
   if (SSL_CTX_check_private_key(ctx) != 1) {
