@@ -339,7 +339,7 @@ TEST(FormatStats, TextAndJsonCarryEveryCounter) {
   s.set_events_published(77);
   s.set_head_seq(77);
   std::string text = FormatStatsText(s);
-  EXPECT_THAT(text, HasSubstr("poller                epoll\n"));
+  EXPECT_THAT(text, HasSubstr("poller                    epoll\n"));
   EXPECT_THAT(text, HasSubstr("connections open          3\n"));
   auto parsed = ParseJsonLines(MessageJson(s));
   ASSERT_TRUE(parsed.ok()) << parsed.status();
