@@ -71,10 +71,6 @@ sockaddr_in ParseAddress(const std::string& text) {
   return sa;
 }
 
-void NonBlocking(int fd) {
-  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-}
-
 // --- floor ---------------------------------------------------------------
 
 struct FloorConn {
