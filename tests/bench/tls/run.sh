@@ -3,11 +3,14 @@
 # into fanin against fanin's own plaintext figure and the TLS floor (a bare
 # OpenSSL epoll reader); handshakes/s against the floor; memory per idle TLS
 # connection. Everything on loopback, on this machine's cores.
-#   bash tests/bench/tls/run.sh [SECONDS] [CONNECTIONS]
+#   setsid nice -n -10 bash tests/bench/tls/run.sh [SECONDS] [CONNECTIONS] [PER_WRITE]
+# (setsid + nice: a scheduling group of its own on a machine shared with
+# builds, as tests/bench/e2e/run.sh --nice does; see docs/BENCHMARKS.md.)
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 S="${1:-10}"
 N="${2:-100}"
+PER_WRITE="${3:-16}"
 bazel build --disk_cache="${HOME:-/root}/.cache/fanin-bazel-disk" -c opt \
   //tests/bench/tls:tls_bench //server:fanin_server //client:fanin >&2
 B=bazel-bin/tests/bench/tls/tls_bench
@@ -36,19 +39,21 @@ until [ -s "$dir/ready" ]; do sleep 0.1; done
 grpc="$(awk '/^grpc/ {print $2}' "$dir/ready")"
 tls_addr="$(awk '$2=="tls" {print $3}' "$dir/ready")"
 plain_addr="$(awk '$2=="plain" {print $3}' "$dir/ready")"
-fanin_bytes() { bazel-bin/client/fanin --server="$grpc" stats -o json > "$dir/s.json"; python3 -c "import json;print(json.load(open('$dir/s.json')).get('bytesReceived','0'))"; }
-fanin_hs() { bazel-bin/client/fanin --server="$grpc" stats -o json > "$dir/s.json"; python3 -c "import json;print(json.load(open('$dir/s.json')).get('tlsHandshakes','0'))"; }
+stat_field() { bazel-bin/client/fanin --server="$grpc" stats -o json > "$dir/s.json"; python3 -c "import json;print(json.load(open('$dir/s.json')).get('$1','0'))"; }
+fanin_bytes() { stat_field bytes_received; }
+fanin_hs() { stat_field tls_handshakes; }
 
 rate() {  # name size target bytes_fn [--plain]
   local name="$1" size="$2" target="$3" fn="$4"; shift 4
   local before after
   before="$($fn)"
-  "$B" load --target="$target" --connections="$N" --size="$size" --seconds="$S" "$@" > /dev/null
+  "$B" load --target="$target" --connections="$N" --size="$size" --per_write="$PER_WRITE" \
+    --seconds="$S" "$@" > /dev/null
   after="$($fn)"
   python3 -c "print('%-28s %6d B  %12.0f msgs/s' % ('$name', $size, ($after-$before)/$size/$S))"
 }
 
-echo "ingest, $N connections, ${S}s each"
+echo "ingest, $N connections, $PER_WRITE messages per write, ${S}s each"
 for size in 64 1024; do
   rate "TLS floor (bare OpenSSL)" "$size" "$floor_addr" floor_bytes
   rate "fanin TLS" "$size" "$tls_addr" fanin_bytes
@@ -64,15 +69,24 @@ for who in floor fanin; do
   python3 -c "print('%-28s %8.0f handshakes/s' % ('$who', ($after-$before)/$S))"
 done
 
-echo "memory per idle connection, 2000 connections held"
+echo "memory per idle connection (fresh server each), 2000 connections held"
+kill "$fanin_pid"; wait "$fanin_pid" 2>/dev/null || true
 for kind in tls plain; do
-  before="$(rss_kib "$fanin_pid")"
-  if [ "$kind" = tls ]; then t="$tls_addr"; extra=(); else t="$plain_addr"; extra=(--plain); fi
+  rm -f "$dir/ready2"
+  "bazel-bin/server/fanin_server" --listen=tls=127.0.0.1:0 --listen=plain=127.0.0.1:0 \
+    --listen_tls=tls="$dir/c.pem,$dir/k.pem" --grpc_address=127.0.0.1:0 \
+    --ready_file="$dir/ready2" --log_level=error &
+  mem_pid=$!
+  until [ -s "$dir/ready2" ]; do sleep 0.1; done
+  sleep 1
+  t="$(awk -v k="$kind" '$2==k {print $3}' "$dir/ready2")"
+  before="$(rss_kib "$mem_pid")"
+  extra=(); [ "$kind" = plain ] && extra=(--plain)
   "$B" load --target="$t" --connections=2000 --idle --seconds=8 "${extra[@]}" > "$dir/idle.out" &
   idle_pid=$!
   sleep 6
-  during="$(rss_kib "$fanin_pid")"
+  during="$(rss_kib "$mem_pid")"
   wait "$idle_pid"
-  python3 -c "print('%-28s %6.1f KiB each' % ('fanin $kind idle', ($during-$before)/2000.0))"
-  sleep 1
+  python3 -c "print('%-28s %6.1f KiB each (RSS %d -> %d KiB)' % ('fanin $kind idle', ($during-$before)/2000.0, $before, $during))"
+  kill "$mem_pid"; wait "$mem_pid" 2>/dev/null || true
 done

@@ -7,10 +7,12 @@
 //       handshakes, reads and drops plaintext; prints one JSON line a second
 //       with the plaintext bytes and handshakes so far.
 //   tls_bench load --target=127.0.0.1:9000 --connections=100 --size=64
-//       --seconds=10 [--plain]
+//       --per_write=16 --seconds=10 [--plain] [--idle]
 //       N client connections on one epoll thread, each writing --size-byte
-//       messages as fast as the receiver takes them (TLS, or plain TCP with
-//       --plain); prints {"messages":..,"seconds":..} for what was written.
+//       messages (--per_write of them per write, so one TLS record) as fast
+//       as the receiver takes them (TLS, or plain TCP with --plain); prints
+//       {"messages":..,"seconds":..} for what was written. --idle only
+//       connects and handshakes, then holds the connections.
 //   tls_bench handshakes --target=127.0.0.1:9000 --parallel=8 --seconds=10
 //       Full TLS handshakes back to back, --parallel at a time; then close.
 //       Prints {"handshakes":..,"seconds":..}.
@@ -47,6 +49,7 @@ ABSL_FLAG(std::string, key, "", "floor: private key (PEM)");
 ABSL_FLAG(std::string, target, "127.0.0.1:9000", "load/handshakes: address");
 ABSL_FLAG(int, connections, 100, "load: connections");
 ABSL_FLAG(int, size, 64, "load: bytes per message");
+ABSL_FLAG(int, per_write, 1, "load: messages per write (one TLS record)");
 ABSL_FLAG(int, parallel, 8, "handshakes: at once");
 ABSL_FLAG(double, seconds, 10, "load/handshakes: how long");
 ABSL_FLAG(bool, plain, false, "load: plain TCP instead of TLS");
@@ -223,7 +226,9 @@ int Load() {
   const bool plain = absl::GetFlag(FLAGS_plain);
   SSL_CTX* ctx = plain ? nullptr : ClientContext();
   const sockaddr_in sa = ParseAddress(absl::GetFlag(FLAGS_target));
-  const std::string message(absl::GetFlag(FLAGS_size), 'm');
+  const int per_write = absl::GetFlag(FLAGS_per_write);
+  const std::string message(
+      static_cast<size_t>(absl::GetFlag(FLAGS_size)) * per_write, 'm');
   std::vector<Client> clients(absl::GetFlag(FLAGS_connections));
   int ep = epoll_create1(0);
   for (Client& c : clients) {
@@ -265,7 +270,7 @@ int Load() {
         partial[idx] += static_cast<size_t>(w);
         if (partial[idx] == message.size()) {
           partial[idx] = 0;
-          ++messages;
+          messages += per_write;
         }
       }
       ERR_clear_error();
