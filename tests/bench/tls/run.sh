@@ -3,7 +3,9 @@
 # into fanin against fanin's own plaintext figure and the TLS floor (a bare
 # OpenSSL epoll reader); handshakes/s against the floor; memory per idle TLS
 # connection. Everything on loopback, on this machine's cores.
-#   setsid nice -n -10 bash tests/bench/tls/run.sh [SECONDS] [CONNECTIONS] [PER_WRITE]
+#   setsid nice -n -10 bash tests/bench/tls/run.sh [SECONDS] [CONNECTIONS] [PER_WRITE] [ROUNDS]
+# Each figure is measured ROUNDS times, interleaved across the systems (so
+# load from other work on the machine hits all alike); medians (min-max).
 # (setsid + nice: a scheduling group of its own on a machine shared with
 # builds, as tests/bench/e2e/run.sh --nice does; see docs/BENCHMARKS.md.)
 set -euo pipefail
@@ -11,6 +13,7 @@ cd "$(dirname "$0")/../../.."
 S="${1:-10}"
 N="${2:-100}"
 PER_WRITE="${3:-16}"
+ROUNDS="${4:-3}"
 bazel build --disk_cache="${HOME:-/root}/.cache/fanin-bazel-disk" -c opt \
   //tests/bench/tls:tls_bench //server:fanin_server //client:fanin >&2
 B=bazel-bin/tests/bench/tls/tls_bench
@@ -43,31 +46,53 @@ stat_field() { bazel-bin/client/fanin --server="$grpc" stats -o json > "$dir/s.j
 fanin_bytes() { stat_field bytes_received; }
 fanin_hs() { stat_field tls_handshakes; }
 
-rate() {  # name size target bytes_fn [--plain]
-  local name="$1" size="$2" target="$3" fn="$4"; shift 4
+results="$dir/results"
+measure() {  # label size target bytes_fn [--plain]
+  local label="$1" size="$2" target="$3" fn="$4"; shift 4
   local before after
   before="$($fn)"
   "$B" load --target="$target" --connections="$N" --size="$size" --per_write="$PER_WRITE" \
     --seconds="$S" "$@" > /dev/null
   after="$($fn)"
-  python3 -c "print('%-28s %6d B  %12.0f msgs/s' % ('$name', $size, ($after-$before)/$size/$S))"
+  echo "$label $size $(( (after - before) / size ))" >> "$results"
 }
-
-echo "ingest, $N connections, $PER_WRITE messages per write, ${S}s each"
-for size in 64 1024; do
-  rate "TLS floor (bare OpenSSL)" "$size" "$floor_addr" floor_bytes
-  rate "fanin TLS" "$size" "$tls_addr" fanin_bytes
-  rate "fanin plain" "$size" "$plain_addr" fanin_bytes --plain
+hs() {  # label target count_fn
+  local before after
+  before="$($3)"
+  "$B" handshakes --target="$2" --parallel=8 --seconds="$S" > /dev/null
+  after="$($3)"
+  echo "$1 0 $(( after - before ))" >> "$results"
+}
+for r in $(seq 1 "$ROUNDS"); do
+  for size in 64 1024; do
+    measure floor "$size" "$floor_addr" floor_bytes
+    measure fanin_tls "$size" "$tls_addr" fanin_bytes
+    measure fanin_plain "$size" "$plain_addr" fanin_bytes --plain
+  done
+  hs floor_handshakes "$floor_addr" floor_hs
+  hs fanin_handshakes "$tls_addr" fanin_hs
 done
-
-echo "handshakes/s, 8 at a time, ${S}s each"
-for who in floor fanin; do
-  if [ "$who" = floor ]; then t="$floor_addr"; fn=floor_hs; else t="$tls_addr"; fn=fanin_hs; fi
-  before="$($fn)"
-  "$B" handshakes --target="$t" --parallel=8 --seconds="$S" > /dev/null
-  after="$($fn)"
-  python3 -c "print('%-28s %8.0f handshakes/s' % ('$who', ($after-$before)/$S))"
-done
+python3 - "$results" "$S" "$N" "$PER_WRITE" "$ROUNDS" <<'PY'
+import statistics, sys
+path, secs, n, per_write, rounds = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+runs = {}
+for line in open(path):
+    label, size, count = line.split()
+    runs.setdefault((label, int(size)), []).append(int(count) / secs)
+def fmt(v):
+    return "%.0f (%.0f-%.0f)" % (statistics.median(v), min(v), max(v))
+print(f"ingest: {n} TLS/plain connections, {per_write} messages per write, {secs:.0f} s per run, "
+      f"median of {rounds} interleaved runs (min-max), messages/s read by the receiver")
+print("| message | TLS floor | fanin TLS | fanin plain | fanin TLS / floor | fanin TLS / fanin plain |")
+print("| --- | --- | --- | --- | --- | --- |")
+for size in (64, 1024):
+    f, t, p = (runs[(k, size)] for k in ("floor", "fanin_tls", "fanin_plain"))
+    mf, mt, mp = (statistics.median(x) for x in (f, t, p))
+    print(f"| {size} B | {fmt(f)} | {fmt(t)} | {fmt(p)} | {mt/mf:.2f}x | {mt/mp:.2f}x |")
+f, t = runs[("floor_handshakes", 0)], runs[("fanin_handshakes", 0)]
+print(f"\nhandshakes/s (8 at a time): floor {fmt(f)}, fanin {fmt(t)}: "
+      f"{statistics.median(t)/statistics.median(f):.2f}x")
+PY
 
 echo "memory per idle connection (fresh server each), 2000 connections held"
 kill "$fanin_pid"; wait "$fanin_pid" 2>/dev/null || true
