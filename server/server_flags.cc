@@ -330,9 +330,13 @@ constexpr char kUsage[] =
     "  fanin_server [--listen=[NAME=]HOST:PORT|unix:PATH]... [--pull=NAME]...\n"
     "               [--grpc_address=HOST:PORT] [--poller=epoll|epoll-edge|"
     "poll|select] [flags]\n"
+    "               [--listen_tls=NAME=CERT,KEY[,CLIENT_CA]]... "
+    "[--listen_proxy_protocol=NAME]...\n"
     "\n"
-    "--listen and --pull repeat. Every flag may also be set as FANIN_<FLAG> in "
-    "the\nenvironment (the command line wins).";
+    "--listen, --pull, --listen_tls, --listen_tls_alpn and "
+    "--listen_proxy_protocol repeat.\nEvery flag may also be set as "
+    "FANIN_<FLAG> in the environment (the command line\nwins; "
+    "FANIN_LISTEN_TLS and FANIN_LISTEN_TLS_ALPN separate specs with ';').";
 
 // fanin's own flags are those defined in this file; the rest (--help,
 // --flagfile, ...) are Abseil's and go to absl::ParseCommandLine.
