@@ -361,10 +361,10 @@ TEST(FormatStats, TextAndJsonCarryEveryCounter) {
   s.set_cluster_head_seq(900);
   s.set_cluster_oldest_seq(12);
   text = FormatStatsText(s);
-  EXPECT_THAT(text, HasSubstr("head seq              77\n"));
-  EXPECT_THAT(text, HasSubstr("node                  node-a\n"));
-  EXPECT_THAT(text, HasSubstr("cluster head seq      900\n"));
-  EXPECT_THAT(text, HasSubstr("cluster oldest seq    12\n"));
+  EXPECT_THAT(text, HasSubstr("head seq                  77\n"));
+  EXPECT_THAT(text, HasSubstr("node                      node-a\n"));
+  EXPECT_THAT(text, HasSubstr("cluster head seq          900\n"));
+  EXPECT_THAT(text, HasSubstr("cluster oldest seq        12\n"));
 }
 
 TEST(MessageJson, ConnectionHasEveryField) {
