@@ -13,7 +13,7 @@ PACKAGES=(
   protobuf-compiler libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-grpcio python3-protobuf socat netcat-openbsd
   libevent-dev libev-dev libuv1-dev clang clang-format libclang-rt-14-dev pkg-config
-  openssl prometheus-cpp-dev prometheus gnuplot-nox python3-yaml
+  openssl libssl-dev prometheus-cpp-dev prometheus gnuplot-nox python3-yaml
   # Cluster mode: fanin_server links the NATS C client; the demo and tests run the broker.
   nats-server libnats-dev
 )

@@ -37,9 +37,29 @@ std::string UpperKind(v1::EventKind kind) {
 std::string EventDetailText(const v1::Event& event,
                             const TextOptions& options) {
   switch (event.kind_case()) {
-    case v1::Event::kOpened:
-      return absl::StrCat("from ", EscapeBytes(event.opened().remote_address()),
-                          " to ", EscapeBytes(event.opened().local_address()));
+    case v1::Event::kOpened: {
+      const v1::Opened& o = event.opened();
+      std::string out = absl::StrCat("from ", EscapeBytes(o.remote_address()),
+                                     " to ", EscapeBytes(o.local_address()));
+      if (o.has_proxy()) {
+        absl::StrAppend(&out, " via ", EscapeBytes(o.proxy().proxy_address()),
+                        " (PROXY v", o.proxy().version(), ")");
+      }
+      if (o.has_tls()) {
+        absl::StrAppend(&out, " ", EscapeBytes(o.tls().version()), " ",
+                        EscapeBytes(o.tls().cipher()));
+        if (!o.tls().server_name().empty()) {
+          absl::StrAppend(&out, " sni=", EscapeBytes(o.tls().server_name()));
+        }
+        if (!o.tls().alpn().empty()) {
+          absl::StrAppend(&out, " alpn=", EscapeBytes(o.tls().alpn()));
+        }
+        if (!o.tls().peer_subject().empty()) {
+          absl::StrAppend(&out, " peer=", EscapeBytes(o.tls().peer_subject()));
+        }
+      }
+      return out;
+    }
     case v1::Event::kData: {
       const v1::Data& data = event.data();
       std::string out = absl::StrCat(data.size(), " B");
@@ -285,6 +305,15 @@ std::vector<std::pair<std::string, std::string>> StatsRows(
       {"subscribers", absl::StrCat(s.subscribers())},
       {"head_seq", absl::StrCat(s.head_seq())},
       {"oldest_seq", absl::StrCat(s.oldest_seq())},
+      {"tls_handshakes", absl::StrCat(s.tls_handshakes())},
+      {"tls_handshake_failures", absl::StrCat(s.tls_handshake_failures())},
+      {"tls_handshake_timeouts", absl::StrCat(s.tls_handshake_timeouts())},
+      {"tls_client_cert_failures", absl::StrCat(s.tls_client_cert_failures())},
+      {"proxy_headers", absl::StrCat(s.proxy_headers())},
+      {"proxy_header_failures", absl::StrCat(s.proxy_header_failures())},
+      {"proxy_header_timeouts", absl::StrCat(s.proxy_header_timeouts())},
+      {"tls_reloads", absl::StrCat(s.tls_reloads())},
+      {"tls_reload_failures", absl::StrCat(s.tls_reload_failures())},
   };
 }
 
@@ -310,7 +339,7 @@ std::string FormatStatsText(const v1::GetStatsResponse& s) {
   std::string out;
   for (auto& [name, value] : rows) {
     std::string label = absl::StrReplaceAll(name, {{"_", " "}});
-    absl::StrAppendFormat(&out, "%-22s%s\n", label, EscapeBytes(value));
+    absl::StrAppendFormat(&out, "%-26s%s\n", label, EscapeBytes(value));
   }
   return out;
 }

@@ -236,8 +236,10 @@ void FaninServer::UpdateHealth() {
 }
 
 absl::Status FaninServer::ReloadCredentials() {
-  if (auth_ == nullptr) return absl::OkStatus();
-  return auth_->Reload();
+  absl::Status status = auth_ == nullptr ? absl::OkStatus() : auth_->Reload();
+  // Listener certificates too; one failure does not stop the other reload.
+  absl::Status tls = core_ == nullptr ? absl::OkStatus() : core_->ReloadTls();
+  return status.ok() ? tls : status;
 }
 
 void FaninServer::Shutdown() {

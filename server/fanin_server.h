@@ -107,8 +107,9 @@ class FaninServer {
   // Idempotent; blocks. Call from one thread.
   void Shutdown();
 
-  // Re-reads the tokens file (SIGHUP); the old credentials stay on error.
-  // Any thread.
+  // Re-reads the tokens file and every --listen_tls certificate and key
+  // (SIGHUP); what fails to load keeps its old value, and the first error
+  // is returned. Any thread.
   absl::Status ReloadCredentials();
 
   // What grpc.health.v1 says now: listeners up, every loop turning, not

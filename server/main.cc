@@ -2,7 +2,7 @@
 //
 // Signals: SIGTERM/SIGINT drain gracefully (bounded by --drain_timeout) and
 // exit 0; a second one exits at once with 1. SIGHUP re-reads
-// --auth_tokens_file.
+// --auth_tokens_file and the --listen_tls certificates and keys.
 #include <signal.h>
 #include <unistd.h>
 
@@ -68,13 +68,24 @@ int main(int argc, char** argv) {
     return 1;
   }
   const auto& pull = flags->config.core.pull_listeners;
+  const auto& proxy = flags->config.core.proxy_protocol_listeners;
   for (const auto& [name, address] : (*server)->listen_addresses()) {
+    const char* tls = "off";
+    for (const auto& t : flags->config.core.tls) {
+      if (t.listener == name) {
+        tls = t.files.client_ca_file.empty() ? "tls" : "mtls";
+      }
+    }
     Log(LogLevel::kInfo, "listener bound",
         {{"listener", name},
          {"address", address},
          {"mode", std::find(pull.begin(), pull.end(), name) != pull.end()
                       ? "pull"
-                      : "push"}});
+                      : "push"},
+         {"tls", tls},
+         {"proxy_protocol",
+          std::find(proxy.begin(), proxy.end(), name) != proxy.end() ? "on"
+                                                                     : "off"}});
   }
   if (!flags->ready_file.empty() &&
       !WriteReadyFile(flags->ready_file, **server)) {
@@ -91,6 +102,9 @@ int main(int argc, char** argv) {
     if (!reloaded.ok()) {
       Log(LogLevel::kError, "credentials not reloaded; the old ones stay",
           {{"error", std::string(reloaded.message())}});
+    } else {
+      Log(LogLevel::kInfo, "credentials reloaded",
+          {{"tls_listeners", flags->config.core.tls.size()}});
     }
   }
   Log(LogLevel::kInfo, "signal received, draining",

@@ -148,6 +148,35 @@ std::vector<MetricFamily> Metrics::Collect() const {
            c.bytes_received);
     Single(&out, "fanin_bytes_sent_total", "Bytes written to raw connections.",
            MetricType::Counter, c.bytes_sent);
+    Single(&out, "fanin_tls_handshakes_total",
+           "TLS handshakes completed on raw listeners.", MetricType::Counter,
+           c.tls_handshakes);
+    MetricFamily& tls_failed =
+        Family(&out, "fanin_tls_handshake_failures_total",
+               "TLS handshakes that failed (connection closed, no event), by "
+               "reason.",
+               MetricType::Counter);
+    Sample(&tls_failed, c.tls_failed_timeout, {{"reason", "timeout"}});
+    Sample(&tls_failed, c.tls_failed_client_cert, {{"reason", "client_cert"}});
+    Sample(&tls_failed, c.tls_failed_protocol, {{"reason", "protocol"}});
+    Sample(&tls_failed, c.tls_failed_closed, {{"reason", "closed"}});
+    MetricFamily& reloads =
+        Family(&out, "fanin_tls_certificate_reloads_total",
+               "Listener certificate reloads (SIGHUP), by result.",
+               MetricType::Counter);
+    Sample(&reloads, c.tls_reloads, {{"result", "ok"}});
+    Sample(&reloads, c.tls_reload_failures, {{"result", "failed"}});
+    Single(&out, "fanin_proxy_headers_total",
+           "PROXY protocol headers accepted.", MetricType::Counter,
+           c.proxy_headers);
+    MetricFamily& proxy_failed =
+        Family(&out, "fanin_proxy_header_failures_total",
+               "Connections closed for a missing, malformed or late PROXY "
+               "header (no event), by reason.",
+               MetricType::Counter);
+    Sample(&proxy_failed, c.proxy_failed_timeout, {{"reason", "timeout"}});
+    Sample(&proxy_failed, c.proxy_failed_malformed, {{"reason", "malformed"}});
+    Sample(&proxy_failed, c.proxy_failed_closed, {{"reason", "closed"}});
     reactor::LoopGroup* loops = s.core->loops();
     if (loops != nullptr) {
       MetricFamily& iterations =

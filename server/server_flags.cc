@@ -18,7 +18,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "server/net/tls_context.h"
 
 // Abseil flag marshalling for the enum flags, in the enums' namespaces so
 // ABSL_FLAG finds them. They live here, with the flags, rather than in the
@@ -91,6 +93,50 @@ bool AbslParseFlag(absl::string_view text, Role* role, std::string* error) {
 std::string AbslUnparseFlag(Role role) { return RoleName(role); }
 }  // namespace fanin::grpc_api
 
+namespace fanin {
+
+absl::StatusOr<ListenerList> ParseListenerList(absl::string_view text) {
+  const size_t eq = text.find('=');
+  auto bad = [text](absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat("\"", text, "\": ", why));
+  };
+  if (eq == absl::string_view::npos || eq == 0) {
+    return bad("want NAME=ITEM[,ITEM...] (NAME as in --listen)");
+  }
+  ListenerList out;
+  out.listener = std::string(text.substr(0, eq));
+  for (absl::string_view item : absl::StrSplit(text.substr(eq + 1), ',')) {
+    if (item.empty()) return bad("an empty item");
+    out.items.emplace_back(item);
+  }
+  return out;
+}
+
+bool AbslParseFlag(absl::string_view text, std::vector<ListenerList>* lists,
+                   std::string* error) {
+  std::vector<ListenerList> out;
+  for (absl::string_view part : absl::StrSplit(text, ';', absl::SkipEmpty())) {
+    absl::StatusOr<ListenerList> list = ParseListenerList(part);
+    if (!list.ok()) {
+      *error = std::string(list.status().message());
+      return false;
+    }
+    out.push_back(*std::move(list));
+  }
+  *lists = std::move(out);
+  return true;
+}
+
+std::string AbslUnparseFlag(const std::vector<ListenerList>& lists) {
+  std::vector<std::string> parts;
+  for (const ListenerList& l : lists) {
+    parts.push_back(absl::StrCat(l.listener, "=", absl::StrJoin(l.items, ",")));
+  }
+  return absl::StrJoin(parts, ";");
+}
+
+}  // namespace fanin
+
 namespace {
 // The defaults, from one place.
 const fanin::ServerFlagValues& Defaults() {
@@ -105,6 +151,28 @@ ABSL_FLAG(std::vector<fanin::net::ListenSpec>, listen, Defaults().listen,
 ABSL_FLAG(std::vector<std::string>, pull, Defaults().pull,
           "put listener NAME in pull mode (Readable + Read); repeatable "
           "(FANIN_PULL: comma-separated)");
+ABSL_FLAG(std::vector<fanin::ListenerList>, listen_tls, Defaults().listen_tls,
+          "terminate TLS on listener NAME: NAME=CERT,KEY[,CLIENT_CA] (PEM "
+          "files; with CLIENT_CA client certificates are required and "
+          "verified); re-read on SIGHUP; repeatable (FANIN_LISTEN_TLS: "
+          "';'-separated)");
+ABSL_FLAG(std::vector<fanin::ListenerList>, listen_tls_alpn,
+          Defaults().listen_tls_alpn,
+          "ALPN protocols a TLS listener accepts, in its order of preference: "
+          "NAME=PROTO[,PROTO...]; repeatable (FANIN_LISTEN_TLS_ALPN: "
+          "';'-separated)");
+ABSL_FLAG(std::vector<std::string>, listen_proxy_protocol,
+          Defaults().listen_proxy_protocol,
+          "connections to listener NAME start with a PROXY protocol v1 or v2 "
+          "header (from an L4 balancer), read before anything else; "
+          "repeatable (FANIN_LISTEN_PROXY_PROTOCOL: comma-separated)");
+ABSL_FLAG(absl::Duration, tls_handshake_timeout,
+          Defaults().tls_handshake_timeout,
+          "close a TLS connection whose handshake is not done this long after "
+          "it began (counted, no event)");
+ABSL_FLAG(absl::Duration, proxy_header_timeout, Defaults().proxy_header_timeout,
+          "close a PROXY protocol connection whose header is not complete "
+          "this long after accept (counted, no event)");
 ABSL_FLAG(fanin::net::Endpoint, grpc_address, Defaults().grpc_address,
           "gRPC address, HOST:PORT or unix:PATH (port 0 picks a free one)");
 ABSL_FLAG(
@@ -262,9 +330,13 @@ constexpr char kUsage[] =
     "  fanin_server [--listen=[NAME=]HOST:PORT|unix:PATH]... [--pull=NAME]...\n"
     "               [--grpc_address=HOST:PORT] [--poller=epoll|epoll-edge|"
     "poll|select] [flags]\n"
+    "               [--listen_tls=NAME=CERT,KEY[,CLIENT_CA]]... "
+    "[--listen_proxy_protocol=NAME]...\n"
     "\n"
-    "--listen and --pull repeat. Every flag may also be set as FANIN_<FLAG> in "
-    "the\nenvironment (the command line wins).";
+    "--listen, --pull, --listen_tls, --listen_tls_alpn and "
+    "--listen_proxy_protocol repeat.\nEvery flag may also be set as "
+    "FANIN_<FLAG> in the environment (the command line\nwins; "
+    "FANIN_LISTEN_TLS and FANIN_LISTEN_TLS_ALPN separate specs with ';').";
 
 // fanin's own flags are those defined in this file; the rest (--help,
 // --flagfile, ...) are Abseil's and go to absl::ParseCommandLine.
@@ -294,7 +366,8 @@ bool IsAbseilBuiltin(absl::string_view name, bool* takes_value) {
 }
 
 bool IsRepeated(absl::string_view name) {
-  return name == "listen" || name == "pull";
+  return name == "listen" || name == "pull" || name == "listen_tls" ||
+         name == "listen_tls_alpn" || name == "listen_proxy_protocol";
 }
 
 void SetUpUsage() {
@@ -433,6 +506,25 @@ absl::Status SetRepeated(const std::string& name,
     absl::SetFlag(&FLAGS_pull, items);
     return absl::OkStatus();
   }
+  if (name == "listen_proxy_protocol") {
+    absl::SetFlag(&FLAGS_listen_proxy_protocol, items);
+    return absl::OkStatus();
+  }
+  if (name == "listen_tls" || name == "listen_tls_alpn") {
+    std::vector<ListenerList> lists;
+    for (const std::string& item : items) {
+      absl::StatusOr<ListenerList> list = ParseListenerList(item);
+      if (!list.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--", name, "=", item, ": ", list.status().message()));
+      }
+      lists.push_back(*std::move(list));
+    }
+    absl::SetFlag(
+        name == "listen_tls" ? &FLAGS_listen_tls : &FLAGS_listen_tls_alpn,
+        std::move(lists));
+    return absl::OkStatus();
+  }
   std::vector<net::ListenSpec> specs;
   for (const std::string& item : items) {
     absl::StatusOr<net::ListenSpec> spec = net::ParseListenSpec(item);
@@ -471,6 +563,11 @@ ServerFlagValues ReadFlagValues() {
   ServerFlagValues v;
   v.listen = absl::GetFlag(FLAGS_listen);
   v.pull = absl::GetFlag(FLAGS_pull);
+  v.listen_tls = absl::GetFlag(FLAGS_listen_tls);
+  v.listen_tls_alpn = absl::GetFlag(FLAGS_listen_tls_alpn);
+  v.listen_proxy_protocol = absl::GetFlag(FLAGS_listen_proxy_protocol);
+  v.tls_handshake_timeout = absl::GetFlag(FLAGS_tls_handshake_timeout);
+  v.proxy_header_timeout = absl::GetFlag(FLAGS_proxy_header_timeout);
   v.grpc_address = absl::GetFlag(FLAGS_grpc_address);
   v.poller = absl::GetFlag(FLAGS_poller);
   v.loops = absl::GetFlag(FLAGS_loops);
@@ -628,6 +725,57 @@ absl::Status ValidateCluster(const ServerFlagValues& v) {
   return absl::OkStatus();
 }
 
+// --listen_tls, --listen_tls_alpn and --listen_proxy_protocol name
+// listeners that exist, each once, with the right number of items.
+absl::Status ValidateListenerSecurity(const ServerFlagValues& v) {
+  std::set<std::string> names;
+  for (const net::ListenSpec& spec : v.listen) names.insert(spec.name);
+  auto unknown = [&names](const char* flag, const std::string& name) {
+    std::vector<std::string> known(names.begin(), names.end());
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, ": no listener named \"", name,
+                     "\" (--listen has: ", absl::StrJoin(known, ", "), ")"));
+  };
+  std::set<std::string> tls;
+  for (const ListenerList& t : v.listen_tls) {
+    if (!names.contains(t.listener)) return unknown("listen_tls", t.listener);
+    if (t.items.size() < 2 || t.items.size() > 3) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--listen_tls=", t.listener, "=", absl::StrJoin(t.items, ","),
+          ": want NAME=CERT,KEY[,CLIENT_CA]"));
+    }
+    if (!tls.insert(t.listener).second) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--listen_tls: listener \"", t.listener, "\" given twice"));
+    }
+  }
+  std::set<std::string> alpn;
+  for (const ListenerList& a : v.listen_tls_alpn) {
+    if (!names.contains(a.listener)) {
+      return unknown("listen_tls_alpn", a.listener);
+    }
+    if (!tls.contains(a.listener)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--listen_tls_alpn: listener \"", a.listener,
+                       "\" has no --listen_tls"));
+    }
+    if (!alpn.insert(a.listener).second) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--listen_tls_alpn: listener \"", a.listener, "\" given twice"));
+    }
+    for (const std::string& p : a.items) {
+      if (p.size() > 255) {
+        return absl::InvalidArgumentError(
+            "--listen_tls_alpn: a protocol name is at most 255 bytes");
+      }
+    }
+  }
+  for (const std::string& name : v.listen_proxy_protocol) {
+    if (!names.contains(name)) return unknown("listen_proxy_protocol", name);
+  }
+  return absl::OkStatus();
+}
+
 // Every check that needs more than one value's own syntax.
 absl::Status Validate(const ServerFlagValues& v) {
   if (v.listen.empty()) {
@@ -657,6 +805,8 @@ absl::Status Validate(const ServerFlagValues& v) {
       NotNegative("grpc_max_connection_age", v.grpc_max_connection_age),
       NotNegative("grpc_max_connection_age_grace",
                   v.grpc_max_connection_age_grace),
+      Positive("tls_handshake_timeout", v.tls_handshake_timeout),
+      Positive("proxy_header_timeout", v.proxy_header_timeout),
   };
   for (const absl::Status& s : checks) {
     if (!s.ok()) return s;
@@ -680,6 +830,7 @@ absl::Status Validate(const ServerFlagValues& v) {
     return absl::InvalidArgumentError(
         "--metrics_address: a unix socket is not supported; want HOST:PORT");
   }
+  if (absl::Status s = ValidateListenerSecurity(v); !s.ok()) return s;
   if (v.tls_cert.empty() != v.tls_key.empty()) {
     return absl::InvalidArgumentError(
         "--tls_cert and --tls_key go together: give both or neither");
@@ -709,6 +860,20 @@ absl::StatusOr<ServerFlags> ServerFlagsFromValues(const ServerFlagValues& v) {
   c.core.idle_timeout = v.idle_timeout;
   c.core.keep_half_open = v.keep_half_open;
   c.core.close_linger = v.close_linger;
+  for (const ListenerList& t : v.listen_tls) {
+    core::TlsListenerOptions tls;
+    tls.listener = t.listener;
+    tls.files.cert_file = t.items[0];
+    tls.files.key_file = t.items[1];
+    if (t.items.size() > 2) tls.files.client_ca_file = t.items[2];
+    for (const ListenerList& a : v.listen_tls_alpn) {
+      if (a.listener == t.listener) tls.files.alpn = a.items;
+    }
+    c.core.tls.push_back(std::move(tls));
+  }
+  c.core.proxy_protocol_listeners = v.listen_proxy_protocol;
+  c.core.tls_handshake_timeout = v.tls_handshake_timeout;
+  c.core.proxy_header_timeout = v.proxy_header_timeout;
   c.hub.history_events = v.history_events;
   c.hub.history_bytes = v.history_bytes;
   c.hub.lossless_queue_bytes = v.subscriber_queue_bytes;
@@ -791,7 +956,21 @@ absl::StatusOr<ServerFlags> ParseServerFlags(
     absl::Status s = SetRepeated(name, items);
     if (!s.ok()) return s;
   }
-  return ServerFlagsFromValues(ReadFlagValues());
+  absl::StatusOr<ServerFlags> flags = ServerFlagsFromValues(ReadFlagValues());
+  if (!flags.ok()) return flags;
+  // A certificate that does not load is a usage error now, not a failed
+  // start later.
+  for (const core::TlsListenerOptions& t : flags->config.core.tls) {
+    absl::StatusOr<std::unique_ptr<net::TlsContext>> context =
+        net::TlsContext::Create(t.files);
+    if (!context.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--listen_tls=", t.listener, "=", t.files.cert_file, ",",
+          t.files.key_file, t.files.client_ca_file.empty() ? "" : ",",
+          t.files.client_ca_file, ": ", context.status().message()));
+    }
+  }
+  return flags;
 }
 
 }  // namespace fanin

@@ -10,8 +10,10 @@
 //   3. ServerFlagsFromValues, a pure function of the typed values, checks
 //      what one value alone cannot (ranges, flags that go together) and maps
 //      them into ServerConfig and the log settings.
-// --listen and --pull repeat on the command line; their variables take
-// comma-separated lists.
+// --listen, --pull and --listen_proxy_protocol repeat on the command line;
+// their variables take comma-separated lists. --listen_tls and
+// --listen_tls_alpn repeat too; their values hold commas, so their variables
+// separate items with ';'.
 //
 // Example (tests):
 //   ServerFlagValues values;
@@ -37,6 +39,20 @@
 
 namespace fanin {
 
+// "NAME=ITEM,ITEM...": a listener and a list for it, the value of
+// --listen_tls (CERT,KEY[,CLIENT_CA]) and --listen_tls_alpn (PROTO,...).
+struct ListenerList {
+  std::string listener;
+  std::vector<std::string> items;
+  bool operator==(const ListenerList&) const = default;
+};
+// Errors: InvalidArgument `"TEXT": what is wrong`.
+absl::StatusOr<ListenerList> ParseListenerList(absl::string_view text);
+// Abseil flag marshalling: ';'-separated ListenerLists (the variables' form).
+bool AbslParseFlag(absl::string_view text, std::vector<ListenerList>* lists,
+                   std::string* error);
+std::string AbslUnparseFlag(const std::vector<ListenerList>& lists);
+
 struct ServerFlags {
   ServerConfig config;
   std::string ready_file;
@@ -50,6 +66,11 @@ struct ServerFlagValues {
   std::vector<net::ListenSpec> listen = {
       {"default", *net::Endpoint::Parse("127.0.0.1:7070")}};
   std::vector<std::string> pull;
+  std::vector<ListenerList> listen_tls;
+  std::vector<ListenerList> listen_tls_alpn;
+  std::vector<std::string> listen_proxy_protocol;
+  absl::Duration tls_handshake_timeout = absl::Seconds(10);
+  absl::Duration proxy_header_timeout = absl::Seconds(5);
   net::Endpoint grpc_address = net::Endpoint::Loopback(50051);
   reactor::PollerKind poller = reactor::PollerKind::kEpollLevel;
   int loops = 0;
@@ -106,7 +127,8 @@ struct ServerFlagValues {
   absl::Duration cluster_request_timeout = absl::Seconds(5);
 };
 
-// Checks the values together and maps them. Pure: no flags, no environment.
+// Checks the values together and maps them. Pure: no flags, no environment,
+// no files (ParseServerFlags loads the TLS files afterwards).
 // INVALID_ARGUMENT naming the flag and what is wrong.
 absl::StatusOr<ServerFlags> ServerFlagsFromValues(const ServerFlagValues& v);
 
@@ -114,7 +136,9 @@ absl::StatusOr<ServerFlags> ServerFlagsFromValues(const ServerFlagValues& v);
 // own flags (--help, --helpfull, --version, --flagfile) go to
 // absl::ParseCommandLine; --help prints usage and exits. INVALID_ARGUMENT
 // naming the flag (or the variable) and what is wrong: an unknown flag, a
-// positional argument, a value its type does not take, or a failed check.
+// positional argument, a value its type does not take, a failed check, or
+// a --listen_tls certificate or key that does not load (unreadable, not PEM,
+// a key that does not match).
 // Precedence, lowest first: FANIN_* variables, --flagfile, the command line.
 // getenv is a parameter so tests need not touch the process environment.
 absl::StatusOr<ServerFlags> ParseServerFlags(

@@ -7,6 +7,15 @@
 // the linger time, then closes. Every transition publishes its event to the
 // hub; Closed is always last.
 //
+// TLS and PROXY listeners put a setup phase first: the PROXY header is read
+// (bounded by --proxy_header_timeout), then the TLS handshake runs (bounded
+// by --tls_handshake_timeout); only then is Opened published, with the
+// header's addresses and the session's TlsInfo. A connection whose setup
+// fails or times out is counted (SetupCounters), logged rate-limited and
+// closed without any event. Afterwards its bytes go through a net::Transport
+// (plaintext in Data, Write and Read; close_notify before FIN); plain TCP
+// connections have none and keep the direct read/send path.
+//
 // Thread: everything here runs on the owning loop's thread (checked in debug
 // builds); no locks. Ownership: owns the fd; owned by its Shard, which
 // deletes it in Finish().
@@ -22,6 +31,9 @@
 #include "absl/time/time.h"
 #include "fanin/v1/fanin.pb.h"
 #include "server/fanout/stored_event.h"
+#include "server/net/proxy_protocol.h"
+#include "server/net/tls_transport.h"
+#include "server/net/transport.h"
 #include "server/reactor/event_loop.h"
 
 namespace fanin::core {
@@ -37,9 +49,10 @@ class Connection : public reactor::IoHandler {
              std::string remote, std::string local, std::string peer_host);
   ~Connection() override;
 
-  // Publishes Opened and starts watching; on failure closes the fd and
-  // returns the poller's status: the caller counts the rejection, drops the
-  // connection and then publishes RejectedEvent.
+  // Publishes Opened (TLS / PROXY: once set up) and starts watching; on
+  // failure publishes Opened, closes the fd and returns the poller's status:
+  // the caller counts the rejection, drops the connection and then
+  // publishes RejectedEvent.
   absl::Status Start();
   // Closed(REJECTED) of this connection, for `why`.
   std::shared_ptr<fanout::StoredEvent> RejectedEvent(
@@ -70,9 +83,12 @@ class Connection : public reactor::IoHandler {
   const std::string& peer_host() const { return peer_host_; }
   const ListenerInfo& listener() const { return *listener_; }
   void FillInfo(fanin::v1::Connection* out) const;
-  // True once a close was requested or under way (the connection is "gone"
-  // for Write/Close/Read).
-  bool closing() const { return state_ >= State::kClosing; }
+  // True once a close was requested or under way, and while a TLS / PROXY
+  // connection is not yet Opened (the connection is "gone" for Write, Close,
+  // Read and List).
+  bool closing() const { return !established_ || state_ >= State::kClosing; }
+  // False while a TLS handshake or PROXY header is under way.
+  bool established() const { return established_; }
 
  private:
   enum class State {
@@ -83,7 +99,24 @@ class Connection : public reactor::IoHandler {
     kShuttingDown  // server shutdown: flushing, then close
   };
 
+  // Setup (TLS / PROXY listeners).
+  void BeginSetup();
+  void OnSetupIo();
+  void ReadProxyHeader();
+  void OnProxyHeader();
+  void StartTls(std::string prefix);
+  void ContinueHandshake();
+  void SetSetupInterest(uint32_t want);
+  void Establish();
+  void FailSetup(bool tls, int reason, absl::string_view detail);
+  void RejectAfterProxy(const std::string& host);
+  // Closes the fd and erases this without any event (never Opened).
+  void Abandon();
+
   void HandleReadable(uint32_t events);
+  void ReadTransport();
+  absl::StatusOr<ReadOutcome> ReadRpcTransport(uint32_t max, ReadOutcome out);
+  int SendSomeTransport(const char* data, size_t len, size_t* sent);
   void HandlePullReadable();
   void OnPeerEof();
   // Sends data[0, len) until all is sent or the socket is full; counts what
@@ -105,9 +138,10 @@ class Connection : public reactor::IoHandler {
   const ListenerInfo* const listener_;
   const uint64_t id_;
   int fd_;
-  const std::string remote_;
-  const std::string local_;
-  const std::string peer_host_;
+  // The PROXY header's addresses replace the socket's.
+  std::string remote_;
+  std::string local_;
+  std::string peer_host_;
   const int64_t opened_unix_nano_;
   absl::Time last_activity_;
   State state_ = State::kOpen;
@@ -125,6 +159,19 @@ class Connection : public reactor::IoHandler {
   std::string out_;
   size_t out_head_ = 0;
   reactor::EventLoop::TimerId linger_timer_ = 0;
+
+  // TLS / PROXY only; plain TCP connections leave these empty.
+  bool established_ = true;        // Opened published
+  bool read_wants_write_ = false;  // a TLS read waits for writability
+  bool write_wants_read_ = false;  // a TLS write waits for readability
+  bool close_notify_pending_ = false;
+  bool close_notified_ = false;
+  reactor::EventLoop::TimerId setup_timer_ = 0;
+  std::unique_ptr<net::ProxyHeaderParser> proxy_;  // while reading the header
+  std::unique_ptr<fanin::v1::ProxyInfo> proxy_info_;  // until Opened
+  std::unique_ptr<net::Transport> transport_;
+  net::TlsTransport* tls_ = nullptr;  // transport_, on TLS listeners
+  std::string transport_error_;       // a TLS failure, for Closed.detail
 };
 
 }  // namespace fanin::core

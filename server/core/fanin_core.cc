@@ -6,6 +6,7 @@
 #include <thread>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
@@ -71,6 +72,34 @@ absl::StatusOr<std::unique_ptr<FaninCore>> FaninCore::Create(
           absl::StrCat("pull: no listener named \"", pull, "\""));
     }
   }
+  for (const std::string& name : opts.proxy_protocol_listeners) {
+    if (!seen.contains(name)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "listen_proxy_protocol: no listener named \"", name, "\""));
+    }
+  }
+  absl::flat_hash_map<std::string, std::shared_ptr<net::TlsContext>> tls;
+  for (const TlsListenerOptions& t : opts.tls) {
+    if (!seen.contains(t.listener)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("listen_tls: no listener named \"", t.listener, "\""));
+    }
+    if (tls.contains(t.listener)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "listen_tls: listener \"", t.listener, "\" given twice"));
+    }
+    auto context = net::TlsContext::Create(t.files);
+    if (!context.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "listen_tls=", t.listener, ": ", context.status().message()));
+    }
+    tls[t.listener] = *std::move(context);
+  }
+  if (opts.tls_handshake_timeout <= absl::ZeroDuration() ||
+      opts.proxy_header_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "tls_handshake_timeout and proxy_header_timeout must be positive");
+  }
   for (const net::ListenSpec& spec : opts.listen) {
     auto listener = net::Listener::Bind(spec);
     if (!listener.ok()) return listener.status();
@@ -81,6 +110,11 @@ absl::StatusOr<std::unique_ptr<FaninCore>> FaninCore::Create(
     info->pull =
         std::find(opts.pull_listeners.begin(), opts.pull_listeners.end(),
                   spec.name) != opts.pull_listeners.end();
+    info->proxy_protocol =
+        std::find(opts.proxy_protocol_listeners.begin(),
+                  opts.proxy_protocol_listeners.end(),
+                  spec.name) != opts.proxy_protocol_listeners.end();
+    if (auto it = tls.find(spec.name); it != tls.end()) info->tls = it->second;
     info->listener = *std::move(listener);
     core->names_.push_back(spec.name);
     core->listeners_.push_back(std::move(info));
@@ -90,8 +124,9 @@ absl::StatusOr<std::unique_ptr<FaninCore>> FaninCore::Create(
   if (!loops.ok()) return loops.status();
   core->loops_ = *std::move(loops);
   for (int i = 0; i < core->loops_->size(); ++i) {
-    core->shards_.push_back(std::make_unique<Shard>(
-        &core->options_, hub, core->loops_->loop(i), &core->slots_));
+    core->shards_.push_back(
+        std::make_unique<Shard>(&core->options_, hub, core->loops_->loop(i),
+                                &core->slots_, &core->setup_counters_));
   }
   return core;
 }
@@ -168,6 +203,9 @@ void LogRejected(uint64_t id, const std::string& listener,
 
 void FaninCore::OnAccept(ListenerInfo* info, int fd, net::Peer peer) {
   const uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
+  // Behind a balancer the socket's peer is the balancer: the per-IP slot is
+  // taken for the client the PROXY header names, once it is read.
+  if (info->proxy_protocol) peer.host.clear();
   switch (slots_.TryAcquire(peer.host)) {
     case ConnectionSlots::Refusal::kTotal:
       Reject(info, id, fd, peer, kMaxConnections,
@@ -347,6 +385,29 @@ CoreStats FaninCore::GetStats() const {
   s.rejected_per_ip = rejected_[kPerIp].load();
   s.rejected_poller = rejected_[kPoller].load();
   s.rejected_out_of_fds = rejected_[kOutOfFds].load();
+  s.rejected_per_ip += setup_counters_.rejected_per_ip.load();
+  const SetupCounters& sc = setup_counters_;
+  s.tls_handshakes = sc.tls_handshakes.load();
+  s.tls_failed_timeout = sc.tls_failures[SetupCounters::kTlsTimeout].load();
+  s.tls_failed_client_cert =
+      sc.tls_failures[SetupCounters::kTlsClientCert].load();
+  s.tls_failed_protocol = sc.tls_failures[SetupCounters::kTlsProtocol].load();
+  s.tls_failed_closed = sc.tls_failures[SetupCounters::kTlsClosed].load();
+  s.tls_handshake_failures = s.tls_failed_timeout + s.tls_failed_client_cert +
+                             s.tls_failed_protocol + s.tls_failed_closed;
+  s.proxy_headers = sc.proxy_headers.load();
+  s.proxy_failed_timeout =
+      sc.proxy_failures[SetupCounters::kProxyTimeout].load();
+  s.proxy_failed_malformed =
+      sc.proxy_failures[SetupCounters::kProxyMalformed].load();
+  s.proxy_failed_closed = sc.proxy_failures[SetupCounters::kProxyClosed].load();
+  s.proxy_header_failures =
+      s.proxy_failed_timeout + s.proxy_failed_malformed + s.proxy_failed_closed;
+  for (const auto& l : listeners_) {
+    if (l->tls == nullptr) continue;
+    s.tls_reloads += l->tls->reloads();
+    s.tls_reload_failures += l->tls->reload_failures();
+  }
   s.connections_rejected = s.rejected_max_connections + s.rejected_per_ip +
                            s.rejected_poller + s.rejected_out_of_fds;
   for (const auto& l : listeners_) {
@@ -361,6 +422,19 @@ void FaninCore::CloseAll() {
     Shard* shard = s.get();
     RunOnLoop(shard->loop(), [shard] { shard->ForceCloseAll(); });
   }
+}
+
+absl::Status FaninCore::ReloadTls() {
+  absl::Status first;
+  for (const auto& l : listeners_) {
+    if (l->tls == nullptr) continue;
+    absl::Status s = l->tls->Reload();
+    if (!s.ok() && first.ok()) {
+      first = absl::InvalidArgumentError(
+          absl::StrCat("listen_tls=", l->name, ": ", s.message()));
+    }
+  }
+  return first;
 }
 
 void FaninCore::Shutdown(absl::Duration flush_timeout) {

@@ -42,6 +42,12 @@ namespace fanin::core {
 // threads write.
 int DefaultLoops();
 
+// A raw listener that terminates TLS (--listen_tls).
+struct TlsListenerOptions {
+  std::string listener;  // its name, as in `listen`
+  net::TlsFiles files;
+};
+
 struct CoreOptions {
   std::vector<net::ListenSpec> listen;
   std::vector<std::string> pull_listeners;  // names of listeners in pull mode
@@ -62,6 +68,13 @@ struct CoreOptions {
   // ids are unique across the cluster). Standalone: empty and 1.
   std::string node;
   uint64_t first_connection_id = 1;
+  // Listeners that terminate TLS, and those whose connections start with a
+  // PROXY protocol header (read first, then any TLS handshake). A
+  // connection is Opened only once both are done, each within its time.
+  std::vector<TlsListenerOptions> tls;
+  std::vector<std::string> proxy_protocol_listeners;
+  absl::Duration tls_handshake_timeout = absl::Seconds(10);
+  absl::Duration proxy_header_timeout = absl::Seconds(5);
 };
 
 struct CoreStats {
@@ -81,6 +94,24 @@ struct CoreStats {
   uint64_t accept_errors = 0;
   uint64_t bytes_received = 0;
   uint64_t bytes_sent = 0;
+  // TLS listeners: handshakes completed, and failed by reason (the failed
+  // connections were never Opened).
+  uint64_t tls_handshakes = 0;
+  uint64_t tls_failed_timeout = 0;
+  uint64_t tls_failed_client_cert = 0;
+  uint64_t tls_failed_protocol = 0;
+  uint64_t tls_failed_closed = 0;
+  uint64_t tls_handshake_failures = 0;  // the four above
+  // PROXY listeners: headers accepted, and connections closed for the
+  // header, by reason.
+  uint64_t proxy_headers = 0;
+  uint64_t proxy_failed_timeout = 0;
+  uint64_t proxy_failed_malformed = 0;
+  uint64_t proxy_failed_closed = 0;
+  uint64_t proxy_header_failures = 0;  // the three above
+  // Certificate reloads over every TLS listener.
+  uint64_t tls_reloads = 0;
+  uint64_t tls_reload_failures = 0;
 };
 
 class FaninCore {
@@ -132,6 +163,12 @@ class FaninCore {
     next_id_.store(next_id, std::memory_order_relaxed);
   }
 
+  // Re-reads every TLS listener's certificate and key (SIGHUP). New
+  // connections get the new ones; open ones keep theirs. A listener whose
+  // files do not load keeps its old ones; the first error is returned. Any
+  // thread.
+  absl::Status ReloadTls();
+
  private:
   FaninCore(CoreOptions options, fanout::EventSink* sink);
   void OnAccept(ListenerInfo* info, int fd, net::Peer peer);
@@ -157,6 +194,7 @@ class FaninCore {
   std::vector<std::unique_ptr<ListenerInfo>> listeners_;
   std::unique_ptr<reactor::LoopGroup> loops_;
   ConnectionSlots slots_;
+  SetupCounters setup_counters_;
   std::vector<std::unique_ptr<Shard>> shards_;
   std::atomic<uint64_t> next_id_;
   std::atomic<uint64_t> accepted_{0};

@@ -23,6 +23,16 @@ ConnectionSlots::Refusal ConnectionSlots::TryAcquire(const std::string& host) {
   return Refusal::kNone;
 }
 
+ConnectionSlots::Refusal ConnectionSlots::TryAcquireHost(
+    const std::string& host) {
+  if (max_per_ip_ == 0 || host.empty()) return Refusal::kNone;
+  absl::MutexLock lock(&mu_);
+  size_t& n = per_ip_[host];
+  if (n >= max_per_ip_) return Refusal::kPerIp;  // n > 0: the entry stays
+  ++n;
+  return Refusal::kNone;
+}
+
 void ConnectionSlots::Release(const std::string& host) {
   if (max_per_ip_ > 0 && !host.empty()) {
     absl::MutexLock lock(&mu_);
@@ -53,8 +63,13 @@ fanin::v1::Event NewConnectionEvent(uint64_t id, const ListenerInfo& listener) {
 }
 
 Shard::Shard(const CoreOptions* options, fanout::EventSink* hub,
-             reactor::EventLoop* loop, ConnectionSlots* slots)
-    : options_(options), hub_(hub), loop_(loop), slots_(slots) {
+             reactor::EventLoop* loop, ConnectionSlots* slots,
+             SetupCounters* setup_counters)
+    : options_(options),
+      hub_(hub),
+      loop_(loop),
+      slots_(slots),
+      setup_counters_(setup_counters) {
   read_buffer_.resize(options->read_chunk_bytes);
 }
 

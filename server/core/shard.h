@@ -34,6 +34,7 @@
 #include "server/fanout/event_sink.h"
 #include "server/fanout/stored_event.h"
 #include "server/net/listener.h"
+#include "server/net/tls_context.h"
 #include "server/reactor/event_loop.h"
 
 namespace fanin::core {
@@ -53,6 +54,11 @@ class ConnectionSlots {
   Refusal TryAcquire(const std::string& host);
   // Gives back what TryAcquire took for `host`.
   void Release(const std::string& host);
+  // PROXY protocol listeners take the total slot at accept (TryAcquire with
+  // "") and the per-IP one for the client the header names: this takes only
+  // that (kPerIp or kNone; nothing for "" or without a per-IP limit). The
+  // caller then releases with Release(host).
+  Refusal TryAcquireHost(const std::string& host);
 
   int64_t open() const { return open_.load(std::memory_order_relaxed); }
   // Blocks until no slot is taken or the deadline; true if none is.
@@ -76,6 +82,10 @@ struct ListenerInfo {
   std::string node;  // CoreOptions::node: empty in standalone
   uint32_t index = 0;
   bool pull = false;
+  // --listen_proxy_protocol: a PROXY header comes first.
+  bool proxy_protocol = false;
+  // --listen_tls: null on plain TCP.
+  std::shared_ptr<net::TlsContext> tls;
   std::unique_ptr<net::Listener> listener;
   reactor::EventLoop* loop = nullptr;
 };
@@ -84,16 +94,35 @@ struct ListenerInfo {
 // listener and the current time. The caller sets the kind and publishes it.
 fanin::v1::Event NewConnectionEvent(uint64_t id, const ListenerInfo& listener);
 
+// Counters of connections that never became Opened (TLS handshakes and PROXY
+// headers), and of per-IP refusals decided after a PROXY header. Shared by
+// the shards; any thread reads them (relaxed atomics).
+struct SetupCounters {
+  enum TlsFailure { kTlsTimeout, kTlsClientCert, kTlsProtocol, kTlsClosed };
+  enum ProxyFailure { kProxyTimeout, kProxyMalformed, kProxyClosed };
+  std::atomic<uint64_t> tls_handshakes{0};
+  std::atomic<uint64_t> tls_failures[4] = {};
+  std::atomic<uint64_t> proxy_headers{0};
+  std::atomic<uint64_t> proxy_failures[3] = {};
+  std::atomic<uint64_t> rejected_per_ip{0};
+  void Add(std::atomic<uint64_t>& counter) {
+    counter.fetch_add(1, std::memory_order_relaxed);
+  }
+};
+
 class Shard {
  public:
   Shard(const CoreOptions* options, fanout::EventSink* hub,
-        reactor::EventLoop* loop, ConnectionSlots* slots);
+        reactor::EventLoop* loop, ConnectionSlots* slots,
+        SetupCounters* setup_counters);
   Shard(const Shard&) = delete;
   Shard& operator=(const Shard&) = delete;
 
   const CoreOptions& options() const { return *options_; }
   fanout::EventSink* hub() const { return hub_; }
   reactor::EventLoop* loop() const { return loop_; }
+  ConnectionSlots* slots() const { return slots_; }
+  SetupCounters* setup_counters() const { return setup_counters_; }
 
   // Any thread: runs `fn` on this shard's loop against connection `id` and
   // hands its result to `done` there. `done` gets NOT_FOUND when there is no
@@ -154,6 +183,7 @@ class Shard {
   fanout::EventSink* const hub_;
   reactor::EventLoop* const loop_;
   ConnectionSlots* const slots_;
+  SetupCounters* const setup_counters_;
 
   absl::flat_hash_map<uint64_t, std::unique_ptr<Connection>> connections_;
   absl::flat_hash_set<uint64_t> read_paused_;

@@ -702,6 +702,15 @@ grpc::ServerUnaryReactor* FaninService::GetStats(
   r.set_events_lost(h.events_lost);
   r.set_head_seq(h.head_seq);
   r.set_oldest_seq(h.oldest_seq);
+  r.set_tls_handshakes(c.tls_handshakes);
+  r.set_tls_handshake_failures(c.tls_handshake_failures);
+  r.set_tls_handshake_timeouts(c.tls_failed_timeout);
+  r.set_tls_client_cert_failures(c.tls_failed_client_cert);
+  r.set_proxy_headers(c.proxy_headers);
+  r.set_proxy_header_failures(c.proxy_header_failures);
+  r.set_proxy_header_timeouts(c.proxy_failed_timeout);
+  r.set_tls_reloads(c.tls_reloads);
+  r.set_tls_reload_failures(c.tls_reload_failures);
   if (options_.cluster != nullptr) options_.cluster->FillStats(&r);
   SetResponse(r, response);
   return Finished(grpc::Status::OK);

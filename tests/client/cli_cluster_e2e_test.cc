@@ -203,7 +203,7 @@ TEST_F(CliClusterE2eTest, NodesAndListShowTheCluster) {
   // Stats carry the cluster rows.
   r = Fanin({"stats", "--server", servers});
   ASSERT_EQ(r.exit_code, 0) << r.stderr_data;
-  EXPECT_THAT(r.stdout_data, HasSubstr("node                  a\n"));
+  EXPECT_THAT(r.stdout_data, HasSubstr("node                      a\n"));
   EXPECT_THAT(r.stdout_data, HasSubstr("cluster head seq"));
 }
 

@@ -307,10 +307,10 @@ TEST(CliClusterTest, StatsShowsTheClusterRows) {
   RunningNode a({.name = "node-a"});
   CommandResult r = Fanin({"stats", "--server", a.address});
   EXPECT_EQ(r.exit_code, 0) << r.stderr_data;
-  EXPECT_THAT(r.stdout_data, HasSubstr("head seq              40\n"));
-  EXPECT_THAT(r.stdout_data, HasSubstr("node                  node-a\n"));
-  EXPECT_THAT(r.stdout_data, HasSubstr("cluster head seq      900\n"));
-  EXPECT_THAT(r.stdout_data, HasSubstr("cluster oldest seq    12\n"));
+  EXPECT_THAT(r.stdout_data, HasSubstr("head seq                  40\n"));
+  EXPECT_THAT(r.stdout_data, HasSubstr("node                      node-a\n"));
+  EXPECT_THAT(r.stdout_data, HasSubstr("cluster head seq          900\n"));
+  EXPECT_THAT(r.stdout_data, HasSubstr("cluster oldest seq        12\n"));
 }
 
 TEST(CliClusterTest, NodesTableAndJsonLines) {

@@ -498,9 +498,9 @@ TEST_F(CliE2eTest, StatsTextAndJson) {
   ConnectionIdOf(b);
   CommandResult r = Fanin({"stats"});
   ASSERT_EQ(r.exit_code, 0) << r.stderr_data;
-  EXPECT_THAT(r.stdout_data, HasSubstr("poller                epoll\n"));
-  EXPECT_THAT(r.stdout_data, HasSubstr("connections open      2\n"));
-  EXPECT_THAT(r.stdout_data, HasSubstr("connections accepted  2\n"));
+  EXPECT_THAT(r.stdout_data, HasSubstr("poller                    epoll\n"));
+  EXPECT_THAT(r.stdout_data, HasSubstr("connections open          2\n"));
+  EXPECT_THAT(r.stdout_data, HasSubstr("connections accepted      2\n"));
 
   // --timeout may also come before the command.
   r = Fanin({"--timeout=5s", "stats", "-o", "json"});

@@ -339,8 +339,8 @@ TEST(FormatStats, TextAndJsonCarryEveryCounter) {
   s.set_events_published(77);
   s.set_head_seq(77);
   std::string text = FormatStatsText(s);
-  EXPECT_THAT(text, HasSubstr("poller                epoll\n"));
-  EXPECT_THAT(text, HasSubstr("connections open      3\n"));
+  EXPECT_THAT(text, HasSubstr("poller                    epoll\n"));
+  EXPECT_THAT(text, HasSubstr("connections open          3\n"));
   auto parsed = ParseJsonLines(MessageJson(s));
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   const auto& o = (*parsed)[0];
@@ -361,10 +361,10 @@ TEST(FormatStats, TextAndJsonCarryEveryCounter) {
   s.set_cluster_head_seq(900);
   s.set_cluster_oldest_seq(12);
   text = FormatStatsText(s);
-  EXPECT_THAT(text, HasSubstr("head seq              77\n"));
-  EXPECT_THAT(text, HasSubstr("node                  node-a\n"));
-  EXPECT_THAT(text, HasSubstr("cluster head seq      900\n"));
-  EXPECT_THAT(text, HasSubstr("cluster oldest seq    12\n"));
+  EXPECT_THAT(text, HasSubstr("head seq                  77\n"));
+  EXPECT_THAT(text, HasSubstr("node                      node-a\n"));
+  EXPECT_THAT(text, HasSubstr("cluster head seq          900\n"));
+  EXPECT_THAT(text, HasSubstr("cluster oldest seq        12\n"));
 }
 
 TEST(MessageJson, ConnectionHasEveryField) {

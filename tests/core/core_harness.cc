@@ -27,7 +27,7 @@ CoreHarness::CoreHarness(reactor::PollerKind kind, HarnessOptions options)
   listener_.pull = options_.pull;
   listener_.loop = loop_.get();
   shard_ = std::make_unique<core::Shard>(&options_.core, &hub_, loop_.get(),
-                                         &slots_);
+                                         &slots_, &setup_counters_);
   loop_thread_ = std::make_unique<testing::LoopThread>(loop_.get());
 }
 

@@ -93,6 +93,7 @@ class CoreHarness {
   std::shared_ptr<fanout::EventHub::Subscription> sub_;
   std::unique_ptr<reactor::EventLoop> loop_;
   core::ConnectionSlots slots_;
+  core::SetupCounters setup_counters_;
   core::ListenerInfo listener_;
   std::unique_ptr<core::Shard> shard_;
   std::unique_ptr<testing::LoopThread> loop_thread_;

@@ -115,7 +115,8 @@ TEST_P(ShardTest, WithConnectionAnswersUnavailableWhenTheLoopStopsFirst) {
   core::CoreOptions options;
   fanout::EventHub hub({});
   core::ConnectionSlots slots(10, 0);
-  core::Shard shard(&options, &hub, loop->get(), &slots);
+  core::SetupCounters counters;
+  core::Shard shard(&options, &hub, loop->get(), &slots, &counters);
   bool ran = false;
   int answers = 0;
   absl::Status answer;

@@ -121,6 +121,35 @@ TEST(ServerFlagsFromValuesTest, EachValueMapsWhereItShould) {
   EXPECT_EQ(flags->ready_file, "/ready");
 }
 
+TEST(ServerFlagsFromValuesTest, ListenerTlsAndProxyMapToTheCore) {
+  ServerFlagValues v;
+  v.listen = {*net::ParseListenSpec("edge=127.0.0.1:1"),
+              *net::ParseListenSpec("lb=127.0.0.1:2")};
+  v.listen_tls = {{"edge", {"/c.pem", "/k.pem", "/ca.pem"}},
+                  {"lb", {"/c2.pem", "/k2.pem"}}};
+  v.listen_tls_alpn = {{"edge", {"mqtt", "x-dev"}}};
+  v.listen_proxy_protocol = {"lb"};
+  v.tls_handshake_timeout = absl::Seconds(3);
+  v.proxy_header_timeout = absl::Seconds(4);
+  auto flags = ServerFlagsFromValues(v);
+  ASSERT_TRUE(flags.ok()) << flags.status();
+  const core::CoreOptions& c = flags->config.core;
+  ASSERT_EQ(c.tls.size(), 2u);
+  EXPECT_EQ(c.tls[0].listener, "edge");
+  EXPECT_EQ(c.tls[0].files.cert_file, "/c.pem");
+  EXPECT_EQ(c.tls[0].files.key_file, "/k.pem");
+  EXPECT_EQ(c.tls[0].files.client_ca_file, "/ca.pem");
+  EXPECT_EQ(c.tls[0].files.alpn, (std::vector<std::string>{"mqtt", "x-dev"}));
+  EXPECT_EQ(c.tls[1].files.client_ca_file, "");
+  EXPECT_TRUE(c.tls[1].files.alpn.empty());
+  EXPECT_EQ(c.proxy_protocol_listeners, (std::vector<std::string>{"lb"}));
+  EXPECT_EQ(c.tls_handshake_timeout, absl::Seconds(3));
+  EXPECT_EQ(c.proxy_header_timeout, absl::Seconds(4));
+  ServerFlagValues defaults;
+  EXPECT_EQ(defaults.tls_handshake_timeout, absl::Seconds(10));
+  EXPECT_EQ(defaults.proxy_header_timeout, absl::Seconds(5));
+}
+
 TEST(ServerFlagsFromValuesTest, BadCombinationsNameTheFlag) {
   struct Case {
     std::function<void(ServerFlagValues*)> change;
@@ -155,6 +184,32 @@ TEST(ServerFlagsFromValuesTest, BadCombinationsNameTheFlag) {
       {[](auto* v) { v->tls_cert = "/c.pem"; }, "--tls_cert and --tls_key"},
       {[](auto* v) { v->tls_key = "/k.pem"; }, "--tls_cert and --tls_key"},
       {[](auto* v) { v->tls_client_ca = "/ca.pem"; }, "--tls_client_ca needs"},
+      {[](auto* v) {
+         v->listen_tls = {{"nope", {"/c", "/k"}}};
+       },
+       "--listen_tls: no listener named \"nope\" (--listen has: default)"},
+      {[](auto* v) {
+         v->listen_tls = {{"default", {"/c"}}};
+       },
+       "want NAME=CERT,KEY[,CLIENT_CA]"},
+      {[](auto* v) {
+         v->listen_tls = {{"default", {"/c", "/k", "/a", "/b"}}};
+       },
+       "want NAME=CERT,KEY[,CLIENT_CA]"},
+      {[](auto* v) {
+         v->listen_tls = {{"default", {"/c", "/k"}}, {"default", {"/c", "/k"}}};
+       },
+       "given twice"},
+      {[](auto* v) {
+         v->listen_tls_alpn = {{"default", {"h2"}}};
+       },
+       "--listen_tls_alpn: listener \"default\" has no --listen_tls"},
+      {[](auto* v) { v->listen_proxy_protocol = {"lb"}; },
+       "--listen_proxy_protocol: no listener named \"lb\""},
+      {[](auto* v) { v->tls_handshake_timeout = absl::ZeroDuration(); },
+       "--tls_handshake_timeout"},
+      {[](auto* v) { v->proxy_header_timeout = -absl::Seconds(1); },
+       "--proxy_header_timeout"},
   };
   for (const Case& c : cases) {
     ServerFlagValues v;
@@ -276,6 +331,78 @@ TEST_F(ParseServerFlagsTest, BadValuesNameTheFlagOrVariable) {
     EXPECT_TRUE(absl::IsInvalidArgument(flags.status())) << flags.status();
     EXPECT_TRUE(absl::StrContains(flags.status().message(), c.says))
         << c.says << ": " << flags.status();
+  }
+}
+
+// --listen_tls repeats on the command line (its value holds commas); its
+// variable separates items with ';'. Files that do not load are a usage
+// error naming the flag.
+TEST_F(ParseServerFlagsTest, ListenTlsFromTheCommandLineAndTheEnvironment) {
+  const std::string dir = ::testing::TempDir();
+  const std::string cert = dir + "/flags_cert.pem";
+  const std::string key = dir + "/flags_key.pem";
+  const std::string other_key = dir + "/flags_other_key.pem";
+  ASSERT_EQ(std::system(("openssl req -x509 -newkey ec -pkeyopt "
+                         "ec_paramgen_curve:P-256 -nodes -keyout " +
+                         key + " -out " + cert +
+                         " -days 1 -subj /CN=flags 2>/dev/null && "
+                         "openssl genpkey -algorithm EC -pkeyopt "
+                         "ec_paramgen_curve:P-256 -out " +
+                         other_key + " 2>/dev/null")
+                            .c_str()),
+            0);
+  {
+    absl::FlagSaver saver;  // each Parse below starts from the defaults
+    auto flags = Parse(
+        {"--listen=a=127.0.0.1:0", "--listen=b=127.0.0.1:0",
+         "--listen_tls=a=" + cert + "," + key, "--listen_tls",
+         "b=" + cert + "," + key + "," + cert, "--listen_tls_alpn=a=h2,fanin",
+         "--listen_proxy_protocol=b", "--tls_handshake_timeout=2s"});
+    ASSERT_TRUE(flags.ok()) << flags.status();
+    ASSERT_EQ(flags->config.core.tls.size(), 2u);
+    EXPECT_EQ(flags->config.core.tls[1].files.client_ca_file, cert);
+    EXPECT_EQ(flags->config.core.tls[0].files.alpn,
+              (std::vector<std::string>{"h2", "fanin"}));
+    EXPECT_EQ(flags->config.core.proxy_protocol_listeners,
+              (std::vector<std::string>{"b"}));
+    EXPECT_EQ(flags->config.core.tls_handshake_timeout, absl::Seconds(2));
+  }
+  {
+    absl::FlagSaver saver;
+    env_["FANIN_LISTEN"] = "a=127.0.0.1:0,b=127.0.0.1:0";
+    env_["FANIN_LISTEN_TLS"] =
+        "a=" + cert + "," + key + ";b=" + cert + "," + key;
+    env_["FANIN_LISTEN_PROXY_PROTOCOL"] = "a,b";
+    auto from_env = Parse({});
+    ASSERT_TRUE(from_env.ok()) << from_env.status();
+    ASSERT_EQ(from_env->config.core.tls.size(), 2u);
+    EXPECT_EQ(from_env->config.core.tls[1].listener, "b");
+    EXPECT_EQ(from_env->config.core.proxy_protocol_listeners,
+              (std::vector<std::string>{"a", "b"}));
+    env_.clear();
+  }
+
+  struct Case {
+    std::vector<std::string> args;
+    std::string says;
+  };
+  for (const Case& c : std::vector<Case>{
+           {{"--listen_tls=default=/nonexistent.pem," + key},
+            "--listen_tls=default=/nonexistent.pem"},
+           {{"--listen_tls=default=" + cert + "," + other_key},
+            "does not match certificate"},
+           {{"--listen_tls=default=" + cert + "," + key + ",/no-ca.pem"},
+            "client CA /no-ca.pem"},
+           {{"--listen_tls=other=" + cert + "," + key},
+            "no listener named \"other\""},
+           {{"--listen_tls=default"}, "want NAME=ITEM"},
+       }) {
+    absl::FlagSaver saver;
+    auto bad = Parse(c.args);
+    ASSERT_FALSE(bad.ok()) << c.says;
+    EXPECT_TRUE(absl::IsInvalidArgument(bad.status()));
+    EXPECT_TRUE(absl::StrContains(bad.status().message(), c.says))
+        << c.says << ": " << bad.status();
   }
 }
 
