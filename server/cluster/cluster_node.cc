@@ -802,6 +802,14 @@ void ClusterNode::ConsumerLoop() {
 
 // ---- Node loss and fencing ----
 
+ClusterNode::Link* ClusterNode::NewLink() {
+  static absl::Mutex mu(absl::kConstInit);
+  static auto* links = new std::vector<std::unique_ptr<Link>>();
+  absl::MutexLock lock(&mu);
+  links->push_back(std::make_unique<Link>());
+  return links->back().get();
+}
+
 void ClusterNode::OnDisconnected(natsConnection*, void* link) {
   auto* l = static_cast<Link*>(link);
   if (!l->connected.exchange(false)) return;

@@ -246,12 +246,14 @@ class ClusterNode final : public fanout::EventSink,
   std::atomic<bool> fenced_{false};
   // What libnats' connection callbacks touch. They run on libnats' own
   // thread and may come after this node is destroyed (a connection closes
-  // asynchronously), so this is never freed: a few bytes per node.
+  // asynchronously), so it lives as long as the process: a few bytes per
+  // node, kept in a process-wide list (reachable, so not a leak).
   struct Link {
     std::atomic<bool> connected{true};
     std::string node;
   };
-  Link* const link_ = new Link();
+  static Link* NewLink();
+  Link* const link_ = NewLink();
   std::atomic<bool> fence_requested_{false};
   absl::Mutex record_mu_;  // our KV record's revision, for compare-and-set
   uint64_t record_revision_guarded_ ABSL_GUARDED_BY(record_mu_) = 0;
