@@ -16,6 +16,7 @@ namespace fanin::fanout {
 struct EventHub::Subscription {
   Filter filter;
   bool lossless = false;
+  bool release_on_read = true;
   absl::AnyInvocable<void()> wake;
 
   uint64_t cursor = 1;  // Next seq to look at in the history.
@@ -65,6 +66,7 @@ absl::StatusOr<std::shared_ptr<EventHub::Subscription>> EventHub::Subscribe(
   auto sub = std::make_shared<Subscription>();
   sub->filter = std::move(spec.filter);
   sub->lossless = spec.lossless;
+  sub->release_on_read = spec.release_on_read;
   sub->wake = std::move(spec.wake);
   bool paused = false;
   {
@@ -316,7 +318,7 @@ void EventHub::Read(Subscription* sub, size_t max_events, size_t max_bytes,
         out->events.push_back(e);
       }
     }
-    if (sub->lossless) {
+    if (sub->lossless && sub->release_on_read) {
       sub->pending_bytes -= std::min(consumed, sub->pending_bytes);
       if (sub->paused &&
           sub->pending_bytes <= options_.lossless_queue_bytes / 2) {
@@ -356,6 +358,28 @@ bool EventHub::Unpark(Subscription* sub) {
   if (!sub->parked || !sub->active) return false;
   sub->parked = false;
   return true;
+}
+
+void EventHub::Release(Subscription* sub, size_t bytes) {
+  bool resumed = false;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!sub->active || !sub->lossless) return;
+    sub->pending_bytes -= std::min(bytes, sub->pending_bytes);
+    if (sub->paused &&
+        sub->pending_bytes <= options_.lossless_queue_bytes / 2) {
+      sub->paused = false;
+      paused_count_.fetch_sub(1, std::memory_order_release);
+      resumed = true;
+    }
+  }
+  if (resumed) NotifyPauseChange();
+}
+
+EventHub::Backlog EventHub::BacklogOf(Subscription* sub) const {
+  absl::ReaderMutexLock lock(&mu_);
+  return {.bytes = sub->lossless ? sub->pending_bytes : 0,
+          .paused = sub->paused};
 }
 
 bool EventHub::ReadingPaused(uint32_t listener, uint64_t connection_id) const {
@@ -410,6 +434,11 @@ EventHub::Stats EventHub::GetStats() const {
 uint64_t EventHub::head_seq() const {
   absl::ReaderMutexLock lock(&mu_);
   return head_;
+}
+
+uint64_t EventHub::oldest_seq() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return OldestLocked();
 }
 
 }  // namespace fanin::fanout
