@@ -81,15 +81,13 @@ void CollectGroups(const fanout::GroupRegistry& groups,
       "Open connections of each group, assigned to a member or waiting for "
       "one.",
       MetricType::Gauge);
-  MetricFamily& backlog =
-      Family(out, "fanin_group_backlog_bytes",
-             "A lossless group's backlog, counted against "
-             "--subscriber_queue_bytes.",
-             MetricType::Gauge);
+  MetricFamily& backlog = Family(out, "fanin_group_backlog_bytes",
+                                 "A lossless group's backlog, counted against "
+                                 "--subscriber_queue_bytes.",
+                                 MetricType::Gauge);
   for (const fanin::v1::GroupInfo& info : groups.List()) {
     Sample(&members, info.members_size(), {{"group", info.name()}});
-    Sample(&connections,
-           info.connections() - info.unassigned_connections(),
+    Sample(&connections, info.connections() - info.unassigned_connections(),
            {{"group", info.name()}, {"state", "assigned"}});
     Sample(&connections, info.unassigned_connections(),
            {{"group", info.name()}, {"state", "unassigned"}});

@@ -90,6 +90,7 @@ struct ServerFlagValues {
   absl::Duration group_idle_timeout = absl::Seconds(60);
   bool group_rebalance = false;
   int max_groups = 256;
+  int64_t group_redelivery_bytes = 1 << 20;
   grpc_api::Role lossless_role = grpc_api::Role::kWriter;
   int max_subscribers = 1024;
   int max_batch_events = 4096;

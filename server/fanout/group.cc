@@ -56,6 +56,10 @@ struct Conn;
 struct Item {
   EventPtr event;
   Conn* conn;
+  // Counted in a lossless group's backlog (until written). Events handed
+  // over from a leaving member's recent writes are not: they were counted
+  // once, and released when first written.
+  bool charged = true;
 };
 
 // One connection as its group sees it. Lives while the connection is open
@@ -68,7 +72,8 @@ struct Conn {
   uint64_t received_after = 0;
   uint64_t sent_after = 0;
   size_t queued = 0;       // items in its owner's queue (or the pool)
-  size_t outstanding = 0;  // items anywhere: queued, or in a write
+  size_t in_write = 0;     // items in its owner's write in flight
+  size_t outstanding = 0;  // items anywhere: queued, written or recent
   bool closed = false;     // its Closed was routed
   bool ever_assigned = false;
   bool listed = false;  // in its owner's marker_conns
@@ -107,6 +112,10 @@ struct GroupRegistry::Member : std::enable_shared_from_this<Member> {
   bool parked = false;
   std::deque<Item> queue;       // routed, not yet read; in seq order
   std::vector<Item> in_flight;  // read, write not yet complete
+  // Written lately, possibly not read by the client yet: at most
+  // redelivery_bytes of bodies, oldest first.
+  std::deque<Item> recent;
+  size_t recent_bytes = 0;
   std::optional<group_internal::MarkerInFlight> marker_in_flight;
   std::deque<uint64_t> marker_conns;  // conns owing an Assigned, no events
   std::deque<fanin::v1::Assigned> notices;  // revocations
@@ -429,6 +438,7 @@ struct GroupRegistry::Group {
       bytes += item.event->body.size();
       out->events.push_back(item.event);
       --c.queued;
+      ++c.in_write;
       m->in_flight.push_back(std::move(item));
       m->queue.pop_front();
     }
@@ -457,18 +467,23 @@ struct GroupRegistry::Group {
     m->marker_conns.clear();
     m->notices.clear();
     std::vector<Item> tail;
-    tail.reserve(m->in_flight.size() + m->queue.size());
+    tail.reserve(m->recent.size() + m->in_flight.size() + m->queue.size());
     absl::flat_hash_map<Conn*, uint64_t> unfinished;  // conn -> highest seq
-    for (Item& item : m->in_flight) {
+    const size_t again = m->recent.size() + m->in_flight.size();
+    auto take_written = [&](Item& item) {
       uint64_t& through = unfinished[item.conn];
       through = std::max(through, item.event->seq);
       ++item.conn->queued;
+      item.conn->in_write = 0;
       tail.push_back(std::move(item));
-    }
-    redelivered += m->in_flight.size();
-    registry->redelivered_.fetch_add(m->in_flight.size(),
-                                     std::memory_order_relaxed);
-    m->in_flight.clear();
+    };
+    std::for_each(m->recent.begin(), m->recent.end(), take_written);
+    std::for_each(m->in_flight.begin(), m->in_flight.end(), take_written);
+    redelivered += again;
+    registry->redelivered_.fetch_add(again, std::memory_order_relaxed);
+    m->recent.clear();
+    m->recent_bytes = 0;
+    m->in_flight = {};
     std::move(m->queue.begin(), m->queue.end(), std::back_inserter(tail));
     m->queue.clear();
     std::vector<Conn*> held;
@@ -529,7 +544,7 @@ struct GroupRegistry::Group {
     absl::flat_hash_map<Member*, std::vector<Conn*>> candidates;
     for (auto& [id, c] : conns) {
       if (c.owner != nullptr && c.owner != joiner && !c.closed &&
-          c.outstanding == c.queued && !c.marker_in_flight) {
+          c.in_write == 0 && !c.marker_in_flight) {
         candidates[c.owner].push_back(&c);
       }
     }
@@ -581,6 +596,18 @@ struct GroupRegistry::Group {
         }
       }
       donor->queue.swap(keep);
+      // The donor stays: what it wrote of a moved connection counts as
+      // received, or a later handover of the donor would send it again.
+      keep.clear();
+      for (Item& item : donor->recent) {
+        if (item.conn->owner == joiner) {
+          donor->recent_bytes -= item.event->body.size();
+          --item.conn->outstanding;
+        } else {
+          keep.push_back(std::move(item));
+        }
+      }
+      donor->recent.swap(keep);
     }
     // Where each moved connection's events now start.
     absl::flat_hash_map<Conn*, const StoredEvent*> first;
@@ -855,15 +882,28 @@ void GroupRegistry::Written(Member* member) {
   Group* g = member->group.get();
   absl::MutexLock lock(&g->mu);
   if (!member->active) return;
+  member->delivered += member->in_flight.size();
+  // Written: out of the backlog. The redelivery window keeps the events
+  // (pointers, most still in the history) outside of it.
   size_t bytes = 0;
-  for (const Item& item : member->in_flight) {
+  for (Item& item : member->in_flight) {
+    --item.conn->in_write;
+    if (item.charged) bytes += item.event->MemoryBytes();
+    item.charged = false;
+    member->recent_bytes += item.event->body.size();
+    member->recent.push_back(std::move(item));
+  }
+  member->in_flight.clear();
+  // Beyond the redelivery window, a write counts as received.
+  while (!member->recent.empty() &&
+         member->recent_bytes > options_.redelivery_bytes) {
+    Item& item = member->recent.front();
+    member->recent_bytes -= item.event->body.size();
     Conn& c = *item.conn;
+    member->recent.pop_front();
     --c.outstanding;
-    bytes += item.event->MemoryBytes();
     g->MaybeErase(c);
   }
-  member->delivered += member->in_flight.size();
-  member->in_flight.clear();
   if (member->marker_in_flight.has_value()) {
     auto it = g->conns.find(member->marker_in_flight->conn);
     member->marker_in_flight.reset();

@@ -14,11 +14,12 @@
 //
 // Handover. When a member leaves, each of its connections goes to another
 // member (or, when none is left, to the pool) together with every event of
-// it the leaving member had not finished writing: its queue and its write in
-// flight, merged by seq into the new member's queue. The new member first
-// gets an Assigned (built when it reads, so from_seq and the byte totals are
-// those of the first event it will actually receive); the events of the old
-// member's unfinished write are marked possibly redelivered.
+// it the leaving member may not have received: its queue, its write in flight
+// and its most recently completed writes (GroupOptions::redelivery_bytes),
+// merged by seq into the new member's queue. The new member first gets an
+// Assigned (built when it reads, so from_seq and the byte totals are those of
+// the first event it will actually receive); the events of the old member's
+// unfinished and recent writes are marked possibly redelivered.
 //
 // Memory. Lossless: every event the group holds (routed or not, queued, in
 // flight, in the pool) stays counted in the hub subscription's unread bytes
@@ -80,6 +81,13 @@ struct GroupOptions {
   bool rebalance_on_join = false;
   // Groups at once; one more is refused (RESOURCE_EXHAUSTED).
   size_t max_groups = 256;
+  // A member's writes that completed most recently, up to this many bytes of
+  // events, are handed over with its unfinished write when it leaves (and
+  // marked possibly redelivered): gRPC completes a write once the bytes are
+  // in the transport, and a client that cancels or dies drops what it had
+  // received but not yet read, up to its HTTP/2 receive window. Zero: only
+  // the unfinished write.
+  size_t redelivery_bytes = size_t{1} << 20;
 };
 
 // What every member of a group must ask for alike.

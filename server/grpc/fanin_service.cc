@@ -849,10 +849,10 @@ grpc::ServerUnaryReactor* FaninService::ListGroups(
   fanin::v1::ListGroupsResponse r;
   for (auto& g : groups_.List(req.group())) *r.add_groups() = std::move(g);
   if (!req.group().empty() && r.groups_size() == 0) {
-    return Finished(grpc::Status(
-        grpc::StatusCode::NOT_FOUND,
-        absl::StrCat("ListGroups: no group named ",
-                     base::QuoteBounded(req.group()))));
+    return Finished(
+        grpc::Status(grpc::StatusCode::NOT_FOUND,
+                     absl::StrCat("ListGroups: no group named ",
+                                  base::QuoteBounded(req.group()))));
   }
   SetResponse(r, response);
   return Finished(grpc::Status::OK);

@@ -90,14 +90,14 @@ absl::StatusOr<fanout::GroupSpec> GroupSpecOf(
   spec.terms.push_back(Term("connection_ids", ids, 0));
   std::set<std::string> nodes(request.nodes().begin(), request.nodes().end());
   spec.terms.push_back(Term("nodes", nodes, 0));
-  spec.terms.push_back(absl::StrCat(
-      "omit_payload=", request.omit_payload() ? "true" : "false"));
+  spec.terms.push_back(
+      absl::StrCat("omit_payload=", request.omit_payload() ? "true" : "false"));
   spec.terms.push_back(
       absl::StrCat("max_payload_bytes=", request.max_payload_bytes()));
-  spec.terms.push_back(
-      absl::StrCat("delivery=", fanin::v1::Delivery_Name(
-                                    spec.lossless ? fanin::v1::DELIVERY_LOSSLESS
-                                                  : fanin::v1::DELIVERY_LOSSY)));
+  spec.terms.push_back(absl::StrCat(
+      "delivery=",
+      fanin::v1::Delivery_Name(spec.lossless ? fanin::v1::DELIVERY_LOSSLESS
+                                             : fanin::v1::DELIVERY_LOSSY)));
   return spec;
 }
 

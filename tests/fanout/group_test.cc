@@ -196,7 +196,7 @@ TEST(Group, AssignsEachConnectionToOneMemberBalanced) {
 
 TEST(Group, ExistingConnectionGetsMarkerFirst) {
   EventHub hub({});
-  GroupRegistry groups(&hub, {});
+  GroupRegistry groups(&hub, {.redelivery_bytes = 0});
   FakeConn conn(&hub, 5);
   conn.Open();
   conn.Data("before");
@@ -218,7 +218,7 @@ TEST(Group, ExistingConnectionGetsMarkerFirst) {
 
 TEST(Group, HandoverRedeliversExactlyTheUnfinishedWrite) {
   EventHub hub({});
-  GroupRegistry groups(&hub, {});
+  GroupRegistry groups(&hub, {.redelivery_bytes = 0});
   auto a = Join(groups, "g", Spec(true), 1);
   auto b = Join(groups, "g", Spec(true), 2);
   FakeConn c1(&hub, 1), c2(&hub, 2);
@@ -261,9 +261,43 @@ TEST(Group, HandoverRedeliversExactlyTheUnfinishedWrite) {
   EXPECT_EQ(list[0].redelivered_events(), 4u);
 }
 
+TEST(Group, HandoverRedeliversTheRecentWindowToo) {
+  EventHub hub({});
+  // Room for about three 10-byte events of completed writes.
+  GroupRegistry groups(&hub, {.redelivery_bytes = 100});
+  auto a = Join(groups, "g", Spec(true), 1);
+  auto b = Join(groups, "g", Spec(true), 2);
+  FakeConn c1(&hub, 1);
+  c1.Open();
+  std::vector<uint64_t> seqs;
+  for (int i = 0; i < 10; ++i)
+    seqs.push_back(c1.Data(absl::StrCat("<", i, ">")));
+  a->Drain(groups, /*ack=*/true, 1);
+  ASSERT_EQ(a->EventsOf(1).size(), 11u);
+  c1.Data("<10>");
+  a->Drain(groups, /*ack=*/false, 1);  // <10> stays unfinished
+  groups.Leave(a->member.get());
+  b->Drain(groups);
+  auto assigned = b->Assigned();
+  ASSERT_EQ(assigned.size(), 1u);
+  // Data bodies are about 30 bytes here: the window held the last 3
+  // completed writes.
+  const uint64_t from = assigned[0].from_seq();
+  EXPECT_GT(from, seqs[0]);
+  EXPECT_LE(from, seqs[9]);
+  EXPECT_EQ(assigned[0].possibly_redelivered_through_seq(), hub.head_seq());
+  auto events = b->EventsOf(1);
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.front().seq(), from);
+  EXPECT_EQ(events.back().data().payload(), "<10>");
+  for (size_t i = 1; i < events.size(); ++i) {
+    EXPECT_EQ(events[i].seq(), events[i - 1].seq() + 1);
+  }
+}
+
 TEST(Group, IdleConnectionHandoverIsAnnouncedAtOnce) {
   EventHub hub({});
-  GroupRegistry groups(&hub, {});
+  GroupRegistry groups(&hub, {.redelivery_bytes = 0});
   auto a = Join(groups, "g", Spec(true), 1);
   auto b = Join(groups, "g", Spec(true), 2);
   FakeConn c1(&hub, 1);
@@ -287,7 +321,7 @@ TEST(Group, IdleConnectionHandoverIsAnnouncedAtOnce) {
 
 TEST(Group, EmptyLosslessGroupKeepsEverythingThenBackPressures) {
   EventHub hub({.lossless_queue_bytes = 64 << 10});
-  GroupRegistry groups(&hub, {});
+  GroupRegistry groups(&hub, {.redelivery_bytes = 0});
   auto a = Join(groups, "g", Spec(true), 1);
   FakeConn c1(&hub, 1);
   c1.Open();
@@ -314,7 +348,7 @@ TEST(Group, EmptyLosslessGroupKeepsEverythingThenBackPressures) {
 
 TEST(Group, LossyMemberThatFallsBehindGetsExactPerConnectionGaps) {
   EventHub hub({.history_events = 8});
-  GroupRegistry groups(&hub, {});
+  GroupRegistry groups(&hub, {.redelivery_bytes = 0});
   auto a = Join(groups, "g", Spec(false), 1);
   FakeConn c1(&hub, 1), c2(&hub, 2);
   c1.Open();
@@ -352,7 +386,7 @@ TEST(Group, LossyMemberThatFallsBehindGetsExactPerConnectionGaps) {
 
 TEST(Group, EmptyLossyGroupsNextMemberGetsAGap) {
   EventHub hub({.history_events = 4});
-  GroupRegistry groups(&hub, {});
+  GroupRegistry groups(&hub, {.redelivery_bytes = 0});
   auto a = Join(groups, "g", Spec(false), 1);
   FakeConn c1(&hub, 1);
   c1.Open();
@@ -394,7 +428,7 @@ TEST(Group, MismatchedTermsAreRefusedNamingTheDifference) {
 
 TEST(Group, RebalanceMovesConnectionsAndTellsBoth) {
   EventHub hub({});
-  GroupRegistry groups(&hub, {});
+  GroupRegistry groups(&hub, {.redelivery_bytes = 0});
   auto a = Join(groups, "g", Spec(true), 1);
   std::vector<std::unique_ptr<FakeConn>> conns;
   for (uint64_t id = 1; id <= 6; ++id) {

@@ -45,6 +45,7 @@ TEST(ServerFlagsFromValuesTest, DefaultsAreTheDocumentedOnes) {
   EXPECT_EQ(c.service.groups.idle_timeout, absl::Seconds(60));
   EXPECT_FALSE(c.service.groups.rebalance_on_join);
   EXPECT_EQ(c.service.groups.max_groups, 256u);
+  EXPECT_EQ(c.service.groups.redelivery_bytes, 1u << 20);
   EXPECT_EQ(flags->log_level, base::LogLevel::kInfo);
   EXPECT_EQ(flags->log_format, base::LogFormat::kText);
   EXPECT_EQ(flags->ready_file, "");
@@ -84,6 +85,7 @@ TEST(ServerFlagsFromValuesTest, EachValueMapsWhereItShould) {
   v.group_idle_timeout = absl::Seconds(26);
   v.group_rebalance = true;
   v.max_groups = 27;
+  v.group_redelivery_bytes = 28;
   v.log_level = base::LogLevel::kDebug;
   v.log_format = base::LogFormat::kJson;
   v.ready_file = "/ready";
@@ -125,6 +127,7 @@ TEST(ServerFlagsFromValuesTest, EachValueMapsWhereItShould) {
   EXPECT_EQ(c.service.groups.idle_timeout, absl::Seconds(26));
   EXPECT_TRUE(c.service.groups.rebalance_on_join);
   EXPECT_EQ(c.service.groups.max_groups, 27u);
+  EXPECT_EQ(c.service.groups.redelivery_bytes, 28u);
   EXPECT_EQ(flags->log_level, base::LogLevel::kDebug);
   EXPECT_EQ(flags->log_format, base::LogFormat::kJson);
   EXPECT_EQ(flags->ready_file, "/ready");
@@ -222,6 +225,8 @@ TEST(ServerFlagsFromValuesTest, BadCombinationsNameTheFlag) {
       {[](auto* v) { v->group_idle_timeout = -absl::Seconds(1); },
        "--group_idle_timeout must be >= 0"},
       {[](auto* v) { v->max_groups = 0; }, "--max_groups must be positive"},
+      {[](auto* v) { v->group_redelivery_bytes = -1; },
+       "--group_redelivery_bytes must be >= 0"},
   };
   for (const Case& c : cases) {
     ServerFlagValues v;
@@ -272,8 +277,8 @@ TEST_F(ParseServerFlagsTest, CommandLineFormsAndRepeats) {
   EXPECT_EQ(c.metrics_address->ToString(), "localhost:0");
   EXPECT_EQ(flags->log_level, base::LogLevel::kWarning);
 
-  auto groups = Parse({"--group_idle_timeout=90s", "--group_rebalance",
-                       "--max_groups", "3"});
+  auto groups = Parse(
+      {"--group_idle_timeout=90s", "--group_rebalance", "--max_groups", "3"});
   ASSERT_TRUE(groups.ok()) << groups.status();
   EXPECT_EQ(groups->config.service.groups.idle_timeout, absl::Seconds(90));
   EXPECT_TRUE(groups->config.service.groups.rebalance_on_join);
