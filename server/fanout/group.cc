@@ -60,6 +60,8 @@ struct Item {
   // over from a leaving member's recent writes are not: they were counted
   // once, and released when first written.
   bool charged = true;
+  // Handed over from a leaving member's writes: it may have received it.
+  bool possibly_received = false;
 };
 
 // One connection as its group sees it. Lives while the connection is open
@@ -302,9 +304,16 @@ struct GroupRegistry::Group {
     while (!q->empty() && q->front().event->seq < oldest) {
       const uint64_t seq = q->front().event->seq;
       Conn& c = *q->front().conn;
+      const bool written = q->front().possibly_received;
       q->pop_front();
       --c.queued;
       --c.outstanding;
+      if (written) {
+        // Written to a member that left: not lost (a lossy subscriber's
+        // writes are not either), only not sent again.
+        MaybeErase(c);
+        continue;
+      }
       c.lost.Add(seq, seq, 1);
       c.needs_marker = true;
       if (m != nullptr) {
@@ -475,6 +484,7 @@ struct GroupRegistry::Group {
       through = std::max(through, item.event->seq);
       ++item.conn->queued;
       item.conn->in_write = 0;
+      item.possibly_received = true;
       tail.push_back(std::move(item));
     };
     std::for_each(m->recent.begin(), m->recent.end(), take_written);
@@ -484,7 +494,15 @@ struct GroupRegistry::Group {
     m->recent.clear();
     m->recent_bytes = 0;
     m->in_flight = {};
-    std::move(m->queue.begin(), m->queue.end(), std::back_inserter(tail));
+    for (Item& item : m->queue) {
+      // Handed over before and not sent since: still possibly received by
+      // the member before.
+      if (item.possibly_received) {
+        uint64_t& through = unfinished[item.conn];
+        through = std::max(through, item.event->seq);
+      }
+      tail.push_back(std::move(item));
+    }
     m->queue.clear();
     std::vector<Conn*> held;
     for (auto& [id, c] : conns) {
@@ -837,7 +855,16 @@ void GroupRegistry::Leave(Member* member) {
     unfinished = member->in_flight.size();
     handed = g->HandOver(member, &wakes);
     members = g->members.size();
-    if (g->members.empty()) g->empty_since_ns = absl::GetCurrentTimeNanos();
+    if (g->members.empty()) {
+      g->empty_since_ns = absl::GetCurrentTimeNanos();
+      // Nobody reads now: route what is there so that the hub wakes the
+      // group for what comes next, and what the group loses while empty is
+      // known per connection.
+      for (int i = 0; i < group_internal::kWakeRouteChunks && !g->hub_parked;
+           ++i) {
+        g->RouteChunk(&wakes);
+      }
+    }
   }
   RunWakes(&wakes);
   base::Log(base::LogLevel::kInfo, "group member left",
