@@ -101,6 +101,11 @@ class EventHub : public EventSink {
     // back with Release: for a reader that keeps them in queues of its own
     // (a worker-pool group, group.h) until they are delivered.
     bool release_on_read = true;
+    // Lossless only. False: the subscription takes no share of
+    // lossless_total_bytes: for an internal reader that stays at the head
+    // (a lossy group's router, which must not lose events before it has
+    // routed them to members).
+    bool reserve = true;
   };
   struct Started {
     std::string epoch;
@@ -155,8 +160,10 @@ class EventHub : public EventSink {
   void Unsubscribe(Subscription* sub);
 
   // Takes the next gap or up to max_events matching events (and about
-  // max_bytes of bodies) for `sub`.
-  void Read(Subscription* sub, size_t max_events, size_t max_bytes,
+  // max_bytes of bodies) for `sub`. Returns out->parked: once parked,
+  // another thread may be woken to Read `sub` (into the same *out), so a
+  // caller that parked must not look at *out.
+  bool Read(Subscription* sub, size_t max_events, size_t max_bytes,
             bool park_if_empty, ReadResult* out);
   // After a fetch (HubOptions::history_source): the subscription has been
   // given every matching event before `next_seq`. True when the history now

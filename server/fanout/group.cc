@@ -174,7 +174,7 @@ struct GroupRegistry::Group {
 
   // Gives `c` to `m`. An Assigned is owed first unless the member's first
   // event of it will be its Opened and it never had a member.
-  void Assign(Conn& c, Member* m, bool first_is_opened)
+  void Assign(Conn& c, Member* m, bool first_is_opened, WakeList* wakes)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     if (c.ever_assigned || !first_is_opened || c.needs_marker) {
       c.needs_marker = true;
@@ -185,14 +185,16 @@ struct GroupRegistry::Group {
     c.owner = m;
     c.ever_assigned = true;
     if (!c.closed) ++m->connections;
-    ListForMarker(c);
+    ListForMarker(c, wakes);
   }
 
   // An owed Assigned with no event to precede goes out on its own.
-  void ListForMarker(Conn& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+  void ListForMarker(Conn& c, WakeList* wakes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     if (c.owner != nullptr && c.needs_marker && c.queued == 0 && !c.listed) {
       c.listed = true;
       c.owner->marker_conns.push_back(c.id);
+      Wake(c.owner, wakes);
     }
   }
 
@@ -224,8 +226,9 @@ struct GroupRegistry::Group {
     hub->Read(sub.get(), group_internal::kRouteEvents,
               group_internal::kRouteBytes, /*park_if_empty=*/true, &r);
     if (r.gap.has_value()) {
-      // The router itself fell behind the history (lossy): which
-      // connections lost events is unknown, so every member hears of it.
+      // Only a resume into expired history (the group's creation) or an
+      // earlier epoch: which connections those events were of is unknown,
+      // so every member hears of it.
       Loss l;
       l.Add(r.gap->first_seq(), r.gap->last_seq(), r.gap->lost());
       CountLost(l.count);
@@ -238,7 +241,7 @@ struct GroupRegistry::Group {
     for (const EventPtr& e : r.events) RouteOne(e, wakes);
     if (r.parked) hub_parked = true;
     r.Clear();
-    if (!spec.lossless) DropEvicted();
+    if (!spec.lossless) DropEvicted(wakes);
   }
 
   void RouteOne(const EventPtr& e, WakeList* wakes)
@@ -265,7 +268,7 @@ struct GroupRegistry::Group {
     c.sent_after = e->bytes_sent_before;
     if (c.owner == nullptr && !members.empty()) {
       // New, or waiting without events since the group had no member.
-      Assign(c, Pick(), opened && c.queued == 0);
+      Assign(c, Pick(), opened && c.queued == 0, wakes);
     }
     if (closing && !c.closed) {
       c.closed = true;
@@ -293,38 +296,44 @@ struct GroupRegistry::Group {
 
   // Lossy: drops queued events the history no longer holds, as a lossy
   // subscriber that falls behind loses them; counted per connection.
-  void DropEvicted() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+  void DropEvicted(WakeList* wakes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     const uint64_t oldest = hub->oldest_seq();
-    for (const auto& m : members) DropFrom(&m->queue, m.get(), oldest);
-    DropFrom(&pool, nullptr, oldest);
+    for (const auto& m : members) DropFrom(&m->queue, m.get(), oldest, wakes);
+    DropFrom(&pool, nullptr, oldest, wakes);
   }
 
-  void DropFrom(std::deque<Item>* q, Member* m, uint64_t oldest)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+  void DropFrom(std::deque<Item>* q, Member* m, uint64_t oldest,
+                WakeList* wakes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    // Events handed over from a leaving member's writes stay: whether it got
+    // them is unknown (a stream ended with a write in flight drops it), so
+    // they are delivered again, marked, rather than lost uncounted. They
+    // are few: its last writes, one handover's worth.
+    std::vector<Item> kept;
     while (!q->empty() && q->front().event->seq < oldest) {
+      if (q->front().possibly_received) {
+        kept.push_back(std::move(q->front()));
+        q->pop_front();
+        continue;
+      }
       const uint64_t seq = q->front().event->seq;
       Conn& c = *q->front().conn;
-      const bool written = q->front().possibly_received;
       q->pop_front();
       --c.queued;
       --c.outstanding;
-      if (written) {
-        // Written to a member that left: not lost (a lossy subscriber's
-        // writes are not either), only not sent again.
-        MaybeErase(c);
-        continue;
-      }
       c.lost.Add(seq, seq, 1);
       c.needs_marker = true;
       if (m != nullptr) {
         m->gap.Add(seq, seq, 1);
         ++m->lost;
+        Wake(m, wakes);
       } else {
         pending_gap.Add(seq, seq, 1);
       }
       CountLost(1);
-      ListForMarker(c);
+      ListForMarker(c, wakes);
     }
+    q->insert(q->begin(), std::make_move_iterator(kept.begin()),
+              std::make_move_iterator(kept.end()));
   }
 
   // Merges `add` (any order) into the seq-ordered queue `q`.
@@ -389,7 +398,11 @@ struct GroupRegistry::Group {
                  : c.lost.empty() ? fanin::v1::ASSIGN_REASON_UNASSIGNED
                                   : fanin::v1::ASSIGN_REASON_EVENTS_LOST);
     a.set_previous_member(c.previous_member);
-    a.set_possibly_redelivered_through_seq(c.redelivered_through);
+    // Kept until the connection's events pass it: a later Assigned (a loss)
+    // may come while events the previous member may have had still follow.
+    if (c.redelivered_through >= a.from_seq()) {
+      a.set_possibly_redelivered_through_seq(c.redelivered_through);
+    }
     if (!c.lost.empty()) *a.mutable_gap() = c.lost.ToGap();
     m.marker_in_flight = group_internal::MarkerInFlight{
         .conn = c.id,
@@ -399,7 +412,6 @@ struct GroupRegistry::Group {
     c.marker_in_flight = true;
     c.reason = fanin::v1::ASSIGN_REASON_UNSPECIFIED;
     c.previous_member = 0;
-    c.redelivered_through = 0;
     c.lost = Loss();
     return a;
   }
@@ -518,7 +530,7 @@ struct GroupRegistry::Group {
       if (auto u = unfinished.find(c); u != unfinished.end()) {
         c->redelivered_through = std::max(c->redelivered_through, u->second);
       }
-      if (Member* n = Pick(); n != nullptr) Assign(*c, n, false);
+      if (Member* n = Pick(); n != nullptr) Assign(*c, n, false, wakes);
     }
     handovers += held.size();
     registry->handovers_.fetch_add(held.size(), std::memory_order_relaxed);
@@ -543,7 +555,7 @@ struct GroupRegistry::Group {
     }
     std::sort(waiting.begin(), waiting.end(),
               [](const Conn* a, const Conn* b) { return a->id < b->id; });
-    for (Conn* c : waiting) Assign(*c, Pick(), first_is_opened[c]);
+    for (Conn* c : waiting) Assign(*c, Pick(), first_is_opened[c], wakes);
     std::vector<Item> items(std::make_move_iterator(pool.begin()),
                             std::make_move_iterator(pool.end()));
     pool.clear();
@@ -601,7 +613,7 @@ struct GroupRegistry::Group {
       c->listed = false;
       --donor->connections;
       donors[donor] = true;
-      Assign(*c, joiner, false);
+      Assign(*c, joiner, false, wakes);
     }
     std::vector<Item> moved;
     for (const auto& [donor, unused] : donors) {
@@ -793,12 +805,18 @@ absl::StatusOr<std::shared_ptr<GroupRegistry::Member>> GroupRegistry::Join(
       g = std::make_shared<Group>(request.group, std::move(request.spec), hub_,
                                   this);
       std::weak_ptr<Group> weak = g;
+      // The hub subscription is lossless either way, so the router itself
+      // never loses an event it has not routed (a lossy group loses events
+      // only per member, each counted against its connection). A lossy
+      // group's takes no lossless reservation and releases what it reads:
+      // it stays at the head, and pauses nothing unless routing stalls.
       auto sub = hub_->Subscribe({.filter = g->spec.filter,
-                                  .lossless = g->spec.lossless,
+                                  .lossless = true,
                                   .resume_after_seq = g->spec.resume_after_seq,
                                   .resume_epoch = g->spec.resume_epoch,
                                   .wake = [this, weak] { OnHubWake(weak); },
-                                  .release_on_read = false},
+                                  .release_on_read = !g->spec.lossless,
+                                  .reserve = g->spec.lossless},
                                  started);
       if (!sub.ok()) return sub.status();
       g->sub = *std::move(sub);
@@ -889,7 +907,7 @@ void GroupRegistry::Read(Member* member, size_t max_events, size_t max_bytes,
       if (!member->queue.empty()) break;
     }
     if (!g->spec.lossless) {
-      g->DropFrom(&member->queue, member, g->hub->oldest_seq());
+      g->DropFrom(&member->queue, member, g->hub->oldest_seq(), &wakes);
     }
     g->Take(member, max_events, max_bytes, out);
     const bool took = out->gap.has_value() || out->assigned.has_value() ||

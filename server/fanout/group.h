@@ -30,7 +30,10 @@
 // subscriber falls behind the same way), so queues hold only what the
 // history holds; each loss is counted per connection and reported in the
 // Assigned that precedes the connection's next event (and as a Gap of the
-// member that lost it).
+// member that lost it). The router itself loses nothing: its hub
+// subscription is lossless even for a lossy group (without a share of
+// lossless_total_bytes; it stays at the head, and could only pause the
+// sockets if routing stalled for lossless_queue_bytes of events).
 //
 // Threads: any. Each group has its own mutex (order: registry, group, hub);
 // wakes run outside every lock. The router runs on whichever thread needs it:

@@ -263,26 +263,31 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
       hub_->Unsubscribe(sub_.get());
     }
   }
-  // Reads into batch_; a group member's Assigned goes out at once (true).
-  bool ReadSource() {
+  // Reads the next batch into batch_, or parks (true). Once parked, another
+  // thread may pump this stream: the caller must not touch batch_ then. A
+  // group member's Assigned goes out at once (*sent).
+  bool ReadSource(bool* sent) {
     if (member_ == nullptr) {
-      hub_->Read(sub_.get(), max_events_, service_->options_.max_batch_bytes,
-                 /*park_if_empty=*/true, &batch_);
-      return false;
+      return hub_->Read(sub_.get(), max_events_,
+                        service_->options_.max_batch_bytes,
+                        /*park_if_empty=*/true, &batch_);
     }
+    fanout::GroupRead r;  // Not a member: see above.
     service_->groups_.Read(member_.get(), max_events_,
                            service_->options_.max_batch_bytes,
-                           /*park_if_empty=*/true, &group_batch_);
+                           /*park_if_empty=*/true, &r);
+    if (r.parked) return true;
     batch_.Clear();
-    batch_.gap = std::move(group_batch_.gap);
-    batch_.events.swap(group_batch_.events);
-    batch_.parked = group_batch_.parked;
-    batch_.more = group_batch_.more;
-    if (!group_batch_.assigned.has_value()) return false;
-    fanin::v1::SubscribeResponse msg;
-    *msg.mutable_assigned() = std::move(*group_batch_.assigned);
-    Send(Serialize(msg));
-    return true;
+    batch_.gap = std::move(r.gap);
+    batch_.events = std::move(r.events);
+    batch_.more = r.more;
+    if (r.assigned.has_value()) {
+      fanin::v1::SubscribeResponse msg;
+      *msg.mutable_assigned() = std::move(*r.assigned);
+      Send(Serialize(msg));
+      *sent = true;
+    }
+    return false;
   }
 
   void Pump() {
@@ -293,7 +298,13 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
                                 "subscription cancelled"));
         return;
       }
-      if (ReadSource()) return;
+      bool sent = false;
+      const bool parked = ReadSource(&sent);
+      if (sent) return;
+      if (parked) {
+        OnParked();
+        return;
+      }
       if (batch_.behind_from.has_value()) {
         Fetch(*batch_.behind_from);
         return;
@@ -329,26 +340,7 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
         return;
       }
       if (batch_.more) continue;
-      // Parked. Anything that asked for our attention before we parked must
-      // be handled now, or it would wait for the next event.
-      if (cancelled_ || draining_ || heartbeat_due_) {
-        if (!Unpark()) return;  // Someone else pumps.
-        if (cancelled_) continue;
-        if (draining_) {
-          FinishOnce(grpc::Status::OK);
-          return;
-        }
-        heartbeat_due_ = false;
-        fanin::v1::SubscribeResponse msg;
-        msg.mutable_heartbeat()->set_head_seq(hub_->head_seq());
-        msg.mutable_heartbeat()->set_delivered(delivered_);
-        msg.mutable_heartbeat()->set_lost(lost_);
-        if (service_->options_.cluster != nullptr &&
-            !service_->options_.cluster->broker_available()) {
-          msg.mutable_heartbeat()->set_broker_unavailable(true);
-        }
-        Send(Serialize(msg));
-      }
+      OnParked();
       return;
     }
   }
@@ -396,6 +388,33 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
     Pump();
   }
 
+  // Parked (or the source is gone). Anything that asked for our attention
+  // before we parked must be handled now, or it would wait for the next
+  // event; only the party that unparks may touch the stream's state.
+  void OnParked() {
+    if (!cancelled_ && !draining_ && !heartbeat_due_) return;
+    if (!Unpark()) return;  // Someone else pumps.
+    if (cancelled_) {
+      FinishOnce(
+          grpc::Status(grpc::StatusCode::CANCELLED, "subscription cancelled"));
+      return;
+    }
+    if (draining_) {
+      FinishOnce(grpc::Status::OK);
+      return;
+    }
+    heartbeat_due_ = false;
+    fanin::v1::SubscribeResponse msg;
+    msg.mutable_heartbeat()->set_head_seq(hub_->head_seq());
+    msg.mutable_heartbeat()->set_delivered(delivered_);
+    msg.mutable_heartbeat()->set_lost(lost_);
+    if (service_->options_.cluster != nullptr &&
+        !service_->options_.cluster->broker_available()) {
+      msg.mutable_heartbeat()->set_broker_unavailable(true);
+    }
+    Send(Serialize(msg));
+  }
+
   void Send(const std::string& bytes) { Send(grpc::Slice(bytes)); }
   void Send(grpc::Slice bytes) {
     last_send_ns_ = absl::GetCurrentTimeNanos();
@@ -428,7 +447,6 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
   fanout::Filter filter_;  // cluster mode: for fetches from the stream
   std::shared_ptr<fanout::GroupRegistry::Member> member_;  // group members
   fanout::EventHub::ReadResult batch_;
-  fanout::GroupRead group_batch_;
   grpc::ByteBuffer out_;
   uint64_t delivered_ = 0;
   uint64_t lost_ = 0;

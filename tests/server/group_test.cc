@@ -376,7 +376,8 @@ TEST_P(GroupTest, StalledMemberHandsOverItsUnfinishedWriteMarked) {
   clients.Send(16 << 10, 2);
   ASSERT_TRUE(WaitFor(
       [&] { return GroupInfoOf(address, "workers").members_size() == 1; },
-      Deadline()));
+      Deadline()))
+      << GroupInfoOf(address, "workers").ShortDebugString();
   members[1]->Release();
   EXPECT_EQ(members[1]->WaitDone(Deadline()).error_code(),
             grpc::StatusCode::ABORTED);
@@ -405,8 +406,8 @@ TEST_P(GroupTest, StalledMemberHandsOverItsUnfinishedWriteMarked) {
 TEST_P(GroupTest, LossyHandoverReportsExactPerConnectionGaps) {
   constexpr int kClients = 30;
   ServerConfig config = BaseConfig(GetParam());
-  config.hub.history_events = 256;
-  config.service.subscriber_stall_timeout = absl::Seconds(1);
+  config.hub.history_events = 64;
+  config.service.subscriber_stall_timeout = absl::Seconds(2);
   auto server = StartServer(config);
   ASSERT_NE(server, nullptr);
   const std::string address = server->grpc_address();
@@ -425,26 +426,48 @@ TEST_P(GroupTest, LossyHandoverReportsExactPerConnectionGaps) {
       [](const Subscriber::State& s) { return s.data_bytes >= 10 * 512; },
       Deadline()));
   members[1]->Hold();
-  // Member 1 loses what the history evicts, until its stream, stuck, is
+  // Member 1 loses what the history evicts; then its stream, stuck, is
   // ended (--subscriber_stall_timeout).
   bool lost = false;
-  for (int round = 2; round < 1000; ++round) {
+  for (int round = 2; round < 1000 && !lost; ++round) {
     clients.Send(256, round);
     fanin::v1::GroupInfo info = GroupInfoOf(address, "workers");
-    if (info.members_size() == 2) break;
-    lost = lost || info.members(1).events_lost() > 0;
+    lost = info.members_size() == 3 && info.members(1).events_lost() > 0;
   }
-  EXPECT_TRUE(lost);
-  ASSERT_EQ(GroupInfoOf(address, "workers").members_size(), 2);
+  ASSERT_TRUE(lost) << "member 1 was ended before it lost anything";
+  ASSERT_TRUE(WaitFor(
+      [&] { return GroupInfoOf(address, "workers").members_size() == 2; },
+      Deadline()));
   members[1]->Release();
   clients.Send(512, 40);
   clients.CloseAll();
   ASSERT_TRUE(reference->WaitUntil(
       [&](const Subscriber::State& s) { return s.closed.size() == kClients; },
       Deadline(absl::Seconds(60))));
-  ASSERT_TRUE(WaitFor([&] { return CountClosed(members) == kClients; },
-                      Deadline(absl::Seconds(60))));
-  members[1]->WaitDone(Deadline());
+  // Lossy: a Closed may be lost too. Done when the group holds nothing and
+  // each live member has read what the server wrote to it.
+  // ABORTED; or CANCELLED when the server gave up writing even that (a slow
+  // machine): what it had written is handed over too, marked.
+  const grpc::StatusCode ended = members[1]->WaitDone(Deadline()).error_code();
+  EXPECT_TRUE(ended == grpc::StatusCode::ABORTED ||
+              ended == grpc::StatusCode::CANCELLED)
+      << ended;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        fanin::v1::GroupInfo info = GroupInfoOf(address, "workers");
+        if (info.connections() != 0 || info.queued_events() != 0 ||
+            info.members_size() != 2) {
+          return false;
+        }
+        return members[0]->Snapshot().events.size() >=
+                   info.members(0).delivered_events() &&
+               members[2]->Snapshot().events.size() >=
+                   info.members(1).delivered_events();
+      },
+      Deadline(absl::Seconds(60))))
+      << GroupInfoOf(address, "workers").ShortDebugString() << " read "
+      << members[0]->Snapshot().events.size() << " and "
+      << members[2]->Snapshot().events.size();
   Subscriber::State ref = reference->Snapshot();
   std::vector<Subscriber::State> states = Snapshots(members);
   Analysis a = Analyze(states);
