@@ -227,7 +227,7 @@ class EventHub : public EventSink {
   uint64_t oldest_seq() const;
 
  private:
-  uint64_t OldestLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  uint64_t OldestLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_) {
     return history_.empty() ? head_ + 1 : history_.front()->seq;
   }
   void EvictLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
