@@ -549,6 +549,15 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* FaninService::Subscribe(
   }
   absl::StatusOr<fanout::GroupSpec> group = fanout::GroupSpec();
   if (status.ok()) status = ToGrpc(CheckGroupRequest(req));
+  if (status.ok() && !req.group().empty() && options_.cluster != nullptr) {
+    // A group must span the cluster's nodes (members on any node, every
+    // connection wherever it lives); a node-local one would split pools
+    // silently. See docs/ARCHITECTURE.md, "Worker-pool groups".
+    status = grpc::Status(
+        grpc::StatusCode::UNIMPLEMENTED,
+        "Subscribe: group: worker-pool groups are not available in cluster "
+        "mode yet; subscribe without a group, or to a standalone server");
+  }
   if (status.ok() && !req.group().empty()) {
     group = GroupSpecOf(req, core_->listener_names());
     if (!group.ok()) status = ToGrpc(group.status());

@@ -38,7 +38,7 @@ class FakeConn {
     return Publish(MakeEvent(e, 0));
   }
   uint64_t Data(absl::string_view bytes) {
-    uint64_t seq = Publish(MakeDataEvent(id_, 0, "default", 1234, bytes));
+    uint64_t seq = Publish(MakeDataEvent(id_, 0, "default", "", 1234, bytes));
     received_ += bytes.size();
     return seq;
   }

@@ -768,6 +768,52 @@ TEST_P(GroupTest, MemberChurnNeverSplitsOrLosesAConnection) {
   EXPECT_GT(GroupInfoOf(address, "workers").handovers(), 0u);
 }
 
+// Cluster mode has no groups yet (they must be cluster-wide): refused, not
+// silently node-local.
+class NoCluster : public grpc_api::ClusterRouter {
+ public:
+  explicit NoCluster(std::vector<std::string> listeners)
+      : listeners_(std::move(listeners)) {}
+  const std::string& node() const override { return node_; }
+  std::vector<std::string> listener_names() const override {
+    return listeners_;
+  }
+  bool IsRemote(uint64_t) const override { return false; }
+  void Call(absl::string_view, uint64_t, std::string, Reply done) override {
+    done(absl::UnavailableError("no cluster"), "");
+  }
+  void List(const fanin::v1::ListConnectionsRequest&, uint64_t,
+            absl::AnyInvocable<
+                void(absl::StatusOr<fanin::v1::ListConnectionsResponse>)>
+                done) override {
+    done(absl::UnavailableError("no cluster"));
+  }
+  fanin::v1::ListNodesResponse ListNodes() const override { return {}; }
+  void Fetch(uint64_t, const fanout::Filter&, size_t, size_t,
+             absl::AnyInvocable<void(absl::StatusOr<Fetched>)> done) override {
+    done(absl::UnavailableError("no cluster"));
+  }
+  bool broker_available() const override { return true; }
+  void FillStats(fanin::v1::GetStatsResponse*) const override {}
+
+ private:
+  std::string node_ = "n1";
+  std::vector<std::string> listeners_;
+};
+
+TEST(GroupClusterTest, GroupsAreRefusedInClusterMode) {
+  NoCluster cluster({"default"});
+  ServerConfig config = BaseConfig(reactor::PollerKind::kEpollLevel);
+  config.service.cluster = &cluster;
+  auto server = StartServer(config);
+  ASSERT_NE(server, nullptr);
+  auto refused = Subscriber::Start(server->grpc_address(), GroupRequest("g"));
+  grpc::Status status = refused->WaitDone(Deadline());
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_TRUE(absl::StrContains(status.error_message(), "cluster mode"))
+      << status.error_message();
+}
+
 INSTANTIATE_TEST_SUITE_P(AllPollers, GroupTest,
                          ::testing::ValuesIn(AllPollerKinds()), PollerTestName);
 
