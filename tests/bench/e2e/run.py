@@ -3,7 +3,7 @@
 
 Usually started through run.sh, which builds everything with -c opt first:
 
-    tests/bench/e2e/run.sh throughput|fanout|latency|scale|pollers|python|all|smoke
+    tests/bench/e2e/run.sh throughput|fanout|latency|scale|pollers|python|groups|all|smoke
 
 Each scenario starts the systems under test, the load generator and the
 subscribers as separate processes on loopback, repeats every measurement
