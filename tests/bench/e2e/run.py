@@ -1000,6 +1000,11 @@ def scenario_smoke(h, rep, a):
         rep.add(f"fanin: sent {f['sent']} check {check_text([f])}")
         if not f["ok"] or f["sent"] < rate * d * 0.9:
             failures.append("fanin")
+        g = h.run_group(conns, d, 2)
+        rep.add(f"group of 2: sent {g['sent']}, per member {g['per_member']} "
+                f"check {check_text([g])}")
+        if not g["ok"] or sorted(g["per_member"]) != [conns // 2, conns // 2]:
+            failures.append("group")
     if failures:
         raise HarnessError("smoke failed: " + ", ".join(failures))
 
