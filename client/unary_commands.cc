@@ -1,5 +1,5 @@
-// write, close, list, groups, stats, nodes and health: one unary call each (list
-// pages).
+// write, close, list, groups, stats, nodes and health: one unary call each
+// (list pages).
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>

@@ -810,14 +810,17 @@ absl::StatusOr<std::shared_ptr<GroupRegistry::Member>> GroupRegistry::Join(
       // only per member, each counted against its connection). A lossy
       // group's takes no lossless reservation and releases what it reads:
       // it stays at the head, and pauses nothing unless routing stalls.
-      auto sub = hub_->Subscribe({.filter = g->spec.filter,
-                                  .lossless = true,
-                                  .resume_after_seq = g->spec.resume_after_seq,
-                                  .resume_epoch = g->spec.resume_epoch,
-                                  .wake = [this, weak] { OnHubWake(weak); },
-                                  .release_on_read = !g->spec.lossless,
-                                  .reserve = g->spec.lossless},
-                                 started);
+      auto sub =
+          hub_->Subscribe({.filter = g->spec.filter,
+                           .lossless = true,
+                           .resume_after_seq = g->spec.resume_after_seq,
+                           .resume_epoch = g->spec.resume_epoch,
+                           .start_back = g->spec.start_back,
+                           .start_time_unix_nano = g->spec.start_time_unix_nano,
+                           .wake = [this, weak] { OnHubWake(weak); },
+                           .release_on_read = !g->spec.lossless,
+                           .reserve = g->spec.lossless},
+                          started);
       if (!sub.ok()) return sub.status();
       g->sub = *std::move(sub);
       groups_[g->name] = g;

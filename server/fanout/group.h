@@ -106,6 +106,8 @@ struct GroupSpec {
   // EventHub::SubscribeSpec); ignored when joining an existing group.
   uint64_t resume_after_seq = 0;
   std::string resume_epoch;
+  uint64_t start_back = 0;
+  uint64_t start_time_unix_nano = 0;
   // The request's terms in a canonical form, "field=value", in a fixed
   // order; a join whose terms differ is refused, naming each difference.
   std::vector<std::string> terms;

@@ -75,6 +75,8 @@ absl::StatusOr<fanout::GroupSpec> GroupSpecOf(
   spec.lossless = request.delivery() == fanin::v1::DELIVERY_LOSSLESS;
   spec.resume_after_seq = request.resume_after_seq();
   spec.resume_epoch = request.resume_epoch();
+  spec.start_back = request.start_back();
+  spec.start_time_unix_nano = request.start_time_unix_nano();
 
   std::set<std::string> kind_names;
   for (int k : kinds) {
