@@ -789,7 +789,7 @@ TEST_F(CliWatchTest, GroupMemberShowsAssignedAndGroupsListsIt) {
   EXPECT_EQ(JsonStr((*parsed)[0], "name"), "pool");
   EXPECT_EQ(Fanin({"groups", "nope"}).exit_code, 4);
   EXPECT_THAT(Fanin({"stats"}).stdout_data,
-              HasSubstr("group members         1"));
+              HasSubstr("group members             1"));
 
   // Text mode: a second member, joining with --rebalance, takes one of two
   // connections; the notices go to stderr.

@@ -465,7 +465,7 @@ TEST(FormatStatsText, GroupRowsOnceAGroupExisted) {
   EXPECT_THAT(FormatStatsText(s), ::testing::Not(HasSubstr("group")));
   s.set_groups(1);
   s.set_group_members(3);
-  EXPECT_THAT(FormatStatsText(s), HasSubstr("group members         3\n"));
+  EXPECT_THAT(FormatStatsText(s), HasSubstr("group members             3\n"));
 }
 
 }  // namespace
