@@ -99,8 +99,8 @@ int Usage(absl::string_view message, absl::string_view help_hint) {
 
 const std::vector<Command>& Commands() {
   static const auto* commands = new std::vector<Command>{
-      WatchCommand(), WriteCommand(), CloseCommand(), ListCommand(),
-      StatsCommand(), NodesCommand(), HealthCommand()};
+      WatchCommand(),  WriteCommand(), CloseCommand(), ListCommand(),
+      GroupsCommand(), StatsCommand(), NodesCommand(), HealthCommand()};
   return *commands;
 }
 

@@ -44,6 +44,7 @@ Command CloseCommand();
 Command ListCommand();
 Command StatsCommand();
 Command NodesCommand();
+Command GroupsCommand();
 Command HealthCommand();
 
 // stdout for machine-readable output: remembers the first write error so a

@@ -283,6 +283,88 @@ std::string FormatGapText(const v1::Gap& gap) {
   }
 }
 
+std::string FormatAssignedText(const v1::Assigned& a) {
+  const std::string where = absl::StrCat(
+      "conn=", a.connection_id(), " (", EscapeBytes(a.listener(), 64),
+      ", from ", EscapeBytes(a.remote_address(), 64), ")");
+  if (a.revoked()) {
+    return absl::StrCat(
+        "unassigned ", where,
+        ": a rebalance moved it to another member from seq=", a.from_seq());
+  }
+  std::string out =
+      absl::StrCat("assigned ", where, " from seq=", a.from_seq(),
+                   ", in=", a.bytes_received(), " out=", a.bytes_sent());
+  switch (a.reason()) {
+    case v1::ASSIGN_REASON_EXISTING:
+      absl::StrAppend(&out, ": open before the group");
+      break;
+    case v1::ASSIGN_REASON_MEMBER_LEFT:
+      absl::StrAppend(&out, ": its member ", a.previous_member(), " left");
+      break;
+    case v1::ASSIGN_REASON_REBALANCE:
+      absl::StrAppend(&out, ": rebalanced from member ", a.previous_member());
+      break;
+    case v1::ASSIGN_REASON_UNASSIGNED:
+      absl::StrAppend(&out, ": it waited for a member");
+      break;
+    case v1::ASSIGN_REASON_EVENTS_LOST:
+      absl::StrAppend(&out, ": still yours, events were lost");
+      break;
+    default:
+      break;
+  }
+  if (a.possibly_redelivered_through_seq() != 0) {
+    absl::StrAppend(&out, "; seq ", a.from_seq(), "..",
+                    a.possibly_redelivered_through_seq(),
+                    " may repeat what the previous member got");
+  }
+  if (a.has_gap() && a.gap().lost() > 0) {
+    absl::StrAppend(&out, "; ", a.gap().lost(), " of its events lost (seq ",
+                    a.gap().first_seq(), "..", a.gap().last_seq(), ")");
+  }
+  return out;
+}
+
+std::string FormatGroupsText(const v1::ListGroupsResponse& groups,
+                             absl::Time now) {
+  std::string out;
+  for (const v1::GroupInfo& g : groups.groups()) {
+    absl::StrAppend(
+        &out, EscapeBytes(g.name(), 128), "  ",
+        g.delivery() == v1::DELIVERY_LOSSLESS ? "lossless" : "lossy", "  ",
+        g.members_size(), g.members_size() == 1 ? " member  " : " members  ",
+        g.connections(), " connections (", g.unassigned_connections(),
+        " unassigned)  ", g.queued_events(), " queued");
+    if (g.delivery() == v1::DELIVERY_LOSSLESS) {
+      absl::StrAppend(&out, "  backlog ", g.backlog_bytes(), " B",
+                      g.paused() ? " PAUSED" : "");
+    }
+    absl::StrAppend(&out, "  handovers=", g.handovers(),
+                    " redelivered=", g.redelivered_events(),
+                    " lost=", g.events_lost());
+    if (g.empty_since_unix_nano() != 0) {
+      absl::StrAppend(&out, "  empty for ",
+                      FormatAge(now - absl::FromUnixNanos(static_cast<int64_t>(
+                                          g.empty_since_unix_nano()))));
+    }
+    absl::StrAppend(&out, "\n");
+    for (const v1::GroupMember& m : g.members()) {
+      absl::StrAppend(
+          &out, "  member ", m.member_id(), "  ", EscapeBytes(m.peer(), 128),
+          "  ", m.connections(), " connections  ", m.queued_events(),
+          " queued  ", m.delivered_events(), " delivered",
+          m.events_lost() > 0 ? absl::StrCat("  ", m.events_lost(), " lost")
+                              : "",
+          "  joined ",
+          FormatAge(now - absl::FromUnixNanos(
+                              static_cast<int64_t>(m.joined_unix_nano()))),
+          " ago\n");
+    }
+  }
+  return out;
+}
+
 std::string FormatHeartbeatText(const v1::Heartbeat& heartbeat) {
   return absl::StrCat("heartbeat: head seq ", heartbeat.head_seq(), ", ",
                       heartbeat.delivered(), " delivered, ", heartbeat.lost(),
@@ -331,12 +413,28 @@ std::vector<std::pair<std::string, std::string>> ClusterStatsRows(
   };
 }
 
+// Worker-pool group counters, once a group has existed.
+std::vector<std::pair<std::string, std::string>> GroupStatsRows(
+    const v1::GetStatsResponse& s) {
+  if (s.groups() == 0 && s.group_handovers() == 0) return {};
+  return {
+      {"groups", absl::StrCat(s.groups())},
+      {"group_members", absl::StrCat(s.group_members())},
+      {"group_connections", absl::StrCat(s.group_connections())},
+      {"group_unassigned", absl::StrCat(s.group_unassigned_connections())},
+      {"group_handovers", absl::StrCat(s.group_handovers())},
+      {"group_redelivered", absl::StrCat(s.group_redelivered_events())},
+      {"group_events_lost", absl::StrCat(s.group_events_lost())},
+  };
+}
+
 }  // namespace
 
 std::string FormatStatsText(const v1::GetStatsResponse& s) {
   std::vector<std::pair<std::string, std::string>> rows = StatsRows(s);
   for (auto& row : ClusterStatsRows(s)) rows.push_back(std::move(row));
   std::string out;
+  for (auto& row : GroupStatsRows(s)) rows.push_back(std::move(row));
   for (auto& [name, value] : rows) {
     std::string label = absl::StrReplaceAll(name, {{"_", " "}});
     absl::StrAppendFormat(&out, "%-26s%s\n", label, EscapeBytes(value));

@@ -72,7 +72,19 @@ std::string FormatEventText(const v1::Event& event,
 std::string MessageJson(const google::protobuf::Message& message);
 // Human sentences for stderr (no "fanin: " prefix, no newline).
 std::string FormatGapText(const v1::Gap& gap);
+// A group member's Assigned, e.g. "assigned conn=12 (default, from
+// 127.0.0.1:5555) from seq=345, in=120 out=0: its member 3 left; seq
+// 345..350 may repeat what member 3 got".
+std::string FormatAssignedText(const v1::Assigned& assigned);
 std::string FormatHeartbeatText(const v1::Heartbeat& heartbeat);
+
+// `fanin groups` in text: per group a line (name, delivery, members,
+// connections, backlog), then a line per member; newline-terminated.
+//   workers  lossless  3 members  300 connections (0 unassigned)  0 queued
+//     member 3  ipv4:127.0.0.1:50322  100 connections  0 queued
+//     1234 delivered  joined 5s ago
+std::string FormatGroupsText(const v1::ListGroupsResponse& groups,
+                             absl::Time now);
 
 // "name   value" lines, aligned, newline-terminated. The cluster rows (node,
 // cluster head and oldest seq) only when the server is in a cluster.

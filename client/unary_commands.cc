@@ -1,5 +1,5 @@
-// write, close, list, stats, nodes and health: one unary call each (list
-// pages).
+// write, close, list, groups, stats, nodes and health: one unary call each
+// (list pages).
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
@@ -361,6 +361,39 @@ int RunStats(const Invocation& inv) {
   return out.Flush() ? kExitOk : OutputFailureExit(out);
 }
 
+// ---- groups ----
+
+int RunGroups(const Invocation& inv) {
+  if (inv.flags.positional().size() > 1) {
+    PrintError(
+        "groups: takes at most one group name (see fanin groups --help)");
+    return kExitUsage;
+  }
+  v1::ListGroupsRequest request;
+  if (!inv.flags.positional().empty()) {
+    request.set_group(inv.flags.positional()[0]);
+  }
+  v1::ListGroupsResponse response;
+  Reached r = CallFirstReachable(inv, [&](const ServerConnection& c) {
+    grpc::ClientContext context;
+    c.Prepare(&context, inv.flags.Duration("timeout", kDefaultUnaryTimeout));
+    return v1::FanIn::NewStub(c.channel())
+        ->ListGroups(&context, request, &response);
+  });
+  if (!r.connection) return r.exit_code;
+  if (!r.status.ok()) return RpcFailed(r.status, *r.connection, "list groups");
+  Output out(stdout);
+  if (inv.flags.Get<OutputFormat>("output", OutputFormat::kText) ==
+      OutputFormat::kJson) {
+    for (const v1::GroupInfo& g : response.groups()) {
+      if (!out.Line(MessageJson(g))) break;
+    }
+  } else {
+    out.Write(FormatGroupsText(response, absl::Now()));
+  }
+  return out.Flush() ? kExitOk : OutputFailureExit(out);
+}
+
 // ---- health ----
 
 int RunHealth(const Invocation& inv) {
@@ -536,6 +569,26 @@ Command StatsCommand() {
           "  fanin stats -o json | jq .events_lost\n",
       .flags = {OutputFlag({"text", "json"}), UnaryTimeoutFlag()},
       .run = RunStats,
+  };
+}
+
+Command GroupsCommand() {
+  return {
+      .name = "groups",
+      .synopsis = "groups [NAME] [flags]",
+      .summary = "worker-pool groups: members and their connections",
+      .description =
+          "Lists the server's worker-pool groups (fanin watch --group): each\n"
+          "group's delivery, connections (and how many wait for a member),\n"
+          "queued events, lossless backlog, handovers, and per member its\n"
+          "id, peer, connections, queued and delivered events. NAME: only\n"
+          "that group (exit 4 when it does not exist). -o json prints one\n"
+          "fanin.v1.GroupInfo per line in protobuf's JSON mapping.\n",
+      .examples =
+          "  fanin groups\n"
+          "  fanin groups workers -o json | jq '.members[].connections'\n",
+      .flags = {OutputFlag({"text", "json"}), UnaryTimeoutFlag()},
+      .run = RunGroups,
   };
 }
 

@@ -201,6 +201,11 @@ std::optional<WatchOptions> ParseWatchOptions(const Invocation& inv) {
     o.request.set_start_time_unix_nano(
         static_cast<uint64_t>(absl::ToUnixNanos(absl::Now() - since)));
   }
+  o.request.set_group(f.String("group", ""));
+  o.request.set_rebalance(f.Bool("rebalance"));
+  if (o.request.rebalance() && o.request.group().empty()) {
+    return usage("--rebalance needs --group");
+  }
   o.follow = f.Bool("follow");
   o.count = f.Uint("count", 0);
   absl::Duration timeout = f.Duration("timeout", absl::ZeroDuration());
@@ -264,6 +269,10 @@ class Watcher {
       if (!starting_) {
         request.clear_start_back();
         request.clear_start_time_unix_nano();
+      }
+      // A group keeps its own place: a member that comes back gets what the
+      // group holds for it, not a replay by seq.
+      if (!starting_ && o_.request.group().empty()) {
         request.set_resume_after_seq(resume_seq_);
         request.set_resume_epoch(resume_epoch_);
       }
@@ -476,6 +485,13 @@ class Watcher {
         }
         return false;
       }
+      case v1::SubscribeResponse::kAssigned:
+        if (o_.mode == Mode::kJson) {
+          out_.Line(MessageJson(response.assigned()));
+        } else {
+          Notice(FormatAssignedText(response.assigned()));
+        }
+        return false;
       case v1::SubscribeResponse::kHeartbeat:
         if (o_.mode == Mode::kJson) {
           out_.Line(MessageJson(response.heartbeat()));
@@ -568,6 +584,12 @@ Command WatchCommand() {
           "filters, --since D with the first one at most D old (by this\n"
           "machine's clock); both then go on live, like hubble observe.\n"
           "\n"
+          "--group NAME joins a worker pool: watches naming the same group\n"
+          "share its connections, each connection's events going to one of\n"
+          "them. Taking over a connection (its member left, a rebalance) is\n"
+          "announced by an Assigned: on stderr in text and raw mode, as its\n"
+          "own JSON object (the one with from_seq) in json mode.\n"
+          "\n"
           "--follow reconnects with back-off (0.1s doubling to 5s) when the\n"
           "server restarts or the network fails, resuming after the last seq\n"
           "printed, and reports on stderr what was missed (a gap, or a new\n"
@@ -586,7 +608,8 @@ Command WatchCommand() {
           "  fanin watch --resume-after 1200 --resume-epoch EPOCH --count 100\n"
           "  fanin watch --last 20 --kind data\n"
           "  fanin watch --since 5m -o json --follow --server a:50051,b:50051\n"
-          "  fanin watch --timeout 30s --omit-payload\n",
+          "  fanin watch --timeout 30s --omit-payload\n"
+          "  fanin watch --group workers --lossless -o json\n",
       .flags =
           {{.name = "output",
             .short_name = 'o',
@@ -667,7 +690,16 @@ Command WatchCommand() {
            {.name = "quiet",
             .short_name = 'q',
             .type = FlagType::kBool,
-            .help = "no heartbeat lines on stderr"}},
+            .help = "no heartbeat lines on stderr"},
+           {.name = "group",
+            .type = FlagType::kString,
+            .value_name = "NAME",
+            .help = "join worker-pool group NAME: share its connections "
+                    "with the other watches of NAME"},
+           {.name = "rebalance",
+            .type = FlagType::kBool,
+            .help = "with --group: also take over existing connections "
+                    "until the group is balanced"}},
       .run = RunWatch,
   };
 }

@@ -233,6 +233,45 @@ std::vector<MetricFamily> Metrics::Collect() const {
     Single(&out, "fanin_subscriber_events_lost_total",
            "Events reported lost to subscribers in Gap messages (all reasons).",
            MetricType::Counter, s.service->events_lost());
+    // Worker-pool groups: totals, and per group (at most --max_groups of
+    // them) its members, connections and backlog.
+    const fanout::GroupRegistry& groups = s.service->groups();
+    fanout::GroupRegistry::Stats g = groups.GetStats();
+    Single(&out, "fanin_groups", "Worker-pool groups now.", MetricType::Gauge,
+           g.groups);
+    Single(&out, "fanin_group_handovers_total",
+           "Connections moved between group members (a member left, or a "
+           "rebalance).",
+           MetricType::Counter, g.handovers);
+    Single(&out, "fanin_group_redelivered_events_total",
+           "Events delivered again, marked, after a handover: the old member "
+           "may have had them (its unfinished and most recent writes).",
+           MetricType::Counter, g.redelivered_events);
+    Single(&out, "fanin_group_events_lost_total",
+           "Events lossy groups lost (their members fell behind the history, "
+           "or the group had no member).",
+           MetricType::Counter, g.events_lost);
+    MetricFamily& members =
+        Family(&out, "fanin_group_members", "Members of each group now.",
+               MetricType::Gauge);
+    MetricFamily& connections = Family(
+        &out, "fanin_group_connections",
+        "Open connections of each group, assigned to a member or waiting for "
+        "one.",
+        MetricType::Gauge);
+    MetricFamily& backlog =
+        Family(&out, "fanin_group_backlog_bytes",
+               "A lossless group's backlog, counted against "
+               "--subscriber_queue_bytes.",
+               MetricType::Gauge);
+    for (const fanin::v1::GroupInfo& info : groups.List()) {
+      Sample(&members, info.members_size(), {{"group", info.name()}});
+      Sample(&connections, info.connections() - info.unassigned_connections(),
+             {{"group", info.name()}, {"state", "assigned"}});
+      Sample(&connections, info.unassigned_connections(),
+             {{"group", info.name()}, {"state", "unassigned"}});
+      Sample(&backlog, info.backlog_bytes(), {{"group", info.name()}});
+    }
   }
   if (s.cluster != nullptr) {
     const cluster::ClusterStats c = s.cluster->GetStats();

@@ -16,7 +16,12 @@
 //   fanin_subscriber_queue_bytes, fanin_history_events, fanin_history_bytes,
 //   fanin_head_seq, fanin_event_delivery_latency_seconds (histogram),
 //   fanin_loop_iterations_total{loop}, fanin_loop_wakeups_total{loop},
-//   fanin_loops_stuck, fanin_serving, fanin_auth_refused_total{code}.
+//   fanin_loops_stuck, fanin_serving, fanin_auth_refused_total{code},
+//   fanin_groups, fanin_group_handovers_total,
+//   fanin_group_redelivered_events_total, fanin_group_events_lost_total,
+//   and per worker-pool group (bounded by --max_groups):
+//   fanin_group_members{group}, fanin_group_connections{group,state},
+//   fanin_group_backlog_bytes{group}.
 //
 // Example:
 //   auto metrics = std::make_shared<Metrics>();

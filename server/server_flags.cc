@@ -217,6 +217,22 @@ ABSL_FLAG(int64_t, lossless_total_bytes, Defaults().lossless_total_bytes,
           "bound on lossless backlog across all subscribers: each lossless "
           "subscription reserves --subscriber_queue_bytes of it; one more is "
           "refused with RESOURCE_EXHAUSTED");
+ABSL_FLAG(absl::Duration, group_idle_timeout, Defaults().group_idle_timeout,
+          "forget a worker-pool group this long after its last member left "
+          "(a lossless group keeps its undelivered events, and holds back "
+          "ingestion past --subscriber_queue_bytes, until then); 0 = at once");
+ABSL_FLAG(bool, group_rebalance, Defaults().group_rebalance,
+          "every member joining a group takes over existing connections "
+          "until the group is balanced, as if it asked for rebalance");
+ABSL_FLAG(int64_t, group_redelivery_bytes, Defaults().group_redelivery_bytes,
+          "when a group member leaves, its most recently completed writes up "
+          "to this many bytes go to its connections' new members too, marked "
+          "possibly redelivered (a client that cancels drops what it had "
+          "received but not read, up to its HTTP/2 window); 0 = only its "
+          "unfinished write");
+ABSL_FLAG(int, max_groups, Defaults().max_groups,
+          "worker-pool groups at once; one more is refused with "
+          "RESOURCE_EXHAUSTED");
 ABSL_FLAG(fanin::grpc_api::Role, lossless_role, Defaults().lossless_role,
           "with access control on, the role a lossless subscription needs "
           "(it can pause ingestion): reader or writer");
@@ -585,6 +601,10 @@ ServerFlagValues ReadFlagValues() {
   v.subscriber_stall_timeout = absl::GetFlag(FLAGS_subscriber_stall_timeout);
   v.lossless_total_bytes = absl::GetFlag(FLAGS_lossless_total_bytes);
   v.lossless_role = absl::GetFlag(FLAGS_lossless_role);
+  v.group_idle_timeout = absl::GetFlag(FLAGS_group_idle_timeout);
+  v.group_rebalance = absl::GetFlag(FLAGS_group_rebalance);
+  v.max_groups = absl::GetFlag(FLAGS_max_groups);
+  v.group_redelivery_bytes = absl::GetFlag(FLAGS_group_redelivery_bytes);
   v.grpc_keepalive_time = absl::GetFlag(FLAGS_grpc_keepalive_time);
   v.grpc_keepalive_timeout = absl::GetFlag(FLAGS_grpc_keepalive_timeout);
   v.grpc_max_connection_idle = absl::GetFlag(FLAGS_grpc_max_connection_idle);
@@ -801,6 +821,9 @@ absl::Status Validate(const ServerFlagValues& v) {
       Positive("grpc_keepalive_time", v.grpc_keepalive_time),
       Positive("grpc_keepalive_timeout", v.grpc_keepalive_timeout),
       NotNegative("subscriber_stall_timeout", v.subscriber_stall_timeout),
+      NotNegative("group_idle_timeout", v.group_idle_timeout),
+      Positive("max_groups", v.max_groups),
+      NotNegative("group_redelivery_bytes", v.group_redelivery_bytes),
       NotNegative("grpc_max_connection_idle", v.grpc_max_connection_idle),
       NotNegative("grpc_max_connection_age", v.grpc_max_connection_age),
       NotNegative("grpc_max_connection_age_grace",
@@ -881,6 +904,11 @@ absl::StatusOr<ServerFlags> ServerFlagsFromValues(const ServerFlagValues& v) {
   c.service.heartbeat_interval = v.heartbeat_interval;
   c.service.subscriber_stall_timeout = v.subscriber_stall_timeout;
   c.auth.lossless_role = v.lossless_role;
+  c.service.groups.idle_timeout = v.group_idle_timeout;
+  c.service.groups.rebalance_on_join = v.group_rebalance;
+  c.service.groups.max_groups = static_cast<size_t>(v.max_groups);
+  c.service.groups.redelivery_bytes =
+      static_cast<size_t>(v.group_redelivery_bytes);
   c.transport.keepalive_time = v.grpc_keepalive_time;
   c.transport.keepalive_timeout = v.grpc_keepalive_timeout;
   c.transport.max_connection_idle = v.grpc_max_connection_idle;

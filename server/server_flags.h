@@ -87,6 +87,10 @@ struct ServerFlagValues {
   absl::Duration heartbeat_interval = absl::Seconds(5);
   absl::Duration subscriber_stall_timeout = absl::Seconds(30);
   int64_t lossless_total_bytes = int64_t{1} << 30;
+  absl::Duration group_idle_timeout = absl::Seconds(60);
+  bool group_rebalance = false;
+  int max_groups = 256;
+  int64_t group_redelivery_bytes = 1 << 20;
   grpc_api::Role lossless_role = grpc_api::Role::kWriter;
   int max_subscribers = 1024;
   int max_batch_events = 4096;

@@ -115,8 +115,20 @@ fanin::v1::Event Connection::NewEvent() const {
   return NewConnectionEvent(id_, *listener_);
 }
 
+std::shared_ptr<fanout::StoredEvent> Connection::Stamp(
+    std::shared_ptr<fanout::StoredEvent> event) const {
+  event->bytes_received_before = bytes_received_;
+  event->bytes_sent_before = bytes_sent_;
+  if (info_ == nullptr) {
+    info_ = std::make_shared<fanout::ConnectionInfo>(
+        fanout::ConnectionInfo{listener_->name, remote_, local_});
+  }
+  event->connection = info_;
+  return event;
+}
+
 void Connection::Publish(const fanin::v1::Event& event) {
-  shard_->Publish(fanout::MakeEvent(event, listener_->index));
+  shard_->Publish(Stamp(fanout::MakeEvent(event, listener_->index)));
 }
 
 absl::Status Connection::Start() {
@@ -377,7 +389,7 @@ std::shared_ptr<fanout::StoredEvent> Connection::RejectedEvent(
   fanin::v1::Event closed = NewEvent();
   closed.mutable_closed()->set_reason(fanin::v1::CLOSE_REASON_REJECTED);
   closed.mutable_closed()->set_detail(std::string(why));
-  return fanout::MakeEvent(closed, listener_->index);
+  return Stamp(fanout::MakeEvent(closed, listener_->index));
 }
 
 void Connection::OnIo(uint32_t events) {
@@ -446,11 +458,12 @@ void Connection::HandleReadable(uint32_t events) {
     // it is neither published nor counted, so Closed.bytes_received stays the
     // sum of the Data events.
     if (!lingering) {
-      bytes_received_ += n;
-      shard_->CountReceived(n);
-      shard_->Publish(fanout::MakeDataEvent(
+      auto data = Stamp(fanout::MakeDataEvent(
           id_, listener_->index, listener_->name, listener_->node, now,
           absl::string_view(buf.data(), static_cast<size_t>(n))));
+      bytes_received_ += n;
+      shard_->CountReceived(n);
+      shard_->Publish(std::move(data));
     }
     // Edge-triggered: the rest, and a FIN that came with the data, produce
     // no new edge, so ask to be called again rather than read it all now.
@@ -987,7 +1000,7 @@ void Connection::Finish(fanin::v1::CloseReason reason, std::string detail) {
   c->set_detail(std::move(detail));
   c->set_bytes_received(bytes_received_);
   c->set_bytes_sent(bytes_sent_);
-  auto event = fanout::MakeEvent(closed, listener_->index);
+  auto event = Stamp(fanout::MakeEvent(closed, listener_->index));
   Shard* shard = shard_;
   // Free the connection's slot (max_connections, per IP, connections_open)
   // before announcing Closed: a subscriber that saw Closed may count on the

@@ -130,6 +130,10 @@ class Connection : public reactor::IoHandler {
   // An event of this connection with its header filled in; Publish sends it.
   fanin::v1::Event NewEvent() const;
   void Publish(const fanin::v1::Event& event);
+  // Gives a stored event of this connection its identity and the totals so
+  // far (what worker-pool groups tell a member that takes it over).
+  std::shared_ptr<fanout::StoredEvent> Stamp(
+      std::shared_ptr<fanout::StoredEvent> event) const;
   // Closes the fd, publishes Closed and deletes this. Return right after.
   void Finish(fanin::v1::CloseReason reason, std::string detail);
   void FinishWithErrno(const char* op, int err);
@@ -142,6 +146,9 @@ class Connection : public reactor::IoHandler {
   std::string remote_;
   std::string local_;
   std::string peer_host_;
+  // Who it is, for stored events (Stamp): made at the first event, the
+  // Opened, which comes after a PROXY header replaced the addresses.
+  mutable std::shared_ptr<const fanout::ConnectionInfo> info_;
   const int64_t opened_unix_nano_;
   absl::Time last_activity_;
   State state_ = State::kOpen;

@@ -261,7 +261,12 @@ void FaninCore::Reject(const ListenerInfo* info, uint64_t id, int fd,
   fanin::v1::Event event = NewConnectionEvent(id, *info);
   event.mutable_opened()->set_remote_address(peer.address);
   event.mutable_opened()->set_local_address(net::LocalAddressOf(fd));
-  hub_->Publish(fanout::MakeEvent(event, info->index), nullptr);
+  auto connection = std::make_shared<fanout::ConnectionInfo>(
+      fanout::ConnectionInfo{info->name, event.opened().remote_address(),
+                             event.opened().local_address()});
+  auto opened = fanout::MakeEvent(event, info->index);
+  opened->connection = connection;
+  hub_->Publish(std::move(opened), nullptr);
   ::close(fd);
   event = NewConnectionEvent(id, *info);
   event.mutable_closed()->set_reason(fanin::v1::CLOSE_REASON_REJECTED);
@@ -269,7 +274,9 @@ void FaninCore::Reject(const ListenerInfo* info, uint64_t id, int fd,
   // Counted before Closed(REJECTED) is announced, so GetStats never lags
   // what a subscriber has already seen.
   rejected_[reason].fetch_add(1, std::memory_order_relaxed);
-  hub_->Publish(fanout::MakeEvent(event, info->index), nullptr);
+  auto closed = fanout::MakeEvent(event, info->index);
+  closed->connection = std::move(connection);
+  hub_->Publish(std::move(closed), nullptr);
   LogRejected(id, info->name, why);
 }
 

@@ -16,6 +16,8 @@ namespace fanin::fanout {
 struct EventHub::Subscription {
   Filter filter;
   bool lossless = false;
+  bool release_on_read = true;
+  bool reserved = false;  // holds a share of lossless_total_bytes
   absl::AnyInvocable<void()> wake;
 
   uint64_t cursor = 1;  // Next seq to look at in the history.
@@ -65,6 +67,8 @@ absl::StatusOr<std::shared_ptr<EventHub::Subscription>> EventHub::Subscribe(
   auto sub = std::make_shared<Subscription>();
   sub->filter = std::move(spec.filter);
   sub->lossless = spec.lossless;
+  sub->release_on_read = spec.release_on_read;
+  sub->reserved = spec.lossless && spec.reserve;
   sub->wake = std::move(spec.wake);
   bool paused = false;
   {
@@ -73,7 +77,7 @@ absl::StatusOr<std::shared_ptr<EventHub::Subscription>> EventHub::Subscribe(
     started->epoch = epoch_;
     started->oldest_seq = history_.empty() ? 0 : oldest;
     started->head_seq = head_;
-    if (sub->lossless && (lossless_subs_ + 1) * options_.lossless_queue_bytes >
+    if (sub->reserved && (lossless_subs_ + 1) * options_.lossless_queue_bytes >
                              options_.lossless_total_bytes) {
       return absl::ResourceExhaustedError(absl::StrCat(
           "lossless subscriptions are full: each reserves ",
@@ -124,7 +128,7 @@ absl::StatusOr<std::shared_ptr<EventHub::Subscription>> EventHub::Subscribe(
         paused_count_.fetch_add(1, std::memory_order_release);
       }
     }
-    if (sub->lossless) ++lossless_subs_;
+    if (sub->reserved) ++lossless_subs_;
     subs_.push_back(sub);
   }
   if (paused) NotifyPauseChange();
@@ -165,7 +169,7 @@ void EventHub::Unsubscribe(Subscription* sub) {
     absl::MutexLock lock(&mu_);
     if (!sub->active) return;
     sub->active = false;
-    if (sub->lossless) --lossless_subs_;
+    if (sub->reserved) --lossless_subs_;
     sub->overflow.clear();
     if (sub->paused) {
       sub->paused = false;
@@ -260,23 +264,24 @@ void EventHub::EvictLocked() {
   }
 }
 
-void EventHub::Read(Subscription* sub, size_t max_events, size_t max_bytes,
+bool EventHub::Read(Subscription* sub, size_t max_events, size_t max_bytes,
                     bool park_if_empty, ReadResult* out) {
   out->Clear();
   bool resumed = false;
+  bool parked = false;
   {
     absl::MutexLock lock(&mu_);
-    if (!sub->active) return;
+    if (!sub->active) return false;
     if (sub->pending_gap.has_value()) {
       out->gap = std::move(sub->pending_gap);
       sub->pending_gap.reset();
       out->more = true;
-      return;
+      return false;
     }
     if (sub->fetching) {
       if (sub->cursor < OldestLocked()) {
         out->behind_from = sub->cursor;
-        return;
+        return false;
       }
       sub->fetching = false;
     }
@@ -297,7 +302,7 @@ void EventHub::Read(Subscription* sub, size_t max_events, size_t max_bytes,
         sub->lost_pending = 0;
         sub->cursor = oldest;
         out->more = true;
-        return;  // Lossy subscriptions have no overflow: events is empty.
+        return false;  // Lossy subscriptions have no overflow: no events.
       }
       sub->cursor = oldest;
     }
@@ -316,7 +321,7 @@ void EventHub::Read(Subscription* sub, size_t max_events, size_t max_bytes,
         out->events.push_back(e);
       }
     }
-    if (sub->lossless) {
+    if (sub->lossless && sub->release_on_read) {
       sub->pending_bytes -= std::min(consumed, sub->pending_bytes);
       if (sub->paused &&
           sub->pending_bytes <= options_.lossless_queue_bytes / 2) {
@@ -329,10 +334,11 @@ void EventHub::Read(Subscription* sub, size_t max_events, size_t max_bytes,
       out->more = true;
     } else if (out->events.empty() && park_if_empty) {
       sub->parked = true;
-      out->parked = true;
+      out->parked = parked = true;
     }
   }
   if (resumed) NotifyPauseChange();
+  return parked;
 }
 
 bool EventHub::Rejoin(Subscription* sub, uint64_t next_seq) {
@@ -356,6 +362,28 @@ bool EventHub::Unpark(Subscription* sub) {
   if (!sub->parked || !sub->active) return false;
   sub->parked = false;
   return true;
+}
+
+void EventHub::Release(Subscription* sub, size_t bytes) {
+  bool resumed = false;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!sub->active || !sub->lossless) return;
+    sub->pending_bytes -= std::min(bytes, sub->pending_bytes);
+    if (sub->paused &&
+        sub->pending_bytes <= options_.lossless_queue_bytes / 2) {
+      sub->paused = false;
+      paused_count_.fetch_sub(1, std::memory_order_release);
+      resumed = true;
+    }
+  }
+  if (resumed) NotifyPauseChange();
+}
+
+EventHub::Backlog EventHub::BacklogOf(Subscription* sub) const {
+  absl::ReaderMutexLock lock(&mu_);
+  return {.bytes = sub->lossless ? sub->pending_bytes : 0,
+          .paused = sub->paused};
 }
 
 bool EventHub::ReadingPaused(uint32_t listener, uint64_t connection_id) const {
@@ -410,6 +438,11 @@ EventHub::Stats EventHub::GetStats() const {
 uint64_t EventHub::head_seq() const {
   absl::ReaderMutexLock lock(&mu_);
   return head_;
+}
+
+uint64_t EventHub::oldest_seq() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return OldestLocked();
 }
 
 }  // namespace fanin::fanout

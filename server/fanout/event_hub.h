@@ -96,6 +96,16 @@ class EventHub : public EventSink {
     // than it. Live when no retained event is that recent. 0: unset.
     uint64_t start_time_unix_nano = 0;
     absl::AnyInvocable<void()> wake;
+    // Lossless only. False: events Read returns stay counted in the
+    // subscription's unread bytes (and its pause) until the reader gives them
+    // back with Release: for a reader that keeps them in queues of its own
+    // (a worker-pool group, group.h) until they are delivered.
+    bool release_on_read = true;
+    // Lossless only. False: the subscription takes no share of
+    // lossless_total_bytes: for an internal reader that stays at the head
+    // (a lossy group's router, which must not lose events before it has
+    // routed them to members).
+    bool reserve = true;
   };
   struct Started {
     std::string epoch;
@@ -150,8 +160,10 @@ class EventHub : public EventSink {
   void Unsubscribe(Subscription* sub);
 
   // Takes the next gap or up to max_events matching events (and about
-  // max_bytes of bodies) for `sub`.
-  void Read(Subscription* sub, size_t max_events, size_t max_bytes,
+  // max_bytes of bodies) for `sub`. Returns out->parked: once parked,
+  // another thread may be woken to Read `sub` (into the same *out), so a
+  // caller that parked must not look at *out.
+  bool Read(Subscription* sub, size_t max_events, size_t max_bytes,
             bool park_if_empty, ReadResult* out);
   // After a fetch (HubOptions::history_source): the subscription has been
   // given every matching event before `next_seq`. True when the history now
@@ -162,6 +174,16 @@ class EventHub : public EventSink {
   // Unparks `sub` without waking it; true if it was parked (the caller now
   // holds the right to Read).
   bool Unpark(Subscription* sub);
+  // A subscription with release_on_read false: `bytes` (sums of
+  // StoredEvent::MemoryBytes of events Read returned) are delivered; may
+  // resume the sockets it paused.
+  void Release(Subscription* sub, size_t bytes);
+  // A lossless subscription's unread bytes and whether it pauses ingestion.
+  struct Backlog {
+    size_t bytes = 0;
+    bool paused = false;
+  };
+  Backlog BacklogOf(Subscription* sub) const;
 
   // Assigns the next seq (written into *event) and appends it. Returns it.
   // Wakes the subscriptions it unparks before returning.
@@ -200,9 +222,12 @@ class EventHub : public EventSink {
   Stats GetStats() const;
   const std::string& epoch() const { return epoch_; }
   uint64_t head_seq() const;
+  // The oldest seq the history still holds (head_seq() + 1 when empty):
+  // events with a lower seq have been evicted.
+  uint64_t oldest_seq() const;
 
  private:
-  uint64_t OldestLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  uint64_t OldestLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_) {
     return history_.empty() ? head_ + 1 : history_.front()->seq;
   }
   void EvictLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

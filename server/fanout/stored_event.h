@@ -19,6 +19,15 @@
 
 namespace fanin::fanout {
 
+// Who a connection is, shared by all of its events: what a worker-pool group
+// (group.h) tells a member that takes over a connection whose Opened it never
+// saw. Immutable once made.
+struct ConnectionInfo {
+  std::string listener;
+  std::string remote_address;
+  std::string local_address;
+};
+
 struct StoredEvent {
   uint64_t seq = 0;  // Assigned by EventHub::Publish.
   uint64_t connection_id = 0;
@@ -34,6 +43,12 @@ struct StoredEvent {
   std::string node;
   // Event fields 2..15 as protobuf serializes them (everything but seq).
   std::string body;
+  // Not encoded: the connection's totals when the event was made (before
+  // this event's own bytes), and who it is. Null for events without a
+  // connection.
+  uint64_t bytes_received_before = 0;
+  uint64_t bytes_sent_before = 0;
+  std::shared_ptr<const ConnectionInfo> connection;
 
   absl::string_view payload() const {
     return absl::string_view(body).substr(payload_offset, data_size);

@@ -13,6 +13,7 @@
 #include "server/fanout/event_codec.h"
 #include "server/fanout/filter.h"
 #include "server/grpc/batch_encoder.h"
+#include "server/grpc/group_stream.h"
 #include "server/grpc/requests.h"
 
 namespace fanin::grpc_api {
@@ -51,6 +52,14 @@ std::string Serialize(const fanin::v1::SubscribeResponse& message) {
   return out;
 }
 
+// A slice that owns `bytes` (moved, not copied).
+grpc::Slice SliceOwning(std::string bytes) {
+  auto* owned = new std::string(std::move(bytes));
+  return grpc::Slice(
+      owned->data(), owned->size(),
+      [](void* p) { delete static_cast<std::string*>(p); }, owned);
+}
+
 }  // namespace
 
 // One Subscribe stream. Owned by itself (self_) from Start until OnDone; the
@@ -60,6 +69,11 @@ std::string Serialize(const fanin::v1::SubscribeResponse& message) {
 // At most one Pump runs at a time: the stream pumps after it starts and after
 // each write; otherwise it is parked in the hub and only the party that
 // unparks it (a publisher's wake, a Kick) pumps.
+//
+// A group member (request.group) reads from its GroupRegistry member instead
+// of a hub subscription of its own: the same protocol (Read, park, wake),
+// plus Written after each completed write, which is what a handover counts
+// as delivered, and Assigned messages between batches.
 class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
                         public std::enable_shared_from_this<SubscribeStream> {
  public:
@@ -81,33 +95,49 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
     policy_.max = request_.max_payload_bytes();
   }
 
-  // Subscribes and sends Started, or finishes with the reason it cannot.
-  void Start(fanout::Filter filter) {
+  // Subscribes (or joins the group) and sends Started, or finishes with the
+  // reason it cannot.
+  void Start(fanout::Filter filter, fanout::GroupSpec* group) {
     self_ = shared_from_this();
     class_key_ = BatchCache::ClassOf(filter.Key(), policy_);
     if (service_->options_.cluster != nullptr) filter_ = filter;
     std::weak_ptr<SubscribeStream> weak = self_;
+    auto wake = [weak] {
+      if (auto s = weak.lock()) s->Pump();
+    };
     fanout::EventHub::Started started;
-    auto sub = hub_->Subscribe(
-        {.filter = std::move(filter),
-         .lossless = request_.delivery() == fanin::v1::DELIVERY_LOSSLESS,
-         .resume_after_seq = request_.resume_after_seq(),
-         .resume_epoch = request_.resume_epoch(),
-         .start_back = request_.start_back(),
-         .start_time_unix_nano = request_.start_time_unix_nano(),
-         .wake =
-             [weak] {
-               if (auto s = weak.lock()) s->Pump();
-             }},
-        &started);
-    if (!sub.ok()) {
+    absl::Status status;
+    if (group != nullptr) {
+      auto member = service_->groups_.Join({.group = request_.group(),
+                                            .spec = std::move(*group),
+                                            .rebalance = request_.rebalance(),
+                                            .member_id = id_,
+                                            .peer = peer_,
+                                            .wake = std::move(wake)},
+                                           &started);
+      status = member.status();
+      if (member.ok()) member_ = *std::move(member);
+    } else {
+      auto sub = hub_->Subscribe(
+          {.filter = std::move(filter),
+           .lossless = request_.delivery() == fanin::v1::DELIVERY_LOSSLESS,
+           .resume_after_seq = request_.resume_after_seq(),
+           .resume_epoch = request_.resume_epoch(),
+           .start_back = request_.start_back(),
+           .start_time_unix_nano = request_.start_time_unix_nano(),
+           .wake = std::move(wake)},
+          &started);
+      status = sub.status();
+      if (sub.ok()) sub_ = *std::move(sub);
+    }
+    if (!status.ok()) {
       finished_ = true;
-      Finish(ToGrpc(sub.status()));
+      Finish(ToGrpc(status));
       return;
     }
-    sub_ = *std::move(sub);
     service_->Register(self_);
-    service_->batches_.AddStream(class_key_);
+    // Group members never share batches: each has its own connections.
+    if (member_ == nullptr) service_->batches_.AddStream(class_key_);
     base::Log(base::LogLevel::kInfo, "subscriber started",
               {{"subscriber", id_},
                {"peer", peer_},
@@ -117,6 +147,7 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
                {"resume_after_seq", request_.resume_after_seq()},
                {"start_back", request_.start_back()},
                {"start_time_unix_nano", request_.start_time_unix_nano()},
+               {"group", request_.group()},
                {"head_seq", started.head_seq}});
     fanin::v1::SubscribeResponse first;
     first.mutable_started()->set_server_epoch(started.epoch);
@@ -132,16 +163,19 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
     write_in_flight_ = false;
     if (ok) written_seq_ = pending_seq_;
     if (!ok) cancelled_ = true;
+    // What a group counts as delivered: a member that leaves later hands
+    // over only what it had not finished writing.
+    if (ok && member_) service_->groups_.Written(member_.get());
     Pump();
   }
 
   void OnCancel() override {
     cancelled_ = true;
-    if (sub_) hub_->Kick(sub_.get());
+    Kick();
   }
 
   void OnDone() override {
-    if (sub_) {
+    if (sub_ || member_) {
       base::Log(
           base::LogLevel::kInfo, "subscriber ended",
           {{"subscriber", id_},
@@ -152,10 +186,10 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
            {"lost", lost_},
            {"batches", batches_sent_},
            {"shared_batches", shared_batches_}});
-      service_->batches_.RemoveStream(class_key_);
+      if (member_ == nullptr) service_->batches_.RemoveStream(class_key_);
     }
     service_->Unregister(this);
-    if (sub_) hub_->Unsubscribe(sub_.get());
+    Leave();
     self_.reset();  // May delete this.
   }
 
@@ -163,15 +197,18 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
   void MaybeHeartbeat(absl::Time now, absl::Duration interval) {
     if (now - absl::FromUnixNanos(last_send_ns_.load()) < interval) return;
     heartbeat_due_ = true;
-    hub_->Kick(sub_.get());
+    Kick();
   }
   // Heartbeat thread: a lossless stream whose write has been in flight for
   // `timeout` is holding back ingestion for a subscriber that stopped
   // reading: end it, which lifts its back-pressure at once. If even the end
-  // cannot be written for as long again, cancel the call.
+  // cannot be written for as long again, cancel the call. A group member,
+  // lossless or not, is ended too: its connections then go to members that
+  // read.
   void MaybeStalled(absl::Time now, absl::Duration timeout) {
     if (timeout <= absl::ZeroDuration() || !write_in_flight_ ||
-        request_.delivery() != fanin::v1::DELIVERY_LOSSLESS) {
+        (request_.delivery() != fanin::v1::DELIVERY_LOSSLESS &&
+         member_ == nullptr)) {
       return;
     }
     const absl::Duration stuck =
@@ -203,10 +240,56 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
   // Drain: finish once everything owed is delivered.
   void Drain() {
     draining_ = true;
-    hub_->Kick(sub_.get());
+    Kick();
   }
 
  private:
+  // The source of events: the hub subscription, or the group member.
+  void Kick() {
+    if (member_) {
+      service_->groups_.Kick(member_.get());
+    } else if (sub_) {
+      hub_->Kick(sub_.get());
+    }
+  }
+  bool Unpark() {
+    return member_ ? service_->groups_.Unpark(member_.get())
+                   : hub_->Unpark(sub_.get());
+  }
+  void Leave() {
+    if (member_) {
+      service_->groups_.Leave(member_.get());
+    } else if (sub_) {
+      hub_->Unsubscribe(sub_.get());
+    }
+  }
+  // Reads the next batch into batch_, or parks (true). Once parked, another
+  // thread may pump this stream: the caller must not touch batch_ then. A
+  // group member's Assigned goes out at once (*sent).
+  bool ReadSource(bool* sent) {
+    if (member_ == nullptr) {
+      return hub_->Read(sub_.get(), max_events_,
+                        service_->options_.max_batch_bytes,
+                        /*park_if_empty=*/true, &batch_);
+    }
+    fanout::GroupRead r;  // Not a member: see above.
+    service_->groups_.Read(member_.get(), max_events_,
+                           service_->options_.max_batch_bytes,
+                           /*park_if_empty=*/true, &r);
+    if (r.parked) return true;
+    batch_.Clear();
+    batch_.gap = std::move(r.gap);
+    batch_.events = std::move(r.events);
+    batch_.more = r.more;
+    if (r.assigned.has_value()) {
+      fanin::v1::SubscribeResponse msg;
+      *msg.mutable_assigned() = std::move(*r.assigned);
+      Send(Serialize(msg));
+      *sent = true;
+    }
+    return false;
+  }
+
   void Pump() {
     for (;;) {
       if (finished_) return;
@@ -215,8 +298,13 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
                                 "subscription cancelled"));
         return;
       }
-      hub_->Read(sub_.get(), max_events_, service_->options_.max_batch_bytes,
-                 /*park_if_empty=*/true, &batch_);
+      bool sent = false;
+      const bool parked = ReadSource(&sent);
+      if (sent) return;
+      if (parked) {
+        OnParked();
+        return;
+      }
       if (batch_.behind_from.has_value()) {
         Fetch(*batch_.behind_from);
         return;
@@ -232,8 +320,15 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
       if (!batch_.events.empty()) {
         delivered_ += batch_.events.size();
         bool shared = false;
-        grpc::Slice wire = service_->batches_.Encode(class_key_, batch_.events,
-                                                     policy_, &shared);
+        grpc::Slice wire;
+        if (member_ == nullptr) {
+          wire = service_->batches_.Encode(class_key_, batch_.events, policy_,
+                                           &shared);
+        } else {
+          std::string bytes;
+          AppendBatchResponse(batch_.events, policy_, &bytes);
+          wire = SliceOwning(std::move(bytes));
+        }
         ++batches_sent_;
         if (shared) ++shared_batches_;
         if (service_->options_.on_batch_sent) {
@@ -245,26 +340,7 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
         return;
       }
       if (batch_.more) continue;
-      // Parked. Anything that asked for our attention before we parked must
-      // be handled now, or it would wait for the next event.
-      if (cancelled_ || draining_ || heartbeat_due_) {
-        if (!hub_->Unpark(sub_.get())) return;  // Someone else pumps.
-        if (cancelled_) continue;
-        if (draining_) {
-          FinishOnce(grpc::Status::OK);
-          return;
-        }
-        heartbeat_due_ = false;
-        fanin::v1::SubscribeResponse msg;
-        msg.mutable_heartbeat()->set_head_seq(hub_->head_seq());
-        msg.mutable_heartbeat()->set_delivered(delivered_);
-        msg.mutable_heartbeat()->set_lost(lost_);
-        if (service_->options_.cluster != nullptr &&
-            !service_->options_.cluster->broker_available()) {
-          msg.mutable_heartbeat()->set_broker_unavailable(true);
-        }
-        Send(Serialize(msg));
-      }
+      OnParked();
       return;
     }
   }
@@ -312,6 +388,33 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
     Pump();
   }
 
+  // Parked (or the source is gone). Anything that asked for our attention
+  // before we parked must be handled now, or it would wait for the next
+  // event; only the party that unparks may touch the stream's state.
+  void OnParked() {
+    if (!cancelled_ && !draining_ && !heartbeat_due_) return;
+    if (!Unpark()) return;  // Someone else pumps.
+    if (cancelled_) {
+      FinishOnce(
+          grpc::Status(grpc::StatusCode::CANCELLED, "subscription cancelled"));
+      return;
+    }
+    if (draining_) {
+      FinishOnce(grpc::Status::OK);
+      return;
+    }
+    heartbeat_due_ = false;
+    fanin::v1::SubscribeResponse msg;
+    msg.mutable_heartbeat()->set_head_seq(hub_->head_seq());
+    msg.mutable_heartbeat()->set_delivered(delivered_);
+    msg.mutable_heartbeat()->set_lost(lost_);
+    if (service_->options_.cluster != nullptr &&
+        !service_->options_.cluster->broker_available()) {
+      msg.mutable_heartbeat()->set_broker_unavailable(true);
+    }
+    Send(Serialize(msg));
+  }
+
   void Send(const std::string& bytes) { Send(grpc::Slice(bytes)); }
   void Send(grpc::Slice bytes) {
     last_send_ns_ = absl::GetCurrentTimeNanos();
@@ -323,7 +426,7 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
   void FinishOnce(grpc::Status status) {
     if (finished_.exchange(true)) return;
     final_code_ = static_cast<int>(status.error_code());
-    hub_->Unsubscribe(sub_.get());
+    Leave();
     Finish(std::move(status));
   }
 
@@ -342,6 +445,7 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
   std::shared_ptr<SubscribeStream> self_;
   std::shared_ptr<fanout::EventHub::Subscription> sub_;
   fanout::Filter filter_;  // cluster mode: for fetches from the stream
+  std::shared_ptr<fanout::GroupRegistry::Member> member_;  // group members
   fanout::EventHub::ReadResult batch_;
   grpc::ByteBuffer out_;
   uint64_t delivered_ = 0;
@@ -360,7 +464,10 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
 
 FaninService::FaninService(core::FaninCore* core, fanout::EventHub* hub,
                            ServiceOptions options)
-    : core_(core), hub_(hub), options_(std::move(options)) {
+    : core_(core),
+      hub_(hub),
+      options_(std::move(options)),
+      groups_(hub, options_.groups) {
   heartbeat_thread_ = std::thread([this] { HeartbeatLoop(); });
 }
 
@@ -392,6 +499,7 @@ void FaninService::HeartbeatLoop() {
       s->MaybeHeartbeat(now, options_.heartbeat_interval);
       s->MaybeStalled(now, options_.subscriber_stall_timeout);
     }
+    groups_.Sweep(now);
     live.clear();
     mu_.Lock();
   }
@@ -439,6 +547,21 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* FaninService::Subscribe(
                           "nodes: this server is not in cluster mode (its "
                           "events have no node); drop the node filter");
   }
+  absl::StatusOr<fanout::GroupSpec> group = fanout::GroupSpec();
+  if (status.ok()) status = ToGrpc(CheckGroupRequest(req));
+  if (status.ok() && !req.group().empty() && options_.cluster != nullptr) {
+    // A group must span the cluster's nodes (members on any node, every
+    // connection wherever it lives); a node-local one would split pools
+    // silently. See docs/ARCHITECTURE.md, "Worker-pool groups".
+    status = grpc::Status(
+        grpc::StatusCode::UNIMPLEMENTED,
+        "Subscribe: group: worker-pool groups are not available in cluster "
+        "mode yet; subscribe without a group, or to a standalone server");
+  }
+  if (status.ok() && !req.group().empty()) {
+    group = GroupSpecOf(req, core_->listener_names());
+    if (!group.ok()) status = ToGrpc(group.status());
+  }
   if (status.ok() && req.delivery() == fanin::v1::DELIVERY_LOSSLESS) {
     status = Authorize(context, Access::kLossless);
   }
@@ -461,10 +584,11 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* FaninService::Subscribe(
     };
     return new Refusal(std::move(status));
   }
+  const bool member = !req.group().empty();
   auto stream = std::make_shared<SubscribeStream>(
       this, context, std::move(req), next_subscriber_id_.fetch_add(1),
       context->peer());
-  stream->Start(*std::move(filter));
+  stream->Start(*std::move(filter), member ? &*group : nullptr);
   return stream.get();
 }
 
@@ -712,6 +836,7 @@ grpc::ServerUnaryReactor* FaninService::GetStats(
   r.set_tls_reloads(c.tls_reloads);
   r.set_tls_reload_failures(c.tls_reload_failures);
   if (options_.cluster != nullptr) options_.cluster->FillStats(&r);
+  AddGroupStats(groups_.GetStats(), &r);
   SetResponse(r, response);
   return Finished(grpc::Status::OK);
 }
@@ -737,6 +862,24 @@ grpc::ServerUnaryReactor* FaninService::ListNodes(
     self->set_connections_open(core_->GetStats().connections_open);
     self->set_last_seen_unix_nano(absl::GetCurrentTimeNanos());
     for (const std::string& l : core_->listener_names()) self->add_listeners(l);
+  }
+  SetResponse(r, response);
+  return Finished(grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* FaninService::ListGroups(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  fanin::v1::ListGroupsRequest req;
+  grpc::Status s = Admit(context, Access::kRead, "ListGroups", request, &req);
+  if (!s.ok()) return Finished(s);
+  fanin::v1::ListGroupsResponse r;
+  for (auto& g : groups_.List(req.group())) *r.add_groups() = std::move(g);
+  if (!req.group().empty() && r.groups_size() == 0) {
+    return Finished(
+        grpc::Status(grpc::StatusCode::NOT_FOUND,
+                     absl::StrCat("ListGroups: no group named ",
+                                  base::QuoteBounded(req.group()))));
   }
   SetResponse(r, response);
   return Finished(grpc::Status::OK);

@@ -33,6 +33,7 @@
 #include "grpcpp/grpcpp.h"
 #include "server/core/fanin_core.h"
 #include "server/fanout/event_hub.h"
+#include "server/fanout/group.h"
 #include "server/grpc/batch_cache.h"
 #include "server/grpc/cluster_router.h"
 
@@ -66,6 +67,8 @@ struct ServiceOptions {
   // Cluster mode: routes requests for other nodes' connections and answers
   // the cluster-wide questions. Null in standalone. Not owned.
   ClusterRouter* cluster = nullptr;
+  // Worker-pool groups (SubscribeRequest.group).
+  fanout::GroupOptions groups;
 };
 
 class SubscribeStream;
@@ -76,7 +79,8 @@ using RawService = V1::WithRawCallbackMethod_Subscribe<
     V1::WithRawCallbackMethod_Write<V1::WithRawCallbackMethod_CloseConnection<
         V1::WithRawCallbackMethod_ListConnections<
             V1::WithRawCallbackMethod_GetStats<V1::WithRawCallbackMethod_Read<
-                V1::WithRawCallbackMethod_ListNodes<V1::Service>>>>>>>;
+                V1::WithRawCallbackMethod_ListNodes<
+                    V1::WithRawCallbackMethod_ListGroups<V1::Service>>>>>>>>;
 }  // namespace internal
 
 class FaninService final : public internal::RawService {
@@ -113,6 +117,9 @@ class FaninService final : public internal::RawService {
   // connections only); `done` gets the status and the serialized response.
   void ExecuteLocal(absl::string_view method, std::string request,
                     ClusterRouter::Reply done);
+  grpc::ServerUnaryReactor* ListGroups(grpc::CallbackServerContext* context,
+                                       const grpc::ByteBuffer* request,
+                                       grpc::ByteBuffer* response) override;
 
   // The gRPC address a standalone ListNodes reports ("127.0.0.1:50051",
   // "unix:PATH"); FaninServer sets it once gRPC is bound (the port may have
@@ -131,6 +138,8 @@ class FaninService final : public internal::RawService {
   uint64_t events_lost() const { return events_lost_.load(); }
   // Encoded batches shared between streams of equal filters.
   const BatchCache& batch_cache() const { return batches_; }
+  // Worker-pool groups.
+  const fanout::GroupRegistry& groups() const { return groups_; }
 
  private:
   friend class SubscribeStream;
@@ -179,6 +188,7 @@ class FaninService final : public internal::RawService {
   std::atomic<uint64_t> events_lost_{0};
   std::atomic<uint64_t> next_subscriber_id_{1};  // for logs
   BatchCache batches_;
+  fanout::GroupRegistry groups_;
 
   mutable absl::Mutex mu_;
   absl::flat_hash_map<SubscribeStream*, std::weak_ptr<SubscribeStream>> streams_

@@ -184,6 +184,7 @@ class CliE2eTest : public ::testing::Test {
     if (type == "started") return "server_epoch\"";
     if (type == "gap") return "first_seq\"";
     if (type == "heartbeat") return "delivered\"";
+    if (type == "assigned") return "from_seq\"";
     return "seq\"";
   }
 
@@ -753,6 +754,77 @@ TEST_F(CliWatchTest, TextModeShowsHeartbeatsOnStderrAndTimeoutExitsZero) {
   r = Fanin({"watch", "--timeout", "700ms", "-q"});
   EXPECT_EQ(r.exit_code, 0) << r.stderr_data;
   EXPECT_EQ(r.stderr_data, "");
+}
+
+// A connection open before the group existed: its member hears of it with an
+// Assigned (its own JSON object, or a line on stderr), then gets its events;
+// `fanin groups` shows the member holding it.
+TEST_F(CliWatchTest, GroupMemberShowsAssignedAndGroupsListsIt) {
+  TcpClient raw = Connect();
+  const uint64_t id = ConnectionIdOf(raw);
+  auto json = StartFanin({"watch", "--group", "pool", "-o", "json"});
+  ASSERT_NE(json, nullptr);
+  ASSERT_TRUE(WaitForJson(*json, "started")) << json->stderr_data();
+  ASSERT_TRUE(raw.SendAll("first").ok());
+  ASSERT_TRUE(WaitForJson(*json, "event", "data")) << json->stdout_data();
+  std::vector<JsonMap> objects = JsonSoFar(*json);
+  ASSERT_GE(objects.size(), 3u);
+  EXPECT_EQ(JsonType(objects[1]), "assigned");
+  EXPECT_EQ(JsonUint(objects[1], "connection_id"), id);
+  EXPECT_EQ(JsonStr(objects[1], "reason"), "ASSIGN_REASON_EXISTING");
+  EXPECT_EQ(JsonStr(objects[1], "group"), "pool");
+  EXPECT_EQ(JsonUint(objects[1], "from_seq"), JsonUint(objects[2], "seq"));
+  EXPECT_EQ(JsonKind(objects[2]), "data");
+
+  CommandResult groups = Fanin({"groups"});
+  EXPECT_EQ(groups.exit_code, 0) << groups.stderr_data;
+  EXPECT_THAT(groups.stdout_data,
+              HasSubstr("pool  lossy  1 member  1 connections (0 unassigned)"));
+  EXPECT_THAT(groups.stdout_data, HasSubstr("1 connections  0 queued"));
+  groups = Fanin({"groups", "pool", "-o", "json"});
+  EXPECT_EQ(groups.exit_code, 0) << groups.stderr_data;
+  auto parsed = ParseJsonLines(groups.stdout_data);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  ASSERT_EQ(parsed->size(), 1u);
+  EXPECT_EQ(JsonStr((*parsed)[0], "name"), "pool");
+  EXPECT_EQ(Fanin({"groups", "nope"}).exit_code, 4);
+  EXPECT_THAT(Fanin({"stats"}).stdout_data,
+              HasSubstr("group members             1"));
+
+  // Text mode: a second member, joining with --rebalance, takes one of two
+  // connections; the notices go to stderr.
+  TcpClient other = Connect();
+  ASSERT_TRUE(other.SendAll("other").ok());
+  ASSERT_TRUE(json->WaitForOutput(
+      [](absl::string_view out, absl::string_view) {
+        return absl::StrContains(out, "b3RoZXI=");  // "other"
+      },
+      Deadline()));
+  auto text = StartFanin({"watch", "--group", "pool", "--rebalance"});
+  ASSERT_NE(text, nullptr);
+  ASSERT_TRUE(text->WaitForOutput(
+      [&](absl::string_view, absl::string_view err) {
+        return absl::StrContains(err, "assigned conn=");
+      },
+      Deadline()))
+      << text->stderr_data();
+  EXPECT_THAT(text->stderr_data(), HasSubstr("rebalanced from member"));
+  ASSERT_TRUE(raw.SendAll("second").ok());
+  ASSERT_TRUE(other.SendAll("second").ok());
+  ASSERT_TRUE(text->WaitForOutput(
+      [](absl::string_view out, absl::string_view) {
+        return absl::StrContains(out, "\"second\"");
+      },
+      Deadline()))
+      << text->stdout_data();
+  // The member that lost it was told, in its own JSON object.
+  EXPECT_TRUE(json->WaitForOutput(
+      [](absl::string_view out, absl::string_view) {
+        return absl::StrContains(out, "\"revoked\":true");
+      },
+      Deadline()))
+      << json->stdout_data();
+  EXPECT_EQ(Fanin({"watch", "--rebalance"}).exit_code, 2);
 }
 
 TEST_F(CliWatchTest, ResumeBeyondHeadIsRejected) {

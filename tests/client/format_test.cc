@@ -389,5 +389,84 @@ TEST(MessageJson, ConnectionHasEveryField) {
   EXPECT_EQ(JsonUint(o, "queued_bytes"), 7u);
 }
 
+TEST(FormatAssignedText, SaysWhyFromWhereAndWhatMayRepeat) {
+  v1::Assigned a;
+  a.set_group("workers");
+  a.set_connection_id(12);
+  a.set_listener("default");
+  a.set_remote_address("127.0.0.1:5555");
+  a.set_from_seq(345);
+  a.set_bytes_received(120);
+  a.set_reason(v1::ASSIGN_REASON_MEMBER_LEFT);
+  a.set_previous_member(3);
+  a.set_possibly_redelivered_through_seq(350);
+  EXPECT_EQ(FormatAssignedText(a),
+            "assigned conn=12 (default, from 127.0.0.1:5555) from seq=345, "
+            "in=120 out=0: its member 3 left; seq 345..350 may repeat what "
+            "the previous member got");
+  a.set_reason(v1::ASSIGN_REASON_EVENTS_LOST);
+  a.set_possibly_redelivered_through_seq(0);
+  a.mutable_gap()->set_first_seq(300);
+  a.mutable_gap()->set_last_seq(339);
+  a.mutable_gap()->set_lost(5);
+  EXPECT_THAT(FormatAssignedText(a),
+              HasSubstr("still yours, events were lost; 5 of its events lost "
+                        "(seq 300..339)"));
+  a.set_revoked(true);
+  EXPECT_THAT(FormatAssignedText(a),
+              StartsWith("unassigned conn=12 (default, from 127.0.0.1:5555): "
+                         "a rebalance moved it"));
+  // Escaped: a remote address is server-supplied text.
+  a.set_remote_address("\x1b[31m");
+  EXPECT_THAT(FormatAssignedText(a), HasSubstr("from \\x1b[31m"));
+}
+
+TEST(MessageJson, AssignedIsToldApartByFromSeq) {
+  v1::Assigned a;
+  a.set_connection_id(12);
+  a.set_from_seq(345);
+  auto parsed = ParseJsonLines(MessageJson(a));
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(JsonType((*parsed)[0]), "assigned");
+  EXPECT_EQ(JsonUint((*parsed)[0], "from_seq"), 345u);
+  EXPECT_EQ(JsonStr((*parsed)[0], "reason"), "ASSIGN_REASON_UNSPECIFIED");
+}
+
+TEST(FormatGroupsText, OneLinePerGroupAndPerMember) {
+  v1::ListGroupsResponse r;
+  v1::GroupInfo* g = r.add_groups();
+  g->set_name("workers");
+  g->set_delivery(v1::DELIVERY_LOSSLESS);
+  g->set_connections(300);
+  g->set_queued_events(7);
+  g->set_backlog_bytes(4096);
+  g->set_handovers(2);
+  const absl::Time now = absl::FromUnixSeconds(1795765373);
+  for (uint64_t id : {3, 4}) {
+    v1::GroupMember* m = g->add_members();
+    m->set_member_id(id);
+    m->set_peer("ipv4:127.0.0.1:50322");
+    m->set_connections(150);
+    m->set_delivered_events(1234);
+    m->set_joined_unix_nano(
+        static_cast<uint64_t>(absl::ToUnixNanos(now - absl::Seconds(5))));
+  }
+  EXPECT_EQ(FormatGroupsText(r, now),
+            "workers  lossless  2 members  300 connections (0 unassigned)  7 "
+            "queued  backlog 4096 B  handovers=2 redelivered=0 lost=0\n"
+            "  member 3  ipv4:127.0.0.1:50322  150 connections  0 queued  "
+            "1234 delivered  joined 5s ago\n"
+            "  member 4  ipv4:127.0.0.1:50322  150 connections  0 queued  "
+            "1234 delivered  joined 5s ago\n");
+}
+
+TEST(FormatStatsText, GroupRowsOnceAGroupExisted) {
+  v1::GetStatsResponse s;
+  EXPECT_THAT(FormatStatsText(s), ::testing::Not(HasSubstr("group")));
+  s.set_groups(1);
+  s.set_group_members(3);
+  EXPECT_THAT(FormatStatsText(s), HasSubstr("group members             3\n"));
+}
+
 }  // namespace
 }  // namespace fanin::cli

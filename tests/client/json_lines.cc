@@ -130,6 +130,7 @@ bool JsonHas(const JsonMap& object, const std::string& key) {
 
 std::string JsonType(const JsonMap& o) {
   if (JsonHas(o, "seq")) return "event";
+  if (JsonHas(o, "from_seq")) return "assigned";
   if (JsonHas(o, "server_epoch")) return "started";
   if (JsonHas(o, "first_seq")) return "gap";
   if (JsonHas(o, "delivered")) return "heartbeat";

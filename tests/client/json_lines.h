@@ -40,7 +40,7 @@ bool JsonHas(const JsonMap& object, const std::string& key);
 
 // Which fanin.v1 message a line of `fanin watch -o json` is, by the fields
 // only it has: "event" (seq), "started" (server_epoch), "gap" (first_seq),
-// "heartbeat" (delivered); "" otherwise.
+// "heartbeat" (delivered), "assigned" (from_seq); "" otherwise.
 std::string JsonType(const JsonMap& object);
 // The kind an event object carries: the one member of Event's oneof present
 // ("opened", "data", ..., "readable"); "" when none is.

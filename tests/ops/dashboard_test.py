@@ -51,8 +51,10 @@ def exposed_metrics():
     variables = dict(re.findall(r'MetricFamily&\s+(\w+)\s*=\s*Family\(\s*&out,\s*"(fanin_\w+)"',
                                 source))
     labels = {name: set() for name, _ in families}
-    for variable, label in re.findall(r'Sample\(\s*&(\w+),[^;]*?\{\{"(\w+)"', source, re.S):
-        labels[variables[variable]].add(label)
+    # Every label of every Sample(&family, value, {{"a", ..}, {"b", ..}}) call.
+    for variable, args in re.findall(r'Sample\(\s*&(\w+),([^;]*?)\);', source, re.S):
+        for label in re.findall(r'\{"(\w+)",', args):
+            labels[variables[variable]].add(label)
     series = {}
     for name, kind in families:
         if kind == "Histogram":

@@ -42,6 +42,10 @@ TEST(ServerFlagsFromValuesTest, DefaultsAreTheDocumentedOnes) {
   EXPECT_EQ(c.auth.cert_default_role, grpc_api::Role::kReader);
   EXPECT_EQ(c.watchdog.stuck_after, absl::Seconds(5));
   EXPECT_EQ(c.watchdog.period, absl::Seconds(1));
+  EXPECT_EQ(c.service.groups.idle_timeout, absl::Seconds(60));
+  EXPECT_FALSE(c.service.groups.rebalance_on_join);
+  EXPECT_EQ(c.service.groups.max_groups, 256u);
+  EXPECT_EQ(c.service.groups.redelivery_bytes, 1u << 20);
   EXPECT_EQ(flags->log_level, base::LogLevel::kInfo);
   EXPECT_EQ(flags->log_format, base::LogFormat::kText);
   EXPECT_EQ(flags->ready_file, "");
@@ -78,6 +82,10 @@ TEST(ServerFlagsFromValuesTest, EachValueMapsWhereItShould) {
   v.tls_client_role = grpc_api::Role::kWriter;
   v.metrics_address = *Endpoint::Parse("0.0.0.0:9464");
   v.watchdog_timeout = absl::Seconds(2);
+  v.group_idle_timeout = absl::Seconds(26);
+  v.group_rebalance = true;
+  v.max_groups = 27;
+  v.group_redelivery_bytes = 28;
   v.log_level = base::LogLevel::kDebug;
   v.log_format = base::LogFormat::kJson;
   v.ready_file = "/ready";
@@ -116,6 +124,10 @@ TEST(ServerFlagsFromValuesTest, EachValueMapsWhereItShould) {
   EXPECT_EQ(c.metrics_address->ToString(), "0.0.0.0:9464");
   EXPECT_EQ(c.watchdog.stuck_after, absl::Seconds(2));
   EXPECT_EQ(c.watchdog.period, absl::Milliseconds(500));
+  EXPECT_EQ(c.service.groups.idle_timeout, absl::Seconds(26));
+  EXPECT_TRUE(c.service.groups.rebalance_on_join);
+  EXPECT_EQ(c.service.groups.max_groups, 27u);
+  EXPECT_EQ(c.service.groups.redelivery_bytes, 28u);
   EXPECT_EQ(flags->log_level, base::LogLevel::kDebug);
   EXPECT_EQ(flags->log_format, base::LogFormat::kJson);
   EXPECT_EQ(flags->ready_file, "/ready");
@@ -210,6 +222,11 @@ TEST(ServerFlagsFromValuesTest, BadCombinationsNameTheFlag) {
        "--tls_handshake_timeout"},
       {[](auto* v) { v->proxy_header_timeout = -absl::Seconds(1); },
        "--proxy_header_timeout"},
+      {[](auto* v) { v->group_idle_timeout = -absl::Seconds(1); },
+       "--group_idle_timeout must be >= 0"},
+      {[](auto* v) { v->max_groups = 0; }, "--max_groups must be positive"},
+      {[](auto* v) { v->group_redelivery_bytes = -1; },
+       "--group_redelivery_bytes must be >= 0"},
   };
   for (const Case& c : cases) {
     ServerFlagValues v;
@@ -260,6 +277,13 @@ TEST_F(ParseServerFlagsTest, CommandLineFormsAndRepeats) {
   EXPECT_EQ(c.metrics_address->ToString(), "localhost:0");
   EXPECT_EQ(flags->log_level, base::LogLevel::kWarning);
 
+  auto groups = Parse(
+      {"--group_idle_timeout=90s", "--group_rebalance", "--max_groups", "3"});
+  ASSERT_TRUE(groups.ok()) << groups.status();
+  EXPECT_EQ(groups->config.service.groups.idle_timeout, absl::Seconds(90));
+  EXPECT_TRUE(groups->config.service.groups.rebalance_on_join);
+  EXPECT_EQ(groups->config.service.groups.max_groups, 3u);
+
   auto off = Parse({"--keep_half_open", "--nokeep_half_open"});
   ASSERT_TRUE(off.ok()) << off.status();
   EXPECT_FALSE(off->config.core.keep_half_open);
@@ -273,6 +297,8 @@ TEST_F(ParseServerFlagsTest, EnvironmentFillsWhatTheCommandLineLeaves) {
           {"FANIN_MAX_CONNECTIONS", "99"},
           {"FANIN_KEEP_HALF_OPEN", "true"},
           {"FANIN_LOG_FORMAT", "json"},
+          {"FANIN_GROUP_IDLE_TIMEOUT", "0"},
+          {"FANIN_GROUP_REBALANCE", "true"},
           {"FANIN_READY_FILE", ""}};  // empty: as if unset
   auto flags = Parse({"--loops=2"});
   ASSERT_TRUE(flags.ok()) << flags.status();
@@ -285,6 +311,8 @@ TEST_F(ParseServerFlagsTest, EnvironmentFillsWhatTheCommandLineLeaves) {
   EXPECT_EQ(c.core.max_connections, 99);
   EXPECT_TRUE(c.core.keep_half_open);
   EXPECT_EQ(flags->log_format, base::LogFormat::kJson);
+  EXPECT_EQ(c.service.groups.idle_timeout, absl::ZeroDuration());
+  EXPECT_TRUE(c.service.groups.rebalance_on_join);
   EXPECT_EQ(flags->ready_file, "");
 
   // A --listen replaces FANIN_LISTEN entirely.
@@ -322,6 +350,10 @@ TEST_F(ParseServerFlagsTest, BadValuesNameTheFlagOrVariable) {
       {{}, {{"FANIN_LOOPS", "x"}}, "FANIN_LOOPS=x (--loops): want an integer"},
       {{}, {{"FANIN_LISTEN", "a=127.0.0.1:1,:2"}}, "FANIN_LISTEN="},
       {{}, {{"FANIN_POLLER", "kqueue"}}, "FANIN_POLLER=kqueue (--poller)"},
+      {{"--group_idle_timeout=later"},
+       {},
+       "--group_idle_timeout=later: want a duration"},
+      {{}, {{"FANIN_MAX_GROUPS", "-2"}}, "--max_groups must be positive"},
   };
   for (const Case& c : cases) {
     absl::FlagSaver restore;

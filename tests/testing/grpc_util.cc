@@ -240,6 +240,7 @@ void Subscriber::Run(fanin::v1::SubscribeRequest request) {
     if (!reader->Read(&msg)) break;
     absl::MutexLock lock(&mu_);
     State& s = state_;
+    if (!msg.has_started()) s.events_before.push_back(s.events.size());
     switch (msg.message_case()) {
       case SubscribeResponse::kStarted:
         s.started = msg.started();
@@ -276,6 +277,9 @@ void Subscriber::Run(fanin::v1::SubscribeRequest request) {
         s.messages.push_back(msg);
         break;
       case SubscribeResponse::kAssigned:
+        s.assigned.push_back(msg.assigned());
+        s.messages.push_back(msg);
+        break;
       case SubscribeResponse::MESSAGE_NOT_SET:
         s.messages.push_back(msg);
         break;

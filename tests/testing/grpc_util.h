@@ -70,8 +70,13 @@ class Subscriber {
  public:
   struct State {
     std::optional<fanin::v1::Started> started;
-    // Every message after Started, in order.
+    // Every message after Started, in order (batches without their events,
+    // which are in `events`), and for each the number of events received
+    // before it: messages[i] came after events[0, events_before[i]).
     std::vector<fanin::v1::SubscribeResponse> messages;
+    std::vector<size_t> events_before;
+    // Group members: the Assigned messages.
+    std::vector<fanin::v1::Assigned> assigned;
     // The events of every batch, in order.
     std::vector<fanin::v1::Event> events;
     std::vector<fanin::v1::Gap> gaps;

@@ -3,7 +3,7 @@
 
 Usually started through run.sh, which builds everything with -c opt first:
 
-    tests/bench/e2e/run.sh throughput|fanout|latency|scale|pollers|python|all|smoke
+    tests/bench/e2e/run.sh throughput|fanout|latency|scale|pollers|python|groups|all|smoke
 
 Each scenario starts the systems under test, the load generator and the
 subscribers as separate processes on loopback, repeats every measurement
@@ -203,7 +203,7 @@ class Harness:
             argv.append(f"--hold={hold}")
         return Proc("loadgen", argv, self.work)
 
-    def subscriber(self, server, expect, py=False, name="sub", cdf=None):
+    def subscriber(self, server, expect, py=False, name="sub", cdf=None, group=""):
         ready = self.path(f"{name}.ready")
         if py:
             argv = ["/usr/bin/python3", os.path.join(HERE, "subscriber.py"),
@@ -217,6 +217,8 @@ class Harness:
                  f"--ready_file={ready}"]
         if self.args.max_batch_events:
             argv.append(f"--max_batch_events={self.args.max_batch_events}")
+        if group:
+            argv.append(f"--group={group}")
         proc = Proc(name, argv, self.work)
         proc.ready_file = ready
         return proc
@@ -333,6 +335,51 @@ class Harness:
             Proc.stop_all()
         return summarize(f"fanin/{poller}", sent, results, cpu,
                          results[0]["events"] if results else 0)
+
+    def run_group(self, conns, duration, members, poller="epoll"):
+        """One group of `members` subscriber processes reading `conns` connections at
+        max rate. Members do not know how many connections they get: the run ends
+        when the server's group holds nothing more (every connection closed and
+        routed, nothing queued), then each member is stopped and reports."""
+        server, addrs = self.start_fanin(poller)
+        pb, stub, channel = self.stub(addrs["grpc"])
+        try:
+            subs = [self.subscriber(addrs["grpc"], 0, name=f"member{i}", group="bench")
+                    for i in range(members)]
+            for s in subs:
+                wait_file(s.ready_file, 30, s)
+            cpu0 = cpu_seconds(server.pid)
+            gen = self.loadgen(addrs["listen"], conns, 0, duration)
+            sent = gen.wait_line("done", duration + 150)
+            deadline = time.monotonic() + 150
+            while True:
+                g = stub.ListGroups(pb.ListGroupsRequest(group="bench"), timeout=10).groups[0]
+                delivered = sum(m.delivered_events for m in g.members)
+                if g.connections == 0 and g.queued_events == 0 and delivered > 0:
+                    break
+                if time.monotonic() > deadline:
+                    raise HarnessError(f"group not drained: {g}")
+                time.sleep(0.05)
+            cpu = cpu_seconds(server.pid) - cpu0
+            # What the server wrote may still be in the members' buffers: they stop
+            # once they have read as many events as the server wrote to them.
+            for s in subs:
+                s.p.send_signal(signal.SIGTERM)
+            results = [s.wait_line("done", 60) for s in subs]
+        finally:
+            channel.close()
+            Proc.stop_all()
+        total = sum(r["messages"] for r in results)
+        span = max(r["elapsed_s"] for r in results)
+        r = summarize(f"group/{members}", sent, results, cpu, sum(x["events"] for x in results))
+        r["messages_per_s"] = total / span if span > 0 else 0
+        r["lost"] = sent["sent_messages"] - total
+        r["closed"] = sum(x["closed"] for x in results)
+        r["complete"] = r["closed"] == conns
+        r["per_member"] = [x["closed"] for x in results]
+        r["cpu_us_per_message"] = cpu * 1e6 / max(1, total)
+        r["ok"] = ok(r)
+        return r
 
     def run_system(self, system, conns, rate, duration, **kw):
         if system == "floor":
@@ -578,6 +625,49 @@ def scenario_fanout(h, rep, a):
                    if s == "fanin" else "")
             rep.add(f"- {s}: slowest of {n} subscribers / single subscriber = "
                     f"{ratio:.2f}x{tgt}")
+
+
+def scenario_groups(h, rep, a):
+    conns, d = 1000, a.duration
+    rep.add(f"### groups: {conns} connections, max rate for {d} s, one plain lossless subscriber "
+            "against a worker-pool group (SubscribeRequest.group) of 1, 2 and 4 "
+            "members (lossless too), each a process of its own; interleaved runs")
+    rep.add()
+    rep.add("| subscribers | messages/s (all members) | CPU µs/event (server) | CPU µs/message "
+            "(server) | connections per member | CPU s of all subscribers / of the load "
+            "generator | check |")
+    rep.add("| --- | --- | --- | --- | --- | --- | --- |")
+    if not h.has_fanin():
+        rep.add("fanin: not built.")
+        return
+    results = {}
+    for run in range(a.runs):
+        for k in (0, 1, 2, 4):
+            key = "plain" if k == 0 else f"group of {k}"
+            try:
+                r = (h.run_fanin(conns, 0, d) if k == 0 else h.run_group(conns, d, k))
+                if not r["ok"]:
+                    h.failed_runs += 1
+                    print(f"  {key} run {run + 1} failed its checks: {check_text([r])}",
+                          file=sys.stderr, flush=True)
+                results.setdefault(key, []).append(r)
+            except HarnessError as e:
+                h.failed_runs += 1
+                print(f"  {key} run {run + 1}: {e}", file=sys.stderr, flush=True)
+    for key, runs in results.items():
+        split = " / ".join(str(n) for n in runs[0].get("per_member", [conns]))
+        rep.add(f"| {key} | {fmt_range(runs, 'messages_per_s')} | "
+                f"{fmt_range(runs, 'cpu_us_per_event', 2)} | "
+                f"{fmt_range(runs, 'cpu_us_per_message', 2)} | {split} | "
+                f"{med(runs, 'sub_cpu_s')[0]:.2f} / {med(runs, 'loadgen_cpu_s')[0]:.2f} | "
+                f"{check_text(runs)} |")
+    rep.raw["groups"] = results
+    rep.add()
+    plain, four = results.get("plain"), results.get("group of 4")
+    if plain and four:
+        ratio = med(four, "cpu_us_per_event")[0] / med(plain, "cpu_us_per_event")[0]
+        rep.add(f"- server CPU per event, group of 4 / one plain subscriber: {ratio:.2f}x "
+                f"(target ≤ 1.1x: {'met' if ratio <= 1.1 else 'MISSED'})")
 
 
 def scenario_latency(h, rep, a):
@@ -910,6 +1000,11 @@ def scenario_smoke(h, rep, a):
         rep.add(f"fanin: sent {f['sent']} check {check_text([f])}")
         if not f["ok"] or f["sent"] < rate * d * 0.9:
             failures.append("fanin")
+        g = h.run_group(conns, d, 2)
+        rep.add(f"group of 2: sent {g['sent']}, per member {g['per_member']} "
+                f"check {check_text([g])}")
+        if not g["ok"] or sorted(g["per_member"]) != [conns // 2, conns // 2]:
+            failures.append("group")
     if failures:
         raise HarnessError("smoke failed: " + ", ".join(failures))
 
@@ -921,6 +1016,7 @@ SCENARIOS = {
     "scale": scenario_scale,
     "pollers": scenario_pollers,
     "python": scenario_python,
+    "groups": scenario_groups,
 }
 
 

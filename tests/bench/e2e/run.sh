@@ -2,7 +2,7 @@
 # End-to-end load harness: builds the harness, the API's python modules and (when it
 # builds) fanin_server with -c opt, then runs one scenario of run.py.
 #
-#   tests/bench/e2e/run.sh throughput|fanout|latency|scale|pollers|python|all|smoke [run.py flags]
+#   tests/bench/e2e/run.sh throughput|fanout|latency|scale|pollers|python|groups|all|smoke [run.py flags]
 #
 # e.g. tests/bench/e2e/run.sh latency --runs=5 --rates 1000 10000
 # Set FANIN_BAZEL_OUTPUT_BASE to build in your own Bazel output base (shared machines).

@@ -18,6 +18,7 @@
 #include <string>
 #include <thread>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
@@ -34,6 +35,9 @@ ABSL_FLAG(int, expect_connections, 0,
           "stop after this many Closed events (0: run until the stream ends)");
 ABSL_FLAG(double, timeout, 120, "give up after this many seconds");
 ABSL_FLAG(std::string, ready_file, "", "written once Started has arrived");
+ABSL_FLAG(std::string, group, "",
+          "join this worker-pool group (SubscribeRequest.group): this process "
+          "gets only its share of the connections");
 ABSL_FLAG(std::string, latency_cdf, "", "write the latency CDF (µs) here");
 ABSL_FLAG(double, slow_ms, 5,
           "report (up to 20) batches holding a message older than this, with "
@@ -61,6 +65,7 @@ int Main(int argc, char** argv) {
                            ? v1::DELIVERY_LOSSY
                            : v1::DELIVERY_LOSSLESS);
   request.set_max_batch_events(absl::GetFlag(FLAGS_max_batch_events));
+  request.set_group(absl::GetFlag(FLAGS_group));
 
   grpc::ClientContext context;
   std::atomic<bool> finished{false};
@@ -83,7 +88,13 @@ int Main(int argc, char** argv) {
   StreamVerifier verifier(absl::GetFlag(FLAGS_message_bytes));
   uint64_t batches = 0, events = 0, data_events = 0, opened = 0, closed = 0,
            rejected = 0, gaps = 0, gap_lost = 0, heartbeats = 0, started = 0,
-           node_changes = 0, seq_jumps = 0, last_seq = 0;
+           node_changes = 0, seq_jumps = 0, last_seq = 0, assigned = 0,
+           redelivered = 0;
+  // Group members: events an Assigned marked possibly redelivered (the
+  // connection's previous member may have had them) are skipped, as a worker
+  // does; per connection, the seq through which they may repeat.
+  absl::flat_hash_map<uint64_t, uint64_t> redelivered_through;
+  const bool member = !absl::GetFlag(FLAGS_group).empty();
   std::unique_ptr<grpc::ClientReader<v1::SubscribeResponse>> reader =
       stub->Subscribe(&context, request);
   v1::SubscribeResponse response;
@@ -106,10 +117,18 @@ int Main(int argc, char** argv) {
         const uint64_t before = verifier.messages();
         const int64_t max_before = verifier.latency().max();
         for (const v1::Event& e : response.batch().events()) {
+          auto again = redelivered_through.find(e.connection_id());
+          if (again != redelivered_through.end() && e.seq() <= again->second) {
+            ++redelivered;
+            continue;
+          }
           ++events;
           // The stream is unfiltered, so its seqs must be contiguous (in
-          // cluster mode too: every node serves the stream's one order).
-          if (last_seq != 0 && e.seq() != last_seq + 1) ++seq_jumps;
+          // cluster mode too: every node serves the stream's one order); a
+          // group member sees only its connections' events.
+          if (!member && last_seq != 0 && e.seq() != last_seq + 1) {
+            ++seq_jumps;
+          }
           last_seq = e.seq();
           switch (e.kind_case()) {
             case v1::Event::kData:
@@ -154,6 +173,13 @@ int Main(int argc, char** argv) {
       case v1::SubscribeResponse::kHeartbeat:
         ++heartbeats;
         break;
+      case v1::SubscribeResponse::kAssigned:
+        ++assigned;
+        if (!response.assigned().revoked()) {
+          redelivered_through[response.assigned().connection_id()] =
+              response.assigned().possibly_redelivered_through_seq();
+        }
+        break;
       default:
         break;
     }
@@ -174,12 +200,12 @@ int Main(int argc, char** argv) {
       "{\"event\":\"done\",\"role\":\"subscriber\",%s,\"batches\":%d,"
       "\"events\":%d,\"data_events\":%d,\"opened\":%d,\"closed\":%d,"
       "\"rejected\":%d,\"node_changes\":%d,\"seq_jumps\":%d,\"gaps\":%d,"
-      "\"gap_lost\":%d,\"heartbeats\":%d,"
+      "\"gap_lost\":%d,\"heartbeats\":%d,\"assigned\":%d,\"redelivered\":%d,"
       "\"cpu_s\":%.3f,\"timed_out\":%s,\"complete\":%s,\"status\":\"%s\","
       "\"new_max_batches\":[%s]}\n",
       VerifierJsonFields(verifier), batches, events, data_events, opened,
       closed, rejected, node_changes, seq_jumps, gaps, gap_lost, heartbeats,
-      cpu_s, timed_out ? "true" : "false",
+      assigned, redelivered, cpu_s, timed_out ? "true" : "false",
       (done || (expect == 0 && status.ok())) ? "true" : "false",
       done ? "OK" : absl::StrCat(status.error_code()), slow);
   return 0;

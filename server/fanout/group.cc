@@ -1,0 +1,1076 @@
+#include "server/fanout/group.h"
+
+#include <algorithm>
+#include <deque>
+#include <iterator>
+#include <optional>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/node_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "server/base/log.h"
+
+namespace fanin::fanout {
+namespace group_internal {
+
+// The router reads the hub in chunks this big. A hub wake routes at most
+// kWakeRouteChunks of them (the rest is routed by the members' reads or the
+// next wake); a member whose queue is empty routes up to kReadRouteChunks
+// before it says "more" and lets its stream come back.
+constexpr size_t kRouteEvents = 1024;
+constexpr size_t kRouteBytes = size_t{4} << 20;
+constexpr int kWakeRouteChunks = 64;
+constexpr int kReadRouteChunks = 8;
+
+// Events lost, as a range and an exact count.
+struct Loss {
+  uint64_t first = 0;
+  uint64_t last = 0;
+  uint64_t count = 0;
+
+  bool empty() const { return count == 0; }
+  void Add(uint64_t first_seq, uint64_t last_seq, uint64_t n) {
+    if (n == 0) return;
+    first = count == 0 ? first_seq : std::min(first, first_seq);
+    last = std::max(last, last_seq);
+    count += n;
+  }
+  void Add(const Loss& other) { Add(other.first, other.last, other.count); }
+  fanin::v1::Gap ToGap() const {
+    fanin::v1::Gap gap;
+    gap.set_first_seq(first);
+    gap.set_last_seq(last);
+    gap.set_lost(count);
+    gap.set_reason(fanin::v1::GAP_REASON_SUBSCRIBER_TOO_SLOW);
+    return gap;
+  }
+};
+
+struct Conn;
+
+// An event held for a member (or the pool), with its connection's state.
+struct Item {
+  EventPtr event;
+  Conn* conn;
+  // Counted in a lossless group's backlog (until written). Events handed
+  // over from a leaving member's recent writes are not: they were counted
+  // once, and released when first written.
+  bool charged = true;
+  // Handed over from a leaving member's writes: it may have received it.
+  bool possibly_received = false;
+};
+
+// One connection as its group sees it. Lives while the connection is open
+// or the group still holds any of its events (or owes an Assigned for it).
+struct Conn {
+  uint64_t id = 0;
+  GroupRegistry::Member* owner = nullptr;  // null: waiting in the pool
+  std::shared_ptr<const ConnectionInfo> info;
+  // The connection's totals after the last event the group routed.
+  uint64_t received_after = 0;
+  uint64_t sent_after = 0;
+  size_t queued = 0;       // items in its owner's queue (or the pool)
+  size_t in_write = 0;     // items in its owner's write in flight
+  size_t outstanding = 0;  // items anywhere: queued, written or recent
+  bool closed = false;     // its Closed was routed
+  bool ever_assigned = false;
+  bool listed = false;  // in its owner's marker_conns
+  // An Assigned is owed to the owner before any more of its events.
+  bool needs_marker = false;
+  bool marker_in_flight = false;
+  fanin::v1::AssignReason reason = fanin::v1::ASSIGN_REASON_UNSPECIFIED;
+  uint64_t previous_member = 0;
+  uint64_t redelivered_through = 0;
+  Loss lost;
+};
+
+// What an Assigned being written carried, to be owed again if its write
+// does not complete.
+struct MarkerInFlight {
+  uint64_t conn = 0;
+  uint64_t redelivered_through = 0;
+  Loss lost;
+};
+
+}  // namespace group_internal
+
+using group_internal::Conn;
+using group_internal::Item;
+using group_internal::Loss;
+
+// All fields after `wake` are guarded by the group's mu.
+struct GroupRegistry::Member : std::enable_shared_from_this<Member> {
+  std::shared_ptr<Group> group;
+  uint64_t id = 0;
+  std::string peer;
+  int64_t joined_ns = 0;
+  absl::AnyInvocable<void()> wake;
+
+  bool active = true;
+  bool parked = false;
+  std::deque<Item> queue;       // routed, not yet read; in seq order
+  std::vector<Item> in_flight;  // read, write not yet complete
+  // Written lately, possibly not read by the client yet: at most
+  // redelivery_bytes of bodies, oldest first.
+  std::deque<Item> recent;
+  size_t recent_bytes = 0;
+  std::optional<group_internal::MarkerInFlight> marker_in_flight;
+  std::deque<uint64_t> marker_conns;  // conns owing an Assigned, no events
+  std::deque<fanin::v1::Assigned> notices;  // revocations
+  Loss gap;                                 // not yet reported
+  uint64_t connections = 0;                 // open ones assigned to it
+  uint64_t delivered = 0;
+  uint64_t lost = 0;
+};
+
+struct GroupRegistry::Group {
+  Group(std::string group_name, GroupSpec group_spec, EventHub* event_hub,
+        GroupRegistry* owner)
+      : name(std::move(group_name)),
+        spec(std::move(group_spec)),
+        hub(event_hub),
+        registry(owner),
+        created_ns(absl::GetCurrentTimeNanos()) {}
+
+  const std::string name;
+  const GroupSpec spec;
+  EventHub* const hub;
+  GroupRegistry* const registry;
+  const int64_t created_ns;
+  // Set once, before the group is published in the registry.
+  std::shared_ptr<EventHub::Subscription> sub;
+
+  absl::Mutex mu;
+  bool forgotten ABSL_GUARDED_BY(mu) = false;
+  // The hub subscription is parked: the hub wakes the group on the next
+  // event. Otherwise the group holds the right to read it.
+  bool hub_parked ABSL_GUARDED_BY(mu) = false;
+  // The highest seq the router has read.
+  uint64_t routed_through ABSL_GUARDED_BY(mu) = 0;
+  std::vector<std::shared_ptr<Member>> members ABSL_GUARDED_BY(mu);
+  absl::node_hash_map<uint64_t, Conn> conns ABSL_GUARDED_BY(mu);
+  std::deque<Item> pool ABSL_GUARDED_BY(mu);  // in seq order
+  Loss pending_gap ABSL_GUARDED_BY(mu);       // for the next member
+  int64_t empty_since_ns ABSL_GUARDED_BY(mu) = 0;
+  uint64_t handovers ABSL_GUARDED_BY(mu) = 0;
+  uint64_t redelivered ABSL_GUARDED_BY(mu) = 0;
+  uint64_t lost ABSL_GUARDED_BY(mu) = 0;
+  EventHub::ReadResult route_buffer ABSL_GUARDED_BY(mu);
+
+  // The live member with the fewest connections, ties by join order.
+  Member* Pick() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    Member* best = nullptr;
+    for (const auto& m : members) {
+      if (best == nullptr || m->connections < best->connections) {
+        best = m.get();
+      }
+    }
+    return best;
+  }
+
+  // Gives `c` to `m`. An Assigned is owed first unless the member's first
+  // event of it will be its Opened and it never had a member.
+  void Assign(Conn& c, Member* m, bool first_is_opened, WakeList* wakes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (c.ever_assigned || !first_is_opened || c.needs_marker) {
+      c.needs_marker = true;
+      if (c.reason == fanin::v1::ASSIGN_REASON_UNSPECIFIED) {
+        c.reason = fanin::v1::ASSIGN_REASON_UNASSIGNED;
+      }
+    }
+    c.owner = m;
+    c.ever_assigned = true;
+    if (!c.closed) ++m->connections;
+    ListForMarker(c, wakes);
+  }
+
+  // An owed Assigned with no event to precede goes out on its own.
+  void ListForMarker(Conn& c, WakeList* wakes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (c.owner != nullptr && c.needs_marker && c.queued == 0 && !c.listed) {
+      c.listed = true;
+      c.owner->marker_conns.push_back(c.id);
+      Wake(c.owner, wakes);
+    }
+  }
+
+  void Release(size_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (spec.lossless && bytes > 0) hub->Release(sub.get(), bytes);
+  }
+
+  void MaybeErase(Conn& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (c.closed && c.outstanding == 0 && !c.needs_marker &&
+        !c.marker_in_flight) {
+      conns.erase(c.id);
+    }
+  }
+
+  static void Wake(Member* m, WakeList* wakes) {
+    if (m->parked) {
+      m->parked = false;
+      wakes->push_back(m->shared_from_this());
+    }
+  }
+
+  // Reads one chunk from the hub and routes it.
+  void RouteChunk(WakeList* wakes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (forgotten) {
+      hub_parked = true;
+      return;
+    }
+    EventHub::ReadResult& r = route_buffer;
+    hub->Read(sub.get(), group_internal::kRouteEvents,
+              group_internal::kRouteBytes, /*park_if_empty=*/true, &r);
+    if (r.gap.has_value()) {
+      // Only a resume into expired history (the group's creation) or an
+      // earlier epoch: which connections those events were of is unknown,
+      // so every member hears of it.
+      Loss l;
+      l.Add(r.gap->first_seq(), r.gap->last_seq(), r.gap->lost());
+      CountLost(l.count);
+      if (members.empty()) pending_gap.Add(l);
+      for (const auto& m : members) {
+        m->gap.Add(l);
+        Wake(m.get(), wakes);
+      }
+    }
+    for (const EventPtr& e : r.events) RouteOne(e, wakes);
+    if (r.parked) hub_parked = true;
+    r.Clear();
+    if (!spec.lossless) DropEvicted(wakes);
+  }
+
+  void RouteOne(const EventPtr& e, WakeList* wakes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    routed_through = std::max(routed_through, e->seq);
+    const bool closing = e->kind == fanin::v1::EVENT_KIND_CLOSED;
+    const bool opened = e->kind == fanin::v1::EVENT_KIND_OPENED;
+    auto it = conns.find(e->connection_id);
+    if (it == conns.end()) {
+      if (closing && !spec.deliver_closed) {
+        Release(e->MemoryBytes());
+        return;
+      }
+      it = conns.try_emplace(e->connection_id).first;
+      Conn& c = it->second;
+      c.id = e->connection_id;
+      if (!opened) c.reason = fanin::v1::ASSIGN_REASON_EXISTING;
+    }
+    Conn& c = it->second;
+    if (c.info == nullptr) c.info = e->connection;
+    c.received_after =
+        e->bytes_received_before +
+        (e->kind == fanin::v1::EVENT_KIND_DATA ? e->data_size : 0);
+    c.sent_after = e->bytes_sent_before;
+    if (c.owner == nullptr && !members.empty()) {
+      // New, or waiting without events since the group had no member.
+      Assign(c, Pick(), opened && c.queued == 0, wakes);
+    }
+    if (closing && !c.closed) {
+      c.closed = true;
+      if (c.owner != nullptr) --c.owner->connections;
+    }
+    if (closing && !spec.deliver_closed) {
+      Release(e->MemoryBytes());
+      MaybeErase(c);
+      return;
+    }
+    ++c.queued;
+    ++c.outstanding;
+    if (c.owner == nullptr) {
+      pool.push_back({e, &c});
+      return;
+    }
+    c.owner->queue.push_back({e, &c});
+    Wake(c.owner, wakes);
+  }
+
+  void CountLost(uint64_t n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    lost += n;
+    registry->lost_.fetch_add(n, std::memory_order_relaxed);
+  }
+
+  // Lossy: drops queued events the history no longer holds, as a lossy
+  // subscriber that falls behind loses them; counted per connection.
+  void DropEvicted(WakeList* wakes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    const uint64_t oldest = hub->oldest_seq();
+    for (const auto& m : members) DropFrom(&m->queue, m.get(), oldest, wakes);
+    DropFrom(&pool, nullptr, oldest, wakes);
+  }
+
+  void DropFrom(std::deque<Item>* q, Member* m, uint64_t oldest,
+                WakeList* wakes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    // Events handed over from a leaving member's writes stay: whether it got
+    // them is unknown (a stream ended with a write in flight drops it), so
+    // they are delivered again, marked, rather than lost uncounted. They
+    // are few: its last writes, one handover's worth.
+    std::vector<Item> kept;
+    while (!q->empty() && q->front().event->seq < oldest) {
+      if (q->front().possibly_received) {
+        kept.push_back(std::move(q->front()));
+        q->pop_front();
+        continue;
+      }
+      const uint64_t seq = q->front().event->seq;
+      Conn& c = *q->front().conn;
+      q->pop_front();
+      --c.queued;
+      --c.outstanding;
+      c.lost.Add(seq, seq, 1);
+      c.needs_marker = true;
+      if (m != nullptr) {
+        m->gap.Add(seq, seq, 1);
+        ++m->lost;
+        Wake(m, wakes);
+      } else {
+        pending_gap.Add(seq, seq, 1);
+      }
+      CountLost(1);
+      ListForMarker(c, wakes);
+    }
+    q->insert(q->begin(), std::make_move_iterator(kept.begin()),
+              std::make_move_iterator(kept.end()));
+  }
+
+  // Merges `add` (any order) into the seq-ordered queue `q`.
+  static void Merge(std::deque<Item>* q, std::vector<Item> add) {
+    if (add.empty()) return;
+    auto by_seq = [](const Item& a, const Item& b) {
+      return a.event->seq < b.event->seq;
+    };
+    std::sort(add.begin(), add.end(), by_seq);
+    if (q->empty() || q->back().event->seq < add.front().event->seq) {
+      std::move(add.begin(), add.end(), std::back_inserter(*q));
+      return;
+    }
+    std::deque<Item> merged;
+    std::merge(
+        std::make_move_iterator(q->begin()), std::make_move_iterator(q->end()),
+        std::make_move_iterator(add.begin()),
+        std::make_move_iterator(add.end()), std::back_inserter(merged), by_seq);
+    q->swap(merged);
+  }
+
+  // Moves items to their connections' current owners (or the pool).
+  void Distribute(std::vector<Item> items, WakeList* wakes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    absl::flat_hash_map<Member*, std::vector<Item>> by_owner;
+    for (Item& item : items) {
+      by_owner[item.conn->owner].push_back(std::move(item));
+    }
+    for (auto& [owner, list] : by_owner) {
+      if (owner == nullptr) {
+        Merge(&pool, std::move(list));
+      } else {
+        Merge(&owner->queue, std::move(list));
+        Wake(owner, wakes);
+      }
+    }
+  }
+
+  // The Assigned owed for `c`, whose next event for `m` is `next` (null:
+  // none yet). Resets what it reports.
+  fanin::v1::Assigned Marker(Member& m, Conn& c, const StoredEvent* next)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    fanin::v1::Assigned a;
+    a.set_group(name);
+    a.set_member_id(m.id);
+    a.set_connection_id(c.id);
+    if (c.info != nullptr) {
+      a.set_listener(c.info->listener);
+      a.set_remote_address(c.info->remote_address);
+      a.set_local_address(c.info->local_address);
+    }
+    if (next != nullptr) {
+      a.set_from_seq(next->seq);
+      a.set_bytes_received(next->bytes_received_before);
+      a.set_bytes_sent(next->bytes_sent_before);
+    } else {
+      a.set_from_seq(routed_through + 1);
+      a.set_bytes_received(c.received_after);
+      a.set_bytes_sent(c.sent_after);
+    }
+    a.set_reason(c.reason != fanin::v1::ASSIGN_REASON_UNSPECIFIED ? c.reason
+                 : c.lost.empty() ? fanin::v1::ASSIGN_REASON_UNASSIGNED
+                                  : fanin::v1::ASSIGN_REASON_EVENTS_LOST);
+    a.set_previous_member(c.previous_member);
+    // Kept until the connection's events pass it: a later Assigned (a loss)
+    // may come while events the previous member may have had still follow.
+    if (c.redelivered_through >= a.from_seq()) {
+      a.set_possibly_redelivered_through_seq(c.redelivered_through);
+    }
+    if (!c.lost.empty()) *a.mutable_gap() = c.lost.ToGap();
+    m.marker_in_flight = group_internal::MarkerInFlight{
+        .conn = c.id,
+        .redelivered_through = c.redelivered_through,
+        .lost = c.lost};
+    c.needs_marker = false;
+    c.marker_in_flight = true;
+    c.reason = fanin::v1::ASSIGN_REASON_UNSPECIFIED;
+    c.previous_member = 0;
+    c.lost = Loss();
+    return a;
+  }
+
+  // The next thing for `m` to write.
+  void Take(Member* m, size_t max_events, size_t max_bytes, GroupRead* out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (!m->gap.empty()) {
+      out->gap = m->gap.ToGap();
+      m->gap = Loss();
+      return;
+    }
+    if (!m->notices.empty()) {
+      out->assigned = std::move(m->notices.front());
+      m->notices.pop_front();
+      return;
+    }
+    while (!m->marker_conns.empty()) {
+      auto it = conns.find(m->marker_conns.front());
+      m->marker_conns.pop_front();
+      if (it == conns.end()) continue;
+      Conn& c = it->second;
+      c.listed = false;
+      if (c.owner != m || !c.needs_marker || c.queued > 0) continue;
+      if (c.closed && c.lost.empty() && c.outstanding == 0) {
+        // Gone, and nothing to tell about it.
+        c.needs_marker = false;
+        MaybeErase(c);
+        continue;
+      }
+      out->assigned = Marker(*m, c, nullptr);
+      return;
+    }
+    size_t bytes = 0;
+    while (!m->queue.empty() && out->events.size() < max_events &&
+           bytes < max_bytes) {
+      Item& item = m->queue.front();
+      Conn& c = *item.conn;
+      if (c.needs_marker) {
+        if (out->events.empty()) {
+          out->assigned = Marker(*m, c, item.event.get());
+        }
+        return;
+      }
+      bytes += item.event->body.size();
+      out->events.push_back(item.event);
+      --c.queued;
+      ++c.in_write;
+      m->in_flight.push_back(std::move(item));
+      m->queue.pop_front();
+    }
+  }
+
+  // Hands every connection of `m` (which has left) to the other members, or
+  // to the pool, with the events it had not finished writing.
+  size_t HandOver(Member* m, WakeList* wakes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (m->marker_in_flight.has_value()) {
+      auto it = conns.find(m->marker_in_flight->conn);
+      if (it != conns.end()) {
+        Conn& c = it->second;
+        c.marker_in_flight = false;
+        c.needs_marker = true;
+        c.redelivered_through = std::max(
+            c.redelivered_through, m->marker_in_flight->redelivered_through);
+        c.lost.Add(m->marker_in_flight->lost);
+      }
+      m->marker_in_flight.reset();
+    }
+    for (uint64_t id : m->marker_conns) {
+      auto it = conns.find(id);
+      if (it != conns.end()) it->second.listed = false;
+    }
+    m->marker_conns.clear();
+    m->notices.clear();
+    std::vector<Item> tail;
+    tail.reserve(m->recent.size() + m->in_flight.size() + m->queue.size());
+    absl::flat_hash_map<Conn*, uint64_t> unfinished;  // conn -> highest seq
+    const size_t again = m->recent.size() + m->in_flight.size();
+    auto take_written = [&](Item& item) {
+      uint64_t& through = unfinished[item.conn];
+      through = std::max(through, item.event->seq);
+      ++item.conn->queued;
+      item.conn->in_write = 0;
+      item.possibly_received = true;
+      tail.push_back(std::move(item));
+    };
+    std::for_each(m->recent.begin(), m->recent.end(), take_written);
+    std::for_each(m->in_flight.begin(), m->in_flight.end(), take_written);
+    redelivered += again;
+    registry->redelivered_.fetch_add(again, std::memory_order_relaxed);
+    m->recent.clear();
+    m->recent_bytes = 0;
+    m->in_flight = {};
+    for (Item& item : m->queue) {
+      // Handed over before and not sent since: still possibly received by
+      // the member before.
+      if (item.possibly_received) {
+        uint64_t& through = unfinished[item.conn];
+        through = std::max(through, item.event->seq);
+      }
+      tail.push_back(std::move(item));
+    }
+    m->queue.clear();
+    std::vector<Conn*> held;
+    for (auto& [id, c] : conns) {
+      if (c.owner == m) held.push_back(&c);
+    }
+    std::sort(held.begin(), held.end(),
+              [](const Conn* a, const Conn* b) { return a->id < b->id; });
+    for (Conn* c : held) {
+      c->owner = nullptr;
+      c->needs_marker = true;
+      c->reason = fanin::v1::ASSIGN_REASON_MEMBER_LEFT;
+      c->previous_member = m->id;
+      if (auto u = unfinished.find(c); u != unfinished.end()) {
+        c->redelivered_through = std::max(c->redelivered_through, u->second);
+      }
+      if (Member* n = Pick(); n != nullptr) Assign(*c, n, false, wakes);
+    }
+    handovers += held.size();
+    registry->handovers_.fetch_add(held.size(), std::memory_order_relaxed);
+    Distribute(std::move(tail), wakes);
+    m->connections = 0;
+    return held.size();
+  }
+
+  // A member joined: connections waiting in the pool with events go to the
+  // members (the joiner first when it has the fewest connections).
+  void AssignPool(WakeList* wakes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (pool.empty() || members.empty()) return;
+    std::vector<Conn*> waiting;
+    absl::flat_hash_map<Conn*, bool> first_is_opened;
+    for (const Item& item : pool) {
+      if (first_is_opened
+              .try_emplace(item.conn,
+                           item.event->kind == fanin::v1::EVENT_KIND_OPENED)
+              .second) {
+        waiting.push_back(item.conn);
+      }
+    }
+    std::sort(waiting.begin(), waiting.end(),
+              [](const Conn* a, const Conn* b) { return a->id < b->id; });
+    for (Conn* c : waiting) Assign(*c, Pick(), first_is_opened[c], wakes);
+    std::vector<Item> items(std::make_move_iterator(pool.begin()),
+                            std::make_move_iterator(pool.end()));
+    pool.clear();
+    Distribute(std::move(items), wakes);
+  }
+
+  // Moves connections from the most loaded members to `joiner` until it has
+  // its share. Only connections with nothing in a write move (nothing is
+  // delivered twice); each is announced to both members.
+  size_t Rebalance(Member* joiner, WakeList* wakes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (members.size() < 2) return 0;
+    uint64_t total = 0;
+    for (const auto& m : members) total += m->connections;
+    const uint64_t share = total / members.size();
+    absl::flat_hash_map<Member*, std::vector<Conn*>> candidates;
+    for (auto& [id, c] : conns) {
+      if (c.owner != nullptr && c.owner != joiner && !c.closed &&
+          c.in_write == 0 && !c.marker_in_flight) {
+        candidates[c.owner].push_back(&c);
+      }
+    }
+    for (auto& [owner, list] : candidates) {
+      // Highest id last: the oldest connections move first.
+      std::sort(list.begin(), list.end(),
+                [](const Conn* a, const Conn* b) { return a->id > b->id; });
+    }
+    struct Revocation {
+      Member* donor;
+      Conn* conn;
+    };
+    std::vector<Revocation> revocations;
+    absl::flat_hash_map<Member*, bool> donors;
+    while (joiner->connections < share) {
+      Member* donor = nullptr;
+      for (const auto& m : members) {
+        if (m.get() == joiner || candidates[m.get()].empty()) continue;
+        if (donor == nullptr || m->connections >= donor->connections) {
+          donor = m.get();
+        }
+      }
+      if (donor == nullptr || donor->connections <= joiner->connections + 1) {
+        break;
+      }
+      Conn* c = candidates[donor].back();
+      candidates[donor].pop_back();
+      // A donor that was never told it held the connection is not told it
+      // lost it; the joiner hears of the connection's earlier move instead.
+      if (!c->needs_marker) {
+        revocations.push_back({donor, c});
+        c->reason = fanin::v1::ASSIGN_REASON_REBALANCE;
+        c->previous_member = donor->id;
+      }
+      c->needs_marker = true;
+      c->listed = false;
+      --donor->connections;
+      donors[donor] = true;
+      Assign(*c, joiner, false, wakes);
+    }
+    std::vector<Item> moved;
+    for (const auto& [donor, unused] : donors) {
+      std::deque<Item> keep;
+      for (Item& item : donor->queue) {
+        if (item.conn->owner == joiner) {
+          moved.push_back(std::move(item));
+        } else {
+          keep.push_back(std::move(item));
+        }
+      }
+      donor->queue.swap(keep);
+      // The donor stays: what it wrote of a moved connection counts as
+      // received, or a later handover of the donor would send it again.
+      keep.clear();
+      for (Item& item : donor->recent) {
+        if (item.conn->owner == joiner) {
+          donor->recent_bytes -= item.event->body.size();
+          --item.conn->outstanding;
+        } else {
+          keep.push_back(std::move(item));
+        }
+      }
+      donor->recent.swap(keep);
+    }
+    // Where each moved connection's events now start.
+    absl::flat_hash_map<Conn*, const StoredEvent*> first;
+    for (const Item& item : moved) {
+      auto [it, fresh] = first.try_emplace(item.conn, item.event.get());
+      if (!fresh && item.event->seq < it->second->seq) {
+        it->second = item.event.get();
+      }
+    }
+    for (const Revocation& r : revocations) {
+      fanin::v1::Assigned a;
+      a.set_group(name);
+      a.set_member_id(r.donor->id);
+      a.set_connection_id(r.conn->id);
+      if (r.conn->info != nullptr) {
+        a.set_listener(r.conn->info->listener);
+        a.set_remote_address(r.conn->info->remote_address);
+        a.set_local_address(r.conn->info->local_address);
+      }
+      auto f = first.find(r.conn);
+      if (f != first.end()) {
+        a.set_from_seq(f->second->seq);
+        a.set_bytes_received(f->second->bytes_received_before);
+        a.set_bytes_sent(f->second->bytes_sent_before);
+      } else {
+        a.set_from_seq(routed_through + 1);
+        a.set_bytes_received(r.conn->received_after);
+        a.set_bytes_sent(r.conn->sent_after);
+      }
+      a.set_reason(fanin::v1::ASSIGN_REASON_REBALANCE);
+      a.set_revoked(true);
+      r.donor->notices.push_back(std::move(a));
+      Wake(r.donor, wakes);
+    }
+    Distribute(std::move(moved), wakes);
+    handovers += revocations.size();
+    registry->handovers_.fetch_add(revocations.size(),
+                                   std::memory_order_relaxed);
+    return revocations.size();
+  }
+
+  fanin::v1::GroupInfo Info() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    fanin::v1::GroupInfo info;
+    info.set_name(name);
+    info.set_delivery(spec.lossless ? fanin::v1::DELIVERY_LOSSLESS
+                                    : fanin::v1::DELIVERY_LOSSY);
+    uint64_t queued = pool.size();
+    for (const auto& m : members) {
+      fanin::v1::GroupMember* gm = info.add_members();
+      gm->set_member_id(m->id);
+      gm->set_peer(m->peer);
+      gm->set_joined_unix_nano(static_cast<uint64_t>(m->joined_ns));
+      gm->set_connections(m->connections);
+      gm->set_queued_events(m->queue.size() + m->in_flight.size());
+      gm->set_delivered_events(m->delivered);
+      gm->set_events_lost(m->lost);
+      queued += m->queue.size() + m->in_flight.size();
+    }
+    uint64_t open = 0, unassigned = 0;
+    for (const auto& [id, c] : conns) {
+      if (c.closed) continue;
+      ++open;
+      if (c.owner == nullptr) ++unassigned;
+    }
+    info.set_connections(open);
+    info.set_unassigned_connections(unassigned);
+    info.set_queued_events(queued);
+    if (!forgotten) {
+      EventHub::Backlog backlog = hub->BacklogOf(sub.get());
+      info.set_backlog_bytes(backlog.bytes);
+      info.set_paused(backlog.paused);
+    }
+    info.set_created_unix_nano(static_cast<uint64_t>(created_ns));
+    info.set_empty_since_unix_nano(static_cast<uint64_t>(empty_since_ns));
+    info.set_handovers(handovers);
+    info.set_redelivered_events(redelivered);
+    info.set_events_lost(lost);
+    for (const std::string& t : spec.terms) info.add_terms(t);
+    return info;
+  }
+};
+
+namespace {
+
+// "kinds: the group has all, this request asks for EVENT_KIND_DATA; ..."
+std::string Differences(const std::vector<std::string>& group,
+                        const std::vector<std::string>& request) {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < std::max(group.size(), request.size()); ++i) {
+    const absl::string_view g =
+        i < group.size() ? absl::string_view(group[i]) : absl::string_view();
+    const absl::string_view r = i < request.size()
+                                    ? absl::string_view(request[i])
+                                    : absl::string_view();
+    if (g == r) continue;
+    const size_t eq = g.find('=');
+    const absl::string_view field =
+        eq == absl::string_view::npos ? g : g.substr(0, eq);
+    auto value = [](absl::string_view term) {
+      const size_t at = term.find('=');
+      return at == absl::string_view::npos ? term : term.substr(at + 1);
+    };
+    out.push_back(absl::StrCat(field, ": the group has ", value(g),
+                               ", this request asks for ", value(r)));
+  }
+  return absl::StrJoin(out, "; ");
+}
+
+}  // namespace
+
+GroupRegistry::GroupRegistry(EventHub* hub, GroupOptions options)
+    : hub_(hub), options_(options) {}
+
+GroupRegistry::~GroupRegistry() {
+  absl::btree_map<std::string, std::shared_ptr<Group>> groups;
+  {
+    absl::MutexLock lock(&mu_);
+    groups.swap(groups_);
+  }
+  for (auto& [name, g] : groups) {
+    hub_->Unsubscribe(g->sub.get());
+    absl::MutexLock lock(&g->mu);
+    g->forgotten = true;
+    for (auto& m : g->members) m->active = false;
+    g->members.clear();  // Members hold their group: break the cycle.
+    g->pool.clear();
+    g->conns.clear();
+  }
+}
+
+absl::StatusOr<std::shared_ptr<GroupRegistry::Member>> GroupRegistry::Join(
+    JoinRequest request, EventHub::Started* started) {
+  auto member = std::make_shared<Member>();
+  member->id = request.member_id;
+  member->peer = std::move(request.peer);
+  member->joined_ns = absl::GetCurrentTimeNanos();
+  member->wake = std::move(request.wake);
+  WakeList wakes;
+  bool created = false;
+  size_t members = 0, moved = 0;
+  std::shared_ptr<Group> g;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = groups_.find(request.group);
+    if (it != groups_.end()) {
+      g = it->second;
+      std::string diff = Differences(g->spec.terms, request.spec.terms);
+      if (!diff.empty()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "group \"", request.group,
+            "\": every member must ask for the same filter, payload "
+            "options and delivery; ",
+            diff));
+      }
+      started->epoch = hub_->epoch();
+      started->head_seq = hub_->head_seq();
+      const uint64_t oldest = hub_->oldest_seq();
+      started->oldest_seq = oldest > started->head_seq ? 0 : oldest;
+    } else {
+      if (groups_.size() >= options_.max_groups) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("too many groups (--max_groups is ",
+                         options_.max_groups, "); join an existing one"));
+      }
+      g = std::make_shared<Group>(request.group, std::move(request.spec), hub_,
+                                  this);
+      std::weak_ptr<Group> weak = g;
+      // The hub subscription is lossless either way, so the router itself
+      // never loses an event it has not routed (a lossy group loses events
+      // only per member, each counted against its connection). A lossy
+      // group's takes no lossless reservation and releases what it reads:
+      // it stays at the head, and pauses nothing unless routing stalls.
+      auto sub =
+          hub_->Subscribe({.filter = g->spec.filter,
+                           .lossless = true,
+                           .resume_after_seq = g->spec.resume_after_seq,
+                           .resume_epoch = g->spec.resume_epoch,
+                           .start_back = g->spec.start_back,
+                           .start_time_unix_nano = g->spec.start_time_unix_nano,
+                           .wake = [this, weak] { OnHubWake(weak); },
+                           .release_on_read = !g->spec.lossless,
+                           .reserve = g->spec.lossless},
+                          started);
+      if (!sub.ok()) return sub.status();
+      g->sub = *std::move(sub);
+      groups_[g->name] = g;
+      created = true;
+    }
+    member->group = g;
+    absl::MutexLock group_lock(&g->mu);
+    g->members.push_back(member);
+    g->empty_since_ns = 0;
+    member->gap.Add(g->pending_gap);
+    g->pending_gap = Loss();
+    g->AssignPool(&wakes);
+    if (request.rebalance || options_.rebalance_on_join) {
+      moved = g->Rebalance(member.get(), &wakes);
+    }
+    members = g->members.size();
+  }
+  RunWakes(&wakes);
+  if (created) {
+    base::Log(base::LogLevel::kInfo, "group created",
+              {{"group", g->name},
+               {"delivery", g->spec.lossless ? "lossless" : "lossy"},
+               {"subscriber", member->id}});
+  }
+  base::Log(base::LogLevel::kInfo, "group member joined",
+            {{"group", g->name},
+             {"subscriber", member->id},
+             {"members", members},
+             {"rebalanced", moved}});
+  return member;
+}
+
+void GroupRegistry::Leave(Member* member) {
+  Group* g = member->group.get();
+  if (g == nullptr) return;
+  WakeList wakes;
+  size_t handed = 0, members = 0;
+  uint64_t unfinished = 0;
+  {
+    absl::MutexLock lock(&g->mu);
+    if (!member->active) return;
+    member->active = false;
+    member->parked = false;
+    auto it =
+        std::find_if(g->members.begin(), g->members.end(),
+                     [member](const auto& m) { return m.get() == member; });
+    // Keeps the member alive until the end of this block.
+    std::shared_ptr<Member> self;
+    if (it != g->members.end()) {
+      self = std::move(*it);
+      g->members.erase(it);
+    }
+    unfinished = member->in_flight.size();
+    handed = g->HandOver(member, &wakes);
+    members = g->members.size();
+    if (g->members.empty()) {
+      g->empty_since_ns = absl::GetCurrentTimeNanos();
+      // Nobody reads now: route what is there so that the hub wakes the
+      // group for what comes next, and what the group loses while empty is
+      // known per connection.
+      for (int i = 0; i < group_internal::kWakeRouteChunks && !g->hub_parked;
+           ++i) {
+        g->RouteChunk(&wakes);
+      }
+    }
+  }
+  RunWakes(&wakes);
+  base::Log(base::LogLevel::kInfo, "group member left",
+            {{"group", g->name},
+             {"subscriber", member->id},
+             {"members", members},
+             {"connections_handed_over", handed},
+             {"unfinished_events", unfinished}});
+}
+
+void GroupRegistry::Read(Member* member, size_t max_events, size_t max_bytes,
+                         bool park_if_empty, GroupRead* out) {
+  out->Clear();
+  Group* g = member->group.get();
+  WakeList wakes;
+  {
+    absl::MutexLock lock(&g->mu);
+    if (!member->active) return;
+    for (int i = 0; i < group_internal::kReadRouteChunks && !g->hub_parked;
+         ++i) {
+      g->RouteChunk(&wakes);
+      if (!member->queue.empty()) break;
+    }
+    if (!g->spec.lossless) {
+      g->DropFrom(&member->queue, member, g->hub->oldest_seq(), &wakes);
+    }
+    g->Take(member, max_events, max_bytes, out);
+    const bool took = out->gap.has_value() || out->assigned.has_value() ||
+                      !out->events.empty();
+    out->more = !member->queue.empty() || !member->marker_conns.empty() ||
+                !member->notices.empty() || !member->gap.empty() ||
+                !g->hub_parked;
+    if (!took && !out->more && park_if_empty) {
+      member->parked = true;
+      out->parked = true;
+    }
+  }
+  RunWakes(&wakes);
+}
+
+void GroupRegistry::Written(Member* member) {
+  Group* g = member->group.get();
+  absl::MutexLock lock(&g->mu);
+  if (!member->active) return;
+  member->delivered += member->in_flight.size();
+  // Written: out of the backlog. The redelivery window keeps the events
+  // (pointers, most still in the history) outside of it.
+  size_t bytes = 0;
+  for (Item& item : member->in_flight) {
+    --item.conn->in_write;
+    if (item.charged) bytes += item.event->MemoryBytes();
+    item.charged = false;
+    member->recent_bytes += item.event->body.size();
+    member->recent.push_back(std::move(item));
+  }
+  member->in_flight.clear();
+  // Beyond the redelivery window, a write counts as received.
+  while (!member->recent.empty() &&
+         member->recent_bytes > options_.redelivery_bytes) {
+    Item& item = member->recent.front();
+    member->recent_bytes -= item.event->body.size();
+    Conn& c = *item.conn;
+    member->recent.pop_front();
+    --c.outstanding;
+    g->MaybeErase(c);
+  }
+  if (member->marker_in_flight.has_value()) {
+    auto it = g->conns.find(member->marker_in_flight->conn);
+    member->marker_in_flight.reset();
+    if (it != g->conns.end()) {
+      it->second.marker_in_flight = false;
+      g->MaybeErase(it->second);
+    }
+  }
+  g->Release(bytes);
+}
+
+void GroupRegistry::Kick(Member* member) {
+  Group* g = member->group.get();
+  {
+    absl::MutexLock lock(&g->mu);
+    if (!member->active || !member->parked) return;
+    member->parked = false;
+  }
+  member->wake();
+}
+
+bool GroupRegistry::Unpark(Member* member) {
+  Group* g = member->group.get();
+  absl::MutexLock lock(&g->mu);
+  if (!member->active || !member->parked) return false;
+  member->parked = false;
+  return true;
+}
+
+void GroupRegistry::OnHubWake(const std::weak_ptr<Group>& weak) {
+  std::shared_ptr<Group> g = weak.lock();
+  if (g == nullptr) return;
+  WakeList wakes;
+  {
+    absl::MutexLock lock(&g->mu);
+    if (g->forgotten) return;
+    g->hub_parked = false;
+    for (int i = 0; i < group_internal::kWakeRouteChunks && !g->hub_parked;
+         ++i) {
+      g->RouteChunk(&wakes);
+    }
+  }
+  RunWakes(&wakes);
+}
+
+void GroupRegistry::RunWakes(WakeList* wakes) {
+  for (const auto& m : *wakes) m->wake();
+  wakes->clear();
+}
+
+void GroupRegistry::Sweep(absl::Time now) {
+  std::vector<std::shared_ptr<Group>> gone;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto it = groups_.begin(); it != groups_.end();) {
+      Group& g = *it->second;
+      absl::MutexLock group_lock(&g.mu);
+      if (g.members.empty() && now - absl::FromUnixNanos(g.empty_since_ns) >=
+                                   options_.idle_timeout) {
+        g.forgotten = true;
+        g.hub_parked = true;
+        gone.push_back(it->second);
+        it = groups_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (const auto& g : gone) {
+    // Lifts the group's back-pressure and drops its backlog.
+    hub_->Unsubscribe(g->sub.get());
+    size_t queued = 0, connections = 0;
+    {
+      absl::MutexLock lock(&g->mu);
+      queued = g->pool.size();
+      for (const auto& [id, c] : g->conns) connections += c.closed ? 0 : 1;
+      g->pool.clear();
+      g->conns.clear();
+    }
+    base::Log(base::LogLevel::kInfo, "group forgotten",
+              {{"group", g->name},
+               {"idle_ms", absl::ToInt64Milliseconds(options_.idle_timeout)},
+               {"undelivered_events", queued},
+               {"connections", connections}});
+  }
+}
+
+std::vector<fanin::v1::GroupInfo> GroupRegistry::List(
+    absl::string_view name) const {
+  std::vector<fanin::v1::GroupInfo> out;
+  absl::MutexLock lock(&mu_);
+  for (const auto& [group_name, g] : groups_) {
+    if (!name.empty() && group_name != name) continue;
+    absl::MutexLock group_lock(&g->mu);
+    out.push_back(g->Info());
+  }
+  return out;
+}
+
+GroupRegistry::Stats GroupRegistry::GetStats() const {
+  Stats s;
+  s.handovers = handovers_.load(std::memory_order_relaxed);
+  s.redelivered_events = redelivered_.load(std::memory_order_relaxed);
+  s.events_lost = lost_.load(std::memory_order_relaxed);
+  absl::MutexLock lock(&mu_);
+  s.groups = static_cast<uint32_t>(groups_.size());
+  for (const auto& [name, g] : groups_) {
+    absl::MutexLock group_lock(&g->mu);
+    s.members += static_cast<uint32_t>(g->members.size());
+    for (const auto& [id, c] : g->conns) {
+      if (c.closed) continue;
+      if (c.owner == nullptr) {
+        ++s.unassigned_connections;
+      } else {
+        ++s.connections;
+      }
+    }
+  }
+  return s;
+}
+
+}  // namespace fanin::fanout
