@@ -10,19 +10,15 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/notification.h"
-#include "google/protobuf/io/coded_stream.h"
 #include "server/base/log.h"
 #include "server/base/text.h"
+#include "server/cluster/batch.h"
 #include "server/fanout/event_codec.h"
 #include "server/grpc/requests.h"
 
 namespace fanin::cluster {
 namespace {
 
-using google::protobuf::io::CodedOutputStream;
-
-constexpr char kBaseHeader[] = "Fanin-Base";
-constexpr char kCountHeader[] = "Fanin-Count";
 constexpr char kMethodHeader[] = "Fanin-Method";
 constexpr char kCodeHeader[] = "Fanin-Code";
 constexpr char kMessageHeader[] = "Fanin-Message";
@@ -41,38 +37,6 @@ void LogLimited(base::LogRateLimiter& limiter, base::LogLevel level,
 }
 
 int64_t Millis(absl::Duration d) { return absl::ToInt64Milliseconds(d); }
-
-uint64_t HeaderU64(natsMsg* msg, const char* key, bool* ok) {
-  uint64_t v = 0;
-  *ok = absl::SimpleAtoi(Header(msg, key), &v);
-  return v;
-}
-
-// Payload of one batch: each event's body with its length in front.
-void AppendBody(const std::string& body, std::string* out) {
-  uint8_t len[5];
-  uint8_t* end = CodedOutputStream::WriteVarint32ToArray(
-      static_cast<uint32_t>(body.size()), len);
-  out->append(reinterpret_cast<const char*>(len), end - len);
-  out->append(body);
-}
-
-bool NextBody(const char** p, const char* end, std::string* body) {
-  uint32_t n = 0;
-  int shift = 0;
-  while (*p < end && shift < 35) {
-    const auto b = static_cast<uint8_t>(*(*p)++);
-    n |= static_cast<uint32_t>(b & 0x7f) << shift;
-    if ((b & 0x80) == 0) {
-      if (static_cast<size_t>(end - *p) < n) return false;
-      body->assign(*p, n);
-      *p += n;
-      return true;
-    }
-    shift += 7;
-  }
-  return false;
-}
 
 fanin::v1::NodeInfo ParseRecord(kvEntry* e) {
   fanin::v1::NodeInfo info;
@@ -297,15 +261,13 @@ absl::StatusOr<std::pair<uint64_t, uint64_t>> ClusterNode::MessageRange(
                     jerr);
   }
   NatsPtr<natsMsg> msg(raw);
-  bool ok1, ok2;
-  const uint64_t base = HeaderU64(msg.get(), kBaseHeader, &ok1);
-  const uint64_t count = HeaderU64(msg.get(), kCountHeader, &ok2);
-  if (!ok1 || !ok2 || base == 0) {
+  const std::optional<BatchHeaders> h = ReadBatchHeaders(msg.get());
+  if (!h.has_value() || h->base == 0) {
     return absl::DataLossError(absl::StrCat(
         "stream ", stream_name_, " message ", stream_seq,
         " has no Fanin-Base/Fanin-Count headers: not written by fanin"));
   }
-  return std::make_pair(base, count);
+  return std::make_pair(h->base, h->count);
 }
 
 absl::StatusOr<ClusterNode::Tail> ClusterNode::ReadTail() {
@@ -345,10 +307,8 @@ absl::StatusOr<bool> ClusterNode::CatchUpTail(
     st = js_GetMsg(&raw, js_.get(), stream_name_.c_str(), seq, nullptr, &jerr);
     if (st != NATS_OK) return FromNats(st, "reading the stream's tail", jerr);
     NatsPtr<natsMsg> msg(raw);
-    bool ok1, ok2;
-    const uint64_t base = HeaderU64(msg.get(), kBaseHeader, &ok1);
-    const uint64_t count = HeaderU64(msg.get(), kCountHeader, &ok2);
-    if (!ok1 || !ok2) {
+    const std::optional<BatchHeaders> h = ReadBatchHeaders(msg.get());
+    if (!h.has_value()) {
       return absl::DataLossError(
           absl::StrCat("stream message ", seq, " was not written by fanin"));
     }
@@ -360,7 +320,7 @@ absl::StatusOr<bool> ClusterNode::CatchUpTail(
       fenced_.store(true, std::memory_order_release);
       fence_requested_.store(true, std::memory_order_release);
     }
-    t = {seq, base + count};
+    t = {seq, h->base + h->count};
   }
   AdvanceTail(t);
   return mine;
@@ -394,8 +354,7 @@ absl::Status ClusterNode::Start(Local local) {
     natsMsg_Create(&raw, (events_subject_ + "genesis").c_str(), nullptr,
                    nullptr, 0);
     NatsPtr<natsMsg> msg(raw);
-    natsMsgHeader_Set(msg.get(), kBaseHeader, "1");
-    natsMsgHeader_Set(msg.get(), kCountHeader, "0");
+    SetBatchHeaders(msg.get(), /*base=*/1, /*count=*/0);
     jsPubOptions po;
     jsPubOptions_Init(&po);
     const std::string id = absl::StrCat("genesis-", epoch_);
@@ -627,9 +586,7 @@ void ClusterNode::PublisherLoop() {
       natsMsg_Create(&raw, (events_subject_ + options_.node_name).c_str(),
                      nullptr, payload.data(), static_cast<int>(payload.size()));
       NatsPtr<natsMsg> msg(raw);
-      natsMsgHeader_Set(msg.get(), kBaseHeader,
-                        absl::StrCat(tail.next_seq).c_str());
-      natsMsgHeader_Set(msg.get(), kCountHeader, absl::StrCat(count).c_str());
+      SetBatchHeaders(msg.get(), tail.next_seq, count);
       const std::string id =
           absl::StrCat(options_.node_name, "-", incarnation_.load(), "-",
                        batch_no_.load(), "-", tail.stream_seq);
@@ -760,10 +717,10 @@ void ClusterNode::ConsumerLoop() {
     if (natsMsg_GetMetaData(&meta_raw, msg.get()) != NATS_OK) continue;
     NatsPtr<jsMsgMetaData> meta(meta_raw);
     const uint64_t stream_seq = meta->Sequence.Stream;
-    bool ok1, ok2;
-    const uint64_t base = HeaderU64(msg.get(), kBaseHeader, &ok1);
-    const uint64_t count = HeaderU64(msg.get(), kCountHeader, &ok2);
-    if (!ok1 || !ok2) continue;  // not ours
+    const std::optional<BatchHeaders> h = ReadBatchHeaders(msg.get());
+    if (!h.has_value()) continue;  // not ours
+    const uint64_t base = h->base;
+    const uint64_t count = h->count;
     AdvanceTail({stream_seq, base + count});
     const uint64_t head = local_.hub->head_seq();
     if (base + count <= head + 1) continue;  // seen (or empty)
@@ -772,10 +729,10 @@ void ClusterNode::ConsumerLoop() {
       LogLimited(limiter4, base::LogLevel::kError, "cluster stream has a hole",
                  {{"expected_seq", head + 1}, {"message_base", base}});
     }
-    const char* p = static_cast<const char*>(natsMsg_GetData(msg.get()));
-    const char* end = p + natsMsg_GetDataLength(msg.get());
+    BatchBodies bodies(natsMsg_GetData(msg.get()),
+                       natsMsg_GetDataLength(msg.get()));
     for (uint64_t i = 0; i < count; ++i) {
-      if (!NextBody(&p, end, &body)) break;
+      if (!bodies.Next(&body)) break;
       if (base + i <= head) continue;  // seen before a redelivery
       auto e = fanout::ParseStoredEvent(std::move(body), index);
       body.clear();
@@ -1009,9 +966,7 @@ absl::Status ClusterNode::ReportLost(const fanin::v1::NodeInfo& node,
     natsMsg_Create(&raw, (events_subject_ + "lost").c_str(), nullptr,
                    payload.data(), static_cast<int>(payload.size()));
     NatsPtr<natsMsg> msg(raw);
-    natsMsgHeader_Set(msg.get(), kBaseHeader,
-                      absl::StrCat(at.next_seq).c_str());
-    natsMsgHeader_Set(msg.get(), kCountHeader, absl::StrCat(count).c_str());
+    SetBatchHeaders(msg.get(), at.next_seq, count);
     natsMsgHeader_Set(msg.get(), kLostHeader, absl::StrCat(inc).c_str());
     const std::string id = absl::StrCat("lost-", inc, "-", at.stream_seq);
     jsPubOptions po;
@@ -1201,15 +1156,15 @@ absl::StatusOr<grpc_api::ClusterRouter::Fetched> ClusterNode::RunFetch(
     st = js_GetMsg(&raw, js_.get(), stream_name_.c_str(), m, nullptr, &jerr);
     if (st != NATS_OK) return FromNats(st, "reading the stream", jerr);
     NatsPtr<natsMsg> msg(raw);
-    bool ok1, ok2;
-    const uint64_t base = HeaderU64(msg.get(), kBaseHeader, &ok1);
-    const uint64_t count = HeaderU64(msg.get(), kCountHeader, &ok2);
-    if (!ok1 || !ok2) continue;
-    const char* p = static_cast<const char*>(natsMsg_GetData(msg.get()));
-    const char* end = p + natsMsg_GetDataLength(msg.get());
+    const std::optional<BatchHeaders> h = ReadBatchHeaders(msg.get());
+    if (!h.has_value()) continue;
+    const uint64_t base = h->base;
+    const uint64_t count = h->count;
+    BatchBodies bodies(natsMsg_GetData(msg.get()),
+                       natsMsg_GetDataLength(msg.get()));
     bool full = false;
     for (uint64_t i = 0; i < count; ++i) {
-      if (!NextBody(&p, end, &body)) break;
+      if (!bodies.Next(&body)) break;
       const uint64_t seq = base + i;
       if (seq < out.next_seq) continue;
       out.next_seq = seq + 1;
