@@ -362,9 +362,12 @@ std::string FormatGroupsText(const v1::ListGroupsResponse& groups,
     absl::StrAppend(&out, "\n");
     for (const v1::GroupMember& m : g.members()) {
       absl::StrAppend(
-          &out, "  member ", m.member_id(), "  ", EscapeBytes(m.peer(), 128),
-          "  ", m.connections(), " connections  ", m.queued_events(),
-          " queued  ", m.delivered_events(), " delivered",
+          &out, "  member ", m.member_id(),
+          m.node().empty() ? ""
+                           : absl::StrCat(" [", EscapeBytes(m.node()), "]"),
+          "  ", EscapeBytes(m.peer(), 128), "  ", m.connections(),
+          " connections  ", m.queued_events(), " queued  ",
+          m.delivered_events(), " delivered",
           m.events_lost() > 0 ? absl::StrCat("  ", m.events_lost(), " lost")
                               : "",
           "  joined ",

@@ -38,6 +38,7 @@ using fanin::testing::ExpectNoErrors;
 using fanin::testing::ExpectWholeLife;
 using fanin::testing::GroupInfoOf;
 using fanin::testing::GroupRequest;
+using fanin::testing::Receipt;
 using fanin::testing::Snapshots;
 using fanin::testing::UniqueEvents;
 using fanin::testing::WaitFor;

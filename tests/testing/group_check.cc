@@ -108,6 +108,31 @@ Analysis Analyze(const std::vector<Subscriber::State>& states) {
   return a;
 }
 
+// What happened to a connection, for failure messages: its Assigned
+// messages and which member got which seqs (* marked).
+std::string Story(const Analysis& a, uint64_t id) {
+  std::string out;
+  if (auto it = a.assigned.find(id); it != a.assigned.end()) {
+    for (const Assigned& as : it->second) {
+      absl::StrAppend(
+          &out, "[assigned member=", as.member_id(), " from=", as.from_seq(),
+          " redelivered<=", as.possibly_redelivered_through_seq(),
+          " reason=", as.reason(), " prev=", as.previous_member(), "] ");
+    }
+  }
+  if (auto it = a.receipts.find(id); it != a.receipts.end()) {
+    size_t member = SIZE_MAX;
+    for (const Receipt& r : it->second) {
+      if (r.member != member) {
+        member = r.member;
+        absl::StrAppend(&out, "\n  member#", member, ":");
+      }
+      absl::StrAppend(&out, " ", r.event.seq(), r.marked ? "*" : "");
+    }
+  }
+  return out;
+}
+
 std::vector<Event> UniqueEvents(const Analysis& a, uint64_t id) {
   std::map<uint64_t, Event> by_seq;
   std::map<uint64_t, int> unmarked;
@@ -119,7 +144,7 @@ std::vector<Event> UniqueEvents(const Analysis& a, uint64_t id) {
   }
   for (const auto& [seq, n] : unmarked) {
     EXPECT_LE(n, 1) << "connection " << id << " seq " << seq << " delivered to "
-                    << n << " members unmarked";
+                    << n << " members unmarked; " << Story(a, id);
   }
   std::vector<Event> out;
   for (auto& [seq, e] : by_seq) out.push_back(std::move(e));
