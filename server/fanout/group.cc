@@ -104,6 +104,15 @@ struct Conn {
   uint64_t backfill = 0;
   uint64_t backfill_to = 0;
   std::vector<Item> held;
+  // Owned by another node's member that may not have delivered all of it:
+  // from carry_from on, its events may be undelivered, and up to
+  // carry_through possibly delivered before. If that member leaves before
+  // its progress passed carry_through, the next member reads back from
+  // here (0: nothing carried).
+  uint64_t carry_from = 0;
+  uint64_t carry_through = 0;
+  uint64_t assigned_at = 0;  // cluster mode: the seq its owner got it at
+  uint64_t closed_seq = 0;   // cluster mode: the seq of its Closed
 };
 
 // What an Assigned being written carried, to be owed again if its write
@@ -223,10 +232,32 @@ struct GroupRegistry::Group {
   void Assign(Conn& c, Member* m, bool first_is_opened, WakeList* wakes)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     if (m->remote) {
-      // Its node delivers it, and tells its member what it owes.
+      // Its node delivers it, and tells its member what it owes. What this
+      // node knew was owed (undelivered from pool_from, possibly delivered
+      // up to redelivered_through) is carried, in case it moves again
+      // before that member delivered it.
+      if (c.backfill != 0) {
+        const uint64_t from = DetachBackfill(c);
+        if (from != UINT64_MAX) {
+          c.pool_from = c.pool_from == 0 ? from : std::min(c.pool_from, from);
+        }
+      }
+      for (Item& item : c.held) {
+        c.pool_from = c.pool_from == 0 ? item.event->seq
+                                       : std::min(c.pool_from, item.event->seq);
+        --c.outstanding;
+        if (item.charged) Release(item.event->MemoryBytes());
+      }
+      c.held.clear();
       c.owner = m;
       c.ever_assigned = true;
+      c.assigned_at = routed_through;
       if (!c.closed) ++m->connections;
+      if (c.pool_from != 0) {
+        c.carry_from = c.carry_from == 0 ? c.pool_from
+                                         : std::min(c.carry_from, c.pool_from);
+      }
+      c.carry_through = std::max(c.carry_through, c.redelivered_through);
       c.needs_marker = false;
       c.reason = fanin::v1::ASSIGN_REASON_UNSPECIFIED;
       c.previous_member = 0;
@@ -244,6 +275,7 @@ struct GroupRegistry::Group {
     }
     c.owner = m;
     c.ever_assigned = true;
+    c.assigned_at = routed_through;
     if (!c.closed) ++m->connections;
     ListForMarker(c, wakes);
   }
@@ -271,7 +303,11 @@ struct GroupRegistry::Group {
 
   void MaybeErase(Conn& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     if (c.closed && c.outstanding == 0 && !c.needs_marker &&
-        !c.marker_in_flight && c.pool_from == 0 && c.backfill == 0) {
+        !c.marker_in_flight && c.pool_from == 0 && c.backfill == 0 &&
+        (c.owner == nullptr || !c.owner->remote ||
+         c.owner->received_through >= std::max(c.closed_seq, c.assigned_at))) {
+      // (Another node's member: kept until its progress shows it received
+      // the Closed, or a handover would not find the connection.)
       conns.erase(c.id);
     }
   }
@@ -382,6 +418,7 @@ struct GroupRegistry::Group {
     }
     if (closing && !c.closed) {
       c.closed = true;
+      c.closed_seq = e->seq;
       if (c.owner != nullptr) --c.owner->connections;
     }
     if (closing && !spec.deliver_closed) {
@@ -418,8 +455,10 @@ struct GroupRegistry::Group {
     for (const Item& i : m.recent) lo = std::min(lo, i.event->seq);
     for (const Item& i : m.in_flight) lo = std::min(lo, i.event->seq);
     for (const Item& i : m.queue) lo = std::min(lo, i.event->seq);
-    for (const auto& [id, job] : backfills) {
-      if (job.member == m.id) lo = std::min(lo, job.next);
+    for (const auto& [id, c] : conns) {
+      if (c.owner == &m && c.backfill != 0) {
+        lo = std::min(lo, BackfillRemaining(c));
+      }
     }
     for (const auto& [id, c] : conns) {
       if (c.owner == &m && !c.held.empty()) {
@@ -434,6 +473,27 @@ struct GroupRegistry::Group {
     for (const Item& i : m.recent) hi = std::max(hi, i.event->seq);
     for (const Item& i : m.in_flight) hi = std::max(hi, i.event->seq);
     return hi;
+  }
+
+  // Cluster mode: the first seq of `c` its running read from the stream
+  // has not read yet.
+  uint64_t BackfillRemaining(const Conn& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    auto it = backfills.find(c.backfill);
+    if (it == backfills.end()) return UINT64_MAX;
+    auto first = it->second.conns.find(c.id);
+    return std::max(it->second.next,
+                    first == it->second.conns.end() ? 0 : first->second);
+  }
+  // Takes `c` out of its read from the stream (it goes to another node's
+  // member, or waits for one); returns the first seq not read for it.
+  uint64_t DetachBackfill(Conn& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    const uint64_t from = BackfillRemaining(c);
+    if (auto it = backfills.find(c.backfill); it != backfills.end()) {
+      it->second.conns.erase(c.id);
+    }
+    c.backfill = 0;
+    c.backfill_to = 0;
+    return from;
   }
 
   // Cluster mode: `conns`, now this node's member `m`'s, get their events
@@ -538,11 +598,8 @@ struct GroupRegistry::Group {
       if (cluster && (c.owner == nullptr || c.owner->remote)) {
         // Not delivered here: the member that takes it reads it back from
         // the stream (its node knows from where).
-        if (c.owner == nullptr) {
-          c.pool_from = c.pool_from == 0
-                            ? item.event->seq
-                            : std::min(c.pool_from, item.event->seq);
-        }
+        uint64_t& first = c.owner == nullptr ? c.pool_from : c.carry_from;
+        first = first == 0 ? item.event->seq : std::min(first, item.event->seq);
         --c.queued;
         --c.outstanding;
         if (item.charged) Release(item.event->MemoryBytes());
@@ -736,7 +793,15 @@ struct GroupRegistry::Group {
       if (auto u = unfinished.find(c); u != unfinished.end()) {
         c->redelivered_through = std::max(c->redelivered_through, u->second);
       }
-      if (Member* n = Pick(); n != nullptr) Assign(*c, n, false, wakes);
+      if (Member* n = Pick(); n != nullptr) {
+        Assign(*c, n, false, wakes);
+      } else if (cluster && c->backfill != 0) {
+        const uint64_t from = DetachBackfill(*c);
+        if (from != UINT64_MAX) {
+          c->pool_from =
+              c->pool_from == 0 ? from : std::min(c->pool_from, from);
+        }
+      }
     }
     handovers += held.size();
     registry->handovers_.fetch_add(held.size(), std::memory_order_relaxed);
@@ -908,7 +973,7 @@ struct GroupRegistry::Group {
     for (Conn* c : waiting) {
       const uint64_t from = c->pool_from;
       Member* n = Pick();
-      Assign(*c, n, false, wakes);
+      Assign(*c, n, false, wakes);  // a remote member: carried
       c->pool_from = 0;
       if (!n->remote && from != 0) reads[n].push_back({c, from});
     }
@@ -926,9 +991,12 @@ struct GroupRegistry::Group {
   // Another node's member `m` left at `at_seq`: each of its connections goes
   // to a member; this node's members read back the events after
   // `received_through` (those up to `written_through` marked).
+  // `as_of`: how far its node had routed when it measured received_through
+  // (0: unknown, as after a lost node's last progress).
   void LeaveRemote(Member* m, uint64_t received_through,
-                   uint64_t written_through, uint64_t at_seq, WakeList* wakes,
-                   Jobs* jobs) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+                   uint64_t written_through, uint64_t as_of, uint64_t at_seq,
+                   WakeList* wakes, Jobs* jobs)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     const uint64_t from = std::max(received_through, m->joined_seq) + 1;
     std::vector<Conn*> held;
     for (auto& [id, c] : conns) {
@@ -938,24 +1006,35 @@ struct GroupRegistry::Group {
               [](const Conn* a, const Conn* b) { return a->id < b->id; });
     absl::flat_hash_map<Member*, std::vector<std::pair<Conn*, uint64_t>>> reads;
     for (Conn* c : held) {
+      // What the member may not have delivered of it: after its progress,
+      // and, when it got the connection from another node's member and had
+      // not progressed past what that one may have delivered, from there.
+      uint64_t c_from = from;
+      uint64_t c_through = std::max(written_through, c->carry_through);
+      if (c->carry_from != 0 &&
+          (received_through < c->carry_through || as_of < c->assigned_at)) {
+        c_from = std::min(c_from, c->carry_from);
+      }
+      c->carry_from = c->carry_through = 0;
       c->owner = nullptr;
       c->reason = fanin::v1::ASSIGN_REASON_MEMBER_LEFT;
       c->previous_member = m->id;
       c->previous_node = m->node;
+      c->pool_from =
+          c->pool_from == 0 ? c_from : std::min(c->pool_from, c_from);
+      c->redelivered_through = std::max(c->redelivered_through, c_through);
       Member* n = Pick();
-      if (n == nullptr) {
-        c->pool_from = c->pool_from == 0 ? from : std::min(c->pool_from, from);
-        c->redelivered_through =
-            std::max(c->redelivered_through, written_through);
-        continue;
-      }
+      if (n == nullptr) continue;
       c->needs_marker = true;
+      const uint64_t read_from = c->pool_from;
       Assign(*c, n, false, wakes);
-      if (!n->remote) reads[n].push_back({c, from});
+      if (!n->remote) {
+        c->pool_from = 0;
+        reads[n].push_back({c, read_from});
+      }
     }
     for (auto& [n, list] : reads) {
-      if (uint64_t id = StartBackfill(n, list, at_seq, written_through);
-          id != 0) {
+      if (uint64_t id = StartBackfill(n, list, at_seq, 0); id != 0) {
         jobs->push_back(id);
       }
     }
@@ -1065,11 +1144,24 @@ struct GroupRegistry::Group {
       c->reason = fanin::v1::ASSIGN_REASON_REBALANCE;
       c->previous_member = donor->id;
       c->previous_node = donor->node;
+      // The donor keeps delivering what it is writing: possibly delivered
+      // up to here.
+      c->redelivered_through = std::max(c->redelivered_through, at_seq);
+      if (donor->remote) {
+        uint64_t c_from =
+            std::max(donor->received_through, donor->joined_seq) + 1;
+        // Progress messages carry no "as of": a carry is always used.
+        if (c->carry_from != 0) {
+          c_from = std::min(c_from, c->carry_from);
+        }
+        c->carry_from = c->carry_through = 0;
+        c->pool_from = c_from;
+      }
+      const uint64_t read_from = c->pool_from;
       Assign(*c, joiner, false, wakes);
       if (!joiner->remote && donor->remote) {
-        reads.push_back(
-            {c, std::max(donor->received_through, donor->joined_seq) + 1});
-        c->redelivered_through = std::max(c->redelivered_through, at_seq);
+        c->pool_from = 0;
+        reads.push_back({c, read_from});
       }
     }
     Distribute(std::move(moved), wakes);
@@ -1535,7 +1627,23 @@ void GroupRegistry::RunWakes(WakeList* wakes) {
 }
 
 void GroupRegistry::Sweep(absl::Time now) {
-  if (cluster_ != nullptr) return;  // decided by event time as it routes
+  if (cluster_ != nullptr) {
+    // Forgetting is decided by event time as the router goes; here, this
+    // node's members' progress goes out when a last write left it unsent.
+    absl::MutexLock lock(&mu_);
+    for (auto& [name, g] : groups_) {
+      absl::MutexLock group_lock(&g->mu);
+      for (const auto& m : g->members) {
+        if (m->remote || !m->active) continue;
+        const uint64_t through = g->ReceivedThrough(*m);
+        if (through == m->received_through) continue;
+        m->received_through = through;
+        m->progress_ns = absl::ToUnixNanos(now);
+        options_.replication->Progress(g->name, m->id, through);
+      }
+    }
+    return;
+  }
   std::vector<std::shared_ptr<Group>> gone;
   {
     absl::MutexLock lock(&mu_);
@@ -1791,7 +1899,7 @@ void GroupRegistry::ClusterApply(const EventPtr& e, WakeList* wakes) {
             std::max(m->received_through,
                      p == cl.progress.end() ? uint64_t{0} : p->second);
         if (!m->remote && !m->ending) m->end = ended;
-        RemoveMember(g, m, through, e->seq, e, wakes);
+        RemoveMember(g, m, through, e->seq, /*as_of=*/0, e, wakes);
       }
     }
     return;
@@ -1806,7 +1914,7 @@ void GroupRegistry::ClusterApply(const EventPtr& e, WakeList* wakes) {
     for (const auto& m : g->members) {
       if (m->id != gc.member_id()) continue;
       RemoveMember(g, std::shared_ptr<Member>(m), gc.received_through_seq(),
-                   gc.written_through_seq(), e, wakes);
+                   gc.written_through_seq(), gc.as_of_seq(), e, wakes);
       break;
     }
     return;
@@ -1905,6 +2013,7 @@ void GroupRegistry::ClusterApply(const EventPtr& e, WakeList* wakes) {
   size_t moved = 0, members = 0;
   {
     absl::MutexLock lock(&g->mu);
+    g->routed_through = std::max(g->routed_through, e->seq);
     m->group = g;
     g->members.push_back(m);
     g->empty_since_ns = 0;
@@ -1935,17 +2044,18 @@ void GroupRegistry::ClusterApply(const EventPtr& e, WakeList* wakes) {
 void GroupRegistry::RemoveMember(const std::shared_ptr<Group>& g,
                                  std::shared_ptr<Member> m,
                                  uint64_t received_through,
-                                 uint64_t written_through, const EventPtr& at,
-                                 WakeList* wakes) {
+                                 uint64_t written_through, uint64_t as_of,
+                                 const EventPtr& at, WakeList* wakes) {
   auto it = std::find(g->members.begin(), g->members.end(), m);
   if (it == g->members.end()) return;
+  g->routed_through = std::max(g->routed_through, at->seq);
   g->members.erase(it);
   Group::Jobs jobs;
   size_t handed = 0;
   if (m->remote) {
     handed = m->connections;
-    g->LeaveRemote(m.get(), received_through, written_through, at->seq, wakes,
-                   &jobs);
+    g->LeaveRemote(m.get(), received_through, written_through, as_of, at->seq,
+                   wakes, &jobs);
   } else {
     m->active = false;
     if (m->parked && m->end.has_value()) {
@@ -2067,6 +2177,7 @@ void GroupRegistry::ClusterLeave(Member* member) {
       gc->set_group(g->name);
       gc->set_received_through_seq(g->ReceivedThrough(*member));
       gc->set_written_through_seq(Group::WrittenThrough(*member));
+      gc->set_as_of_seq(g->routed_through);
     }
   }
   gc->set_change(fanin::v1::GroupChange::MEMBER_LEFT);
@@ -2208,9 +2319,14 @@ void GroupRegistry::NoteProgress(const std::string& group, uint64_t member,
   Group& g = *it->second;
   absl::MutexLock group_lock(&g.mu);
   for (const auto& m : g.members) {
-    if (m->id == member && m->remote) {
-      m->received_through = std::max(m->received_through, received_through);
+    if (m->id != member || !m->remote) continue;
+    m->received_through = std::max(m->received_through, received_through);
+    // Closed connections it has now received are forgotten.
+    std::vector<Conn*> done;
+    for (auto& [id, c] : g.conns) {
+      if (c.owner == m.get() && c.closed) done.push_back(&c);
     }
+    for (Conn* c : done) g.MaybeErase(*c);
   }
 }
 

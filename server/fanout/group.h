@@ -272,7 +272,7 @@ class GroupRegistry {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RemoveMember(const std::shared_ptr<Group>& g, std::shared_ptr<Member> m,
                     uint64_t received_through, uint64_t written_through,
-                    const EventPtr& at, WakeList* wakes)
+                    uint64_t as_of, const EventPtr& at, WakeList* wakes)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::shared_ptr<Member>> ClusterJoin(
       JoinRequest request, EventHub::Started* started);

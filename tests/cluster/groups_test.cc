@@ -466,7 +466,10 @@ TEST_F(GroupsTest, MemberChurnAcrossNodesNeverSplitsOrLosesAConnection) {
   sender.join();
   clients.CloseAll();
   ASSERT_TRUE(WaitFor([&] { return CountClosed(members) == kClients; },
-                      Deadline(absl::Seconds(60))));
+                      Deadline(absl::Seconds(60))))
+      << "node a: " << GroupInfoOf(grpc(0), "workers").ShortDebugString()
+      << "\nnode b: " << GroupInfoOf(grpc(1), "workers").ShortDebugString()
+      << "\nnode c: " << GroupInfoOf(grpc(2), "workers").ShortDebugString();
   std::vector<Subscriber::State> states = Snapshots(members);
   Analysis a = Analyze(states);
   ExpectNoErrors(a);

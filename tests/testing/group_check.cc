@@ -158,7 +158,8 @@ void ExpectWholeLife(const Analysis& a, uint64_t id, const std::string& sent) {
   EXPECT_TRUE(events.back().has_closed()) << "connection " << id;
   std::string got;
   for (const Event& e : events) got += e.data().payload();
-  EXPECT_EQ(got.size(), sent.size()) << "connection " << id;
+  EXPECT_EQ(got.size(), sent.size())
+      << "connection " << id << ": " << Story(a, id);
   EXPECT_TRUE(got == sent) << "connection " << id << ": bytes differ";
 }
 
