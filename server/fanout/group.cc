@@ -1176,6 +1176,84 @@ struct GroupRegistry::Group {
     return moves.size();
   }
 
+  // A member's write of what its last Read returned completed.
+  void Written(Member* member) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (!member->active) return;
+    member->delivered += member->in_flight.size();
+    // Written: out of the backlog. The redelivery window keeps the events
+    // (pointers, most still in the history) outside of it.
+    size_t bytes = 0;
+    for (Item& item : member->in_flight) {
+      --item.conn->in_write;
+      if (item.charged) bytes += item.event->MemoryBytes();
+      item.charged = false;
+      member->recent_bytes += item.event->body.size();
+      member->recent.push_back(std::move(item));
+    }
+    member->in_flight.clear();
+    // Beyond the redelivery window, a write counts as received.
+    while (!member->recent.empty() &&
+           member->recent_bytes > registry->options_.redelivery_bytes) {
+      Item& item = member->recent.front();
+      member->recent_bytes -= item.event->body.size();
+      Conn& c = *item.conn;
+      member->recent.pop_front();
+      --c.outstanding;
+      MaybeErase(c);
+    }
+    if (member->marker_in_flight.has_value()) {
+      auto it = conns.find(member->marker_in_flight->conn);
+      member->marker_in_flight.reset();
+      if (it != conns.end()) {
+        it->second.marker_in_flight = false;
+        MaybeErase(it->second);
+      }
+    }
+    Release(bytes);
+    if (cluster) {
+      // Tells the other nodes how far a handover of this member reads back.
+      const int64_t now = absl::GetCurrentTimeNanos();
+      if (now - member->progress_ns >=
+          absl::ToInt64Nanoseconds(kProgressEvery)) {
+        member->progress_ns = now;
+        const uint64_t through = ReceivedThrough(*member);
+        if (through != member->received_through) {
+          member->received_through = through;
+          registry->options_.replication->Progress(name, member->id, through);
+        }
+      }
+    }
+  }
+
+  // Cluster mode: `m` left at `at` (its MEMBER_LEFT, or its node's
+  // NodeChange); nullopt when it was not a member. How many connections it
+  // handed over, and the members left.
+  std::optional<size_t> Remove(const std::shared_ptr<Member>& m,
+                               uint64_t received_through,
+                               uint64_t written_through, uint64_t as_of,
+                               const EventPtr& at, WakeList* wakes, Jobs* jobs,
+                               size_t* members_left)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    auto it = std::find(members.begin(), members.end(), m);
+    if (it == members.end()) return std::nullopt;
+    routed_through = std::max(routed_through, at->seq);
+    members.erase(it);
+    size_t handed = 0;
+    if (m->remote) {
+      handed = m->connections;
+      LeaveRemote(m.get(), received_through, written_through, as_of, at->seq,
+                  wakes, jobs);
+    } else {
+      m->active = false;
+      if (m->parked && m->end.has_value()) wakes->push_back(m);
+      m->parked = false;
+      handed = HandOver(m.get(), wakes);
+    }
+    if (members.empty()) empty_since_ns = at->time_unix_nano;
+    *members_left = members.size();
+    return handed;
+  }
+
   fanin::v1::GroupInfo Info() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     fanin::v1::GroupInfo info;
     info.set_name(name);
@@ -1504,7 +1582,7 @@ void GroupRegistry::Written(Member* member) {
   if (g == nullptr) return;
   {
     absl::MutexLock lock(&g->mu);
-    WrittenLocked(member);
+    g->Written(member);
   }
   // Cluster mode: a router stopped at cluster_queue_bytes goes on once
   // writes brought the queues to half of it.
@@ -1513,54 +1591,6 @@ void GroupRegistry::Written(Member* member) {
       cluster_held_.load(std::memory_order_relaxed) <
           static_cast<int64_t>(options_.cluster_queue_bytes / 2)) {
     ClusterRoute(false);
-  }
-}
-
-void GroupRegistry::WrittenLocked(Member* member) {
-  Group* g = member->group.get();
-  if (!member->active) return;
-  member->delivered += member->in_flight.size();
-  // Written: out of the backlog. The redelivery window keeps the events
-  // (pointers, most still in the history) outside of it.
-  size_t bytes = 0;
-  for (Item& item : member->in_flight) {
-    --item.conn->in_write;
-    if (item.charged) bytes += item.event->MemoryBytes();
-    item.charged = false;
-    member->recent_bytes += item.event->body.size();
-    member->recent.push_back(std::move(item));
-  }
-  member->in_flight.clear();
-  // Beyond the redelivery window, a write counts as received.
-  while (!member->recent.empty() &&
-         member->recent_bytes > options_.redelivery_bytes) {
-    Item& item = member->recent.front();
-    member->recent_bytes -= item.event->body.size();
-    Conn& c = *item.conn;
-    member->recent.pop_front();
-    --c.outstanding;
-    g->MaybeErase(c);
-  }
-  if (member->marker_in_flight.has_value()) {
-    auto it = g->conns.find(member->marker_in_flight->conn);
-    member->marker_in_flight.reset();
-    if (it != g->conns.end()) {
-      it->second.marker_in_flight = false;
-      g->MaybeErase(it->second);
-    }
-  }
-  g->Release(bytes);
-  if (g->cluster) {
-    // Tells the other nodes how far a handover of this member reads back.
-    const int64_t now = absl::GetCurrentTimeNanos();
-    if (now - member->progress_ns >= absl::ToInt64Nanoseconds(kProgressEvery)) {
-      member->progress_ns = now;
-      const uint64_t through = g->ReceivedThrough(*member);
-      if (through != member->received_through) {
-        member->received_through = through;
-        options_.replication->Progress(g->name, member->id, through);
-      }
-    }
   }
 }
 
@@ -1888,18 +1918,26 @@ void GroupRegistry::ClusterApply(const EventPtr& e, WakeList* wakes) {
       cl.pending.erase(it++);
     }
     for (auto& [name, g] : groups_) {
-      absl::MutexLock lock(&g->mu);
-      std::vector<std::shared_ptr<Member>> gone;
-      for (const auto& m : g->members) {
-        if (m->id >> 32 == inc) gone.push_back(m);
+      struct Gone {
+        std::shared_ptr<Member> member;
+        uint64_t through;
+      };
+      std::vector<Gone> gone;
+      {
+        absl::MutexLock lock(&g->mu);
+        for (const auto& m : g->members) {
+          if (m->id >> 32 != inc) continue;
+          const auto p = cl.progress.find(m->id);
+          gone.push_back(
+              {m, std::max(m->received_through,
+                           p == cl.progress.end() ? uint64_t{0} : p->second)});
+          if (!m->remote && !m->ending) m->end = ended;
+        }
       }
-      for (const auto& m : gone) {
-        const auto p = cl.progress.find(m->id);
-        const uint64_t through =
-            std::max(m->received_through,
-                     p == cl.progress.end() ? uint64_t{0} : p->second);
-        if (!m->remote && !m->ending) m->end = ended;
-        RemoveMember(g, m, through, e->seq, /*as_of=*/0, e, wakes);
+      // Its last progress: everything after it is read back (and marked up
+      // to this event).
+      for (const Gone& x : gone) {
+        RemoveMember(g, x.member, x.through, e->seq, /*as_of=*/0, e, wakes);
       }
     }
     return;
@@ -1910,12 +1948,16 @@ void GroupRegistry::ClusterApply(const EventPtr& e, WakeList* wakes) {
     auto it = groups_.find(gc.group());
     if (it == groups_.end()) return;
     std::shared_ptr<Group> g = it->second;
-    absl::MutexLock lock(&g->mu);
-    for (const auto& m : g->members) {
-      if (m->id != gc.member_id()) continue;
-      RemoveMember(g, std::shared_ptr<Member>(m), gc.received_through_seq(),
-                   gc.written_through_seq(), gc.as_of_seq(), e, wakes);
-      break;
+    std::shared_ptr<Member> m;
+    {
+      absl::MutexLock lock(&g->mu);
+      for (const auto& x : g->members) {
+        if (x->id == gc.member_id()) m = x;
+      }
+    }
+    if (m != nullptr) {
+      RemoveMember(g, m, gc.received_through_seq(), gc.written_through_seq(),
+                   gc.as_of_seq(), e, wakes);
     }
     return;
   }
@@ -2046,35 +2088,23 @@ void GroupRegistry::RemoveMember(const std::shared_ptr<Group>& g,
                                  uint64_t received_through,
                                  uint64_t written_through, uint64_t as_of,
                                  const EventPtr& at, WakeList* wakes) {
-  auto it = std::find(g->members.begin(), g->members.end(), m);
-  if (it == g->members.end()) return;
-  g->routed_through = std::max(g->routed_through, at->seq);
-  g->members.erase(it);
   Group::Jobs jobs;
-  size_t handed = 0;
-  if (m->remote) {
-    handed = m->connections;
-    g->LeaveRemote(m.get(), received_through, written_through, as_of, at->seq,
-                   wakes, &jobs);
-  } else {
-    m->active = false;
-    if (m->parked && m->end.has_value()) {
-      m->parked = false;
-      wakes->push_back(m);
-    } else {
-      m->parked = false;
-    }
-    handed = g->HandOver(m.get(), wakes);
+  size_t members = 0;
+  std::optional<size_t> handed;
+  {
+    absl::MutexLock lock(&g->mu);
+    handed = g->Remove(m, received_through, written_through, as_of, at, wakes,
+                       &jobs, &members);
   }
-  if (g->members.empty()) g->empty_since_ns = at->time_unix_nano;
+  if (!handed.has_value()) return;
   cluster_->progress.erase(m->id);
   for (uint64_t job : jobs) cluster_->jobs.push_back({g, job});
   base::Log(base::LogLevel::kInfo, "group member left",
             {{"group", g->name},
              {"subscriber", m->id},
              {"node", m->node},
-             {"members", g->members.size()},
-             {"connections_handed_over", handed}});
+             {"members", members},
+             {"connections_handed_over", *handed}});
 }
 
 absl::StatusOr<std::shared_ptr<GroupRegistry::Member>>

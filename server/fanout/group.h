@@ -255,7 +255,6 @@ class GroupRegistry {
   using WakeList = std::vector<std::shared_ptr<Member>>;
 
   void OnHubWake(const std::weak_ptr<Group>& weak);
-  void WrittenLocked(Member* member);
   static void RunWakes(WakeList* wakes);
 
   // Cluster mode (group.cc, "Cluster mode").
