@@ -177,8 +177,9 @@ absl::StatusOr<std::unique_ptr<FaninServer>> FaninServer::Start(
              [core_ptr](uint64_t next) { core_ptr->RestartIds(next); },
          .on_group_progress =
              [service = server->service_.get()](
-                 const std::string& group, uint64_t member, uint64_t through) {
-               service->NoteGroupProgress(group, member, through);
+                 const std::string& group, uint64_t member, uint64_t through,
+                 uint64_t as_of) {
+               service->NoteGroupProgress(group, member, through, as_of);
              }});
     if (!joined.ok()) return joined;
   }

@@ -1349,12 +1349,13 @@ void ClusterNode::Forgotten(const std::string& group) {
 }
 
 void ClusterNode::Progress(const std::string& group, uint64_t member,
-                           uint64_t received_through) {
+                           uint64_t received_through, uint64_t as_of) {
   if (Stopping() || nc_ == nullptr) return;
   fanin::v1::GroupChange p;
   p.set_group(group);
   p.set_member_id(member);
   p.set_received_through_seq(received_through);
+  p.set_as_of_seq(as_of);
   const std::string body = p.SerializeAsString();
   natsConnection_Publish(nc_.get(), ProgressSubject().c_str(), body.data(),
                          static_cast<int>(body.size()));
@@ -1371,7 +1372,7 @@ void ClusterNode::OnGroupProgress(natsConnection*, natsSubscription*,
   }
   if (self->local_.on_group_progress) {
     self->local_.on_group_progress(p.group(), p.member_id(),
-                                   p.received_through_seq());
+                                   p.received_through_seq(), p.as_of_seq());
   }
 }
 

@@ -120,7 +120,7 @@ class ClusterNode final : public fanout::EventSink,
     std::function<void(uint64_t first_id)> restart_ids;
     // Another node's group member's progress (GroupReplication::Progress).
     std::function<void(const std::string& group, uint64_t member,
-                       uint64_t received_through)>
+                       uint64_t received_through, uint64_t as_of)>
         on_group_progress;
   };
   absl::Status Start(Local local);
@@ -179,7 +179,7 @@ class ClusterNode final : public fanout::EventSink,
   void Founded(const std::string& group, uint64_t seq) override;
   void Forgotten(const std::string& group) override;
   void Progress(const std::string& group, uint64_t member,
-                uint64_t received_through) override;
+                uint64_t received_through, uint64_t as_of) override;
 
  private:
   explicit ClusterNode(ClusterOptions options);

@@ -163,8 +163,10 @@ struct GroupRegistry::Member : std::enable_shared_from_this<Member> {
   std::atomic<bool> joined{true};
   bool ending = false;  // local: its stream ended, MEMBER_LEFT not applied yet
   std::optional<absl::Status> end;  // the cluster ended it
-  // Remote: the last progress heard. Local: the last progress sent.
+  // Remote: the last progress heard. Local: the last progress sent. As of
+  // how far its node had routed then.
   uint64_t received_through = 0;
+  uint64_t progress_as_of = 0;
   uint64_t joined_seq = 0;
   int64_t progress_ns = 0;
 };
@@ -347,17 +349,18 @@ struct GroupRegistry::Group {
     if (!spec.lossless) DropEvicted(wakes);
   }
 
-  void RouteOne(const EventPtr& e, WakeList* wakes)
+  // The group's view of `e`'s connection, brought up to `e`: created on
+  // first sight, given a member if it has none, closed by its Closed. Null
+  // for the Closed of a connection the group never saw, when its members do
+  // not want Closed events.
+  Conn* Note(const EventPtr& e, WakeList* wakes)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     routed_through = std::max(routed_through, e->seq);
     const bool closing = e->kind == fanin::v1::EVENT_KIND_CLOSED;
     const bool opened = e->kind == fanin::v1::EVENT_KIND_OPENED;
     auto it = conns.find(e->connection_id);
     if (it == conns.end()) {
-      if (closing && !spec.deliver_closed) {
-        Release(e->MemoryBytes());
-        return;
-      }
+      if (closing && !spec.deliver_closed) return nullptr;
       it = conns.try_emplace(e->connection_id).first;
       Conn& c = it->second;
       c.id = e->connection_id;
@@ -371,13 +374,25 @@ struct GroupRegistry::Group {
     c.sent_after = e->bytes_sent_before;
     if (c.owner == nullptr && !members.empty()) {
       // New, or waiting without events since the group had no member.
-      Assign(c, Pick(), opened && c.queued == 0, wakes);
+      Assign(c, Pick(), opened && c.queued == 0 && c.pool_from == 0, wakes);
     }
     if (closing && !c.closed) {
       c.closed = true;
+      c.closed_seq = e->seq;
       if (c.owner != nullptr) --c.owner->connections;
     }
-    if (closing && !spec.deliver_closed) {
+    return &c;
+  }
+
+  void RouteOne(const EventPtr& e, WakeList* wakes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    Conn* found = Note(e, wakes);
+    if (found == nullptr) {
+      Release(e->MemoryBytes());
+      return;
+    }
+    Conn& c = *found;
+    if (e->kind == fanin::v1::EVENT_KIND_CLOSED && !spec.deliver_closed) {
       Release(e->MemoryBytes());
       MaybeErase(c);
       return;
@@ -396,32 +411,10 @@ struct GroupRegistry::Group {
   // routes every event alike; only this node's members get queues).
   void RouteCluster(const EventPtr& e, WakeList* wakes)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    routed_through = std::max(routed_through, e->seq);
-    const bool closing = e->kind == fanin::v1::EVENT_KIND_CLOSED;
-    const bool opened = e->kind == fanin::v1::EVENT_KIND_OPENED;
-    auto it = conns.find(e->connection_id);
-    if (it == conns.end()) {
-      if (closing && !spec.deliver_closed) return;
-      it = conns.try_emplace(e->connection_id).first;
-      Conn& c = it->second;
-      c.id = e->connection_id;
-      if (!opened) c.reason = fanin::v1::ASSIGN_REASON_EXISTING;
-    }
-    Conn& c = it->second;
-    if (c.info == nullptr) c.info = e->connection;
-    c.received_after =
-        e->bytes_received_before +
-        (e->kind == fanin::v1::EVENT_KIND_DATA ? e->data_size : 0);
-    c.sent_after = e->bytes_sent_before;
-    if (c.owner == nullptr && !members.empty()) {
-      Assign(c, Pick(), opened && c.pool_from == 0, wakes);
-    }
-    if (closing && !c.closed) {
-      c.closed = true;
-      c.closed_seq = e->seq;
-      if (c.owner != nullptr) --c.owner->connections;
-    }
-    if (closing && !spec.deliver_closed) {
+    Conn* found = Note(e, wakes);
+    if (found == nullptr) return;
+    Conn& c = *found;
+    if (e->kind == fanin::v1::EVENT_KIND_CLOSED && !spec.deliver_closed) {
       MaybeErase(c);
       return;
     }
@@ -1011,8 +1004,11 @@ struct GroupRegistry::Group {
       // not progressed past what that one may have delivered, from there.
       uint64_t c_from = from;
       uint64_t c_through = std::max(written_through, c->carry_through);
+      // Given to it after it measured: nothing of it counts as received.
+      const bool unmeasured = as_of < c->assigned_at;
+      if (unmeasured) c_from = std::min(c_from, c->assigned_at);
       if (c->carry_from != 0 &&
-          (received_through < c->carry_through || as_of < c->assigned_at)) {
+          (received_through < c->carry_through || unmeasured)) {
         c_from = std::min(c_from, c->carry_from);
       }
       c->carry_from = c->carry_through = 0;
@@ -1150,8 +1146,10 @@ struct GroupRegistry::Group {
       if (donor->remote) {
         uint64_t c_from =
             std::max(donor->received_through, donor->joined_seq) + 1;
-        // Progress messages carry no "as of": a carry is always used.
-        if (c->carry_from != 0) {
+        const bool unmeasured = donor->progress_as_of < c->assigned_at;
+        if (unmeasured) c_from = std::min(c_from, c->assigned_at);
+        if (c->carry_from != 0 &&
+            (donor->received_through < c->carry_through || unmeasured)) {
           c_from = std::min(c_from, c->carry_from);
         }
         c->carry_from = c->carry_through = 0;
@@ -1219,7 +1217,8 @@ struct GroupRegistry::Group {
         const uint64_t through = ReceivedThrough(*member);
         if (through != member->received_through) {
           member->received_through = through;
-          registry->options_.replication->Progress(name, member->id, through);
+          registry->options_.replication->Progress(name, member->id, through,
+                                                   routed_through);
         }
       }
     }
@@ -1342,8 +1341,9 @@ struct GroupRegistry::Cluster {
     GroupSpec spec;
   };
   absl::flat_hash_map<uint64_t, Pending> pending;
-  // Other nodes' members' progress, heard before or after they joined.
-  absl::flat_hash_map<uint64_t, uint64_t> progress;
+  // Other nodes' members' progress (received_through, as_of), heard before
+  // or after they joined.
+  absl::flat_hash_map<uint64_t, std::pair<uint64_t, uint64_t>> progress;
   // Reads from the stream to start once the registry's mu is released.
   std::optional<uint64_t> fetch_from;
   std::vector<std::pair<std::shared_ptr<Group>, uint64_t>> jobs;
@@ -1669,7 +1669,8 @@ void GroupRegistry::Sweep(absl::Time now) {
         if (through == m->received_through) continue;
         m->received_through = through;
         m->progress_ns = absl::ToUnixNanos(now);
-        options_.replication->Progress(g->name, m->id, through);
+        options_.replication->Progress(g->name, m->id, through,
+                                       g->routed_through);
       }
     }
     return;
@@ -1921,23 +1922,21 @@ void GroupRegistry::ClusterApply(const EventPtr& e, WakeList* wakes) {
       struct Gone {
         std::shared_ptr<Member> member;
         uint64_t through;
+        uint64_t as_of;
       };
       std::vector<Gone> gone;
       {
         absl::MutexLock lock(&g->mu);
         for (const auto& m : g->members) {
           if (m->id >> 32 != inc) continue;
-          const auto p = cl.progress.find(m->id);
-          gone.push_back(
-              {m, std::max(m->received_through,
-                           p == cl.progress.end() ? uint64_t{0} : p->second)});
+          gone.push_back({m, m->received_through, m->progress_as_of});
           if (!m->remote && !m->ending) m->end = ended;
         }
       }
       // Its last progress: everything after it is read back (and marked up
       // to this event).
       for (const Gone& x : gone) {
-        RemoveMember(g, x.member, x.through, e->seq, /*as_of=*/0, e, wakes);
+        RemoveMember(g, x.member, x.through, e->seq, x.as_of, e, wakes);
       }
     }
     return;
@@ -2046,7 +2045,8 @@ void GroupRegistry::ClusterApply(const EventPtr& e, WakeList* wakes) {
     m->peer = gc.peer();
     m->joined_ns = e->time_unix_nano;
     if (auto p = cl.progress.find(id); p != cl.progress.end()) {
-      m->received_through = p->second;
+      m->received_through = p->second.first;
+      m->progress_as_of = p->second.second;
     }
   }
   m->node = ev.node();
@@ -2339,18 +2339,21 @@ void GroupRegistry::OnBackfill(
 }
 
 void GroupRegistry::NoteProgress(const std::string& group, uint64_t member,
-                                 uint64_t received_through) {
+                                 uint64_t received_through, uint64_t as_of) {
   if (cluster_ == nullptr) return;
   absl::MutexLock lock(&mu_);
-  uint64_t& p = cluster_->progress[member];
-  p = std::max(p, received_through);
+  // The latest measurement wins (messages may come out of order).
+  auto& p = cluster_->progress[member];
+  if (as_of < p.second) return;
+  p = {received_through, as_of};
   auto it = groups_.find(group);
   if (it == groups_.end()) return;
   Group& g = *it->second;
   absl::MutexLock group_lock(&g.mu);
   for (const auto& m : g.members) {
     if (m->id != member || !m->remote) continue;
-    m->received_through = std::max(m->received_through, received_through);
+    m->received_through = received_through;
+    m->progress_as_of = as_of;
     // Closed connections it has now received are forgotten.
     std::vector<Conn*> done;
     for (auto& [id, c] : g.conns) {

@@ -104,8 +104,10 @@ class GroupReplication {
   virtual void Forgotten(const std::string& group) = 0;
   // Tells the other nodes, best effort, that `member`'s events up to
   // `received_through` count as received (how far a handover reads back).
+  // `as_of`: how far this node had routed when it measured (connections
+  // given to the member later are not covered).
   virtual void Progress(const std::string& group, uint64_t member,
-                        uint64_t received_through) = 0;
+                        uint64_t received_through, uint64_t as_of) = 0;
   // Events from `from_seq` on that `filter` matches, read from the
   // cluster's stream; `done` runs on another thread.
   using Fetched = FetchedEvents;
@@ -244,7 +246,7 @@ class GroupRegistry {
   // Cluster mode: another node's progress message (GroupReplication::
   // Progress).
   void NoteProgress(const std::string& group, uint64_t member,
-                    uint64_t received_through);
+                    uint64_t received_through, uint64_t as_of);
 
   // Every group (or the one named) as ListGroups reports it, by name.
   std::vector<fanin::v1::GroupInfo> List(absl::string_view name = "") const;

@@ -477,6 +477,12 @@ TEST_F(GroupsTest, MemberChurnAcrossNodesNeverSplitsOrLosesAConnection) {
   Analysis a = Analyze(states);
   ExpectNoErrors(a);
   std::vector<uint64_t> ids = IdsOf(clients, states);
+  for (const auto& [id, receipts] : a.receipts) {
+    bool opened = false;
+    for (const auto& r : receipts) opened |= r.event.has_opened();
+    EXPECT_TRUE(opened) << "connection " << id
+                        << " without its Opened: " << testing::Story(a, id);
+  }
   for (int i = 0; i < kClients; ++i) {
     ASSERT_NE(ids[i], 0u);
     ExpectWholeLife(a, ids[i], clients.sent[i]);

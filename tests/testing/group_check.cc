@@ -108,8 +108,6 @@ Analysis Analyze(const std::vector<Subscriber::State>& states) {
   return a;
 }
 
-// What happened to a connection, for failure messages: its Assigned
-// messages and which member got which seqs (* marked).
 std::string Story(const Analysis& a, uint64_t id) {
   std::string out;
   if (auto it = a.assigned.find(id); it != a.assigned.end()) {

@@ -63,6 +63,10 @@ void ExpectWholeLife(const Analysis& a, uint64_t id, const std::string& sent);
 
 void ExpectNoErrors(const Analysis& a);
 
+// What happened to a connection, for failure messages: its Assigned
+// messages and which member got which seqs (* marked).
+std::string Story(const Analysis& a, uint64_t id);
+
 }  // namespace fanin::testing
 
 #endif  // FANIN_TESTS_TESTING_GROUP_CHECK_H_
