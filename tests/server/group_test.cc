@@ -611,7 +611,10 @@ TEST_P(GroupTest, LossyEmptyGroupsNextMemberGetsAGap) {
 }
 
 TEST_P(GroupTest, MismatchedRequestsAreRefused) {
-  auto server = StartServer(BaseConfig(GetParam()));
+  // Two listeners, so that asking for one of them is a filter of its own.
+  ServerConfig config = BaseConfig(GetParam());
+  config.core.listen.push_back({"other", net::Endpoint::Loopback(0)});
+  auto server = StartServer(config);
   ASSERT_NE(server, nullptr);
   const std::string address = server->grpc_address();
   SubscribeRequest data_only = GroupRequest("workers");
@@ -638,6 +641,21 @@ TEST_P(GroupTest, MismatchedRequestsAreRefused) {
   cases.push_back({cut, grpc::StatusCode::FAILED_PRECONDITION,
                    "max_payload_bytes: the group has 0, this request asks "
                    "for 10"});
+  SubscribeRequest one_listener = data_only;
+  one_listener.add_listeners("other");
+  cases.push_back({one_listener, grpc::StatusCode::FAILED_PRECONDITION,
+                   "listeners: the group has all, this request asks for "
+                   "other"});
+  SubscribeRequest some_ids = data_only;
+  some_ids.add_connection_ids(7);
+  cases.push_back({some_ids, grpc::StatusCode::FAILED_PRECONDITION,
+                   "connection_ids: the group has all, this request asks "
+                   "for 7"});
+  SubscribeRequest no_payload = data_only;
+  no_payload.set_omit_payload(true);
+  cases.push_back({no_payload, grpc::StatusCode::FAILED_PRECONDITION,
+                   "omit_payload: the group has false, this request asks "
+                   "for true"});
   SubscribeRequest bad_name = data_only;
   bad_name.set_group("no spaces");
   cases.push_back(
