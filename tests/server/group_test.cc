@@ -311,6 +311,15 @@ TEST_P(GroupTest, MemberCancelledMidStreamLosesNothing) {
       GroupInfoOf(address, "workers").members(1).member_id();
   Clients clients;
   clients.Connect(ListenAddress(*server, "default"), kClients);
+  // Every connection assigned before the cancel, so member 1 holds exactly
+  // its third (a client's connect returns before the server accepts it).
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        size_t opened = 0;
+        for (const auto& s : Snapshots(members)) opened += s.opened.size();
+        return opened == kClients;
+      },
+      Deadline()));
   clients.Send(2048, 1);
   // The clients keep sending while member 1 is cancelled in the middle.
   std::atomic<bool> sending{true};
