@@ -194,6 +194,35 @@ TEST(Group, AssignsEachConnectionToOneMemberBalanced) {
   for (const auto& m : list[0].members()) EXPECT_EQ(m.connections(), 3u);
 }
 
+// "Fewest connections" counts open ones: a member whose connections closed
+// takes the next ones.
+TEST(Group, ClosedConnectionsStopCountingForAssignment) {
+  EventHub hub({});
+  GroupRegistry groups(&hub, {});
+  auto a = Join(groups, "g", Spec(true), 1);
+  auto b = Join(groups, "g", Spec(true), 2);
+  std::vector<std::unique_ptr<FakeConn>> conns;
+  for (uint64_t id = 1; id <= 6; ++id) {
+    conns.push_back(std::make_unique<FakeConn>(&hub, id));
+  }
+  for (int i = 0; i < 4; ++i) conns[i]->Open();  // 1, 3 -> a; 2, 4 -> b
+  conns[0]->Close();
+  conns[2]->Close();
+  conns[4]->Open();
+  conns[5]->Open();
+  a->Drain(groups);
+  b->Drain(groups);
+  ASSERT_FALSE(a->EventsOf(1).empty());
+  ASSERT_FALSE(b->EventsOf(2).empty());
+  EXPECT_FALSE(a->EventsOf(5).empty()) << "a held no open connection";
+  EXPECT_FALSE(a->EventsOf(6).empty()) << "a held one open connection, b two";
+  auto list = groups.List("g");
+  ASSERT_EQ(list.size(), 1u);
+  ASSERT_EQ(list[0].members_size(), 2);
+  EXPECT_EQ(list[0].members(0).connections(), 2u);
+  EXPECT_EQ(list[0].members(1).connections(), 2u);
+}
+
 TEST(Group, ExistingConnectionGetsMarkerFirst) {
   EventHub hub({});
   GroupRegistry groups(&hub, {.redelivery_bytes = 0});
