@@ -324,7 +324,7 @@ FAULTS = [
          file="server/fanout/group.cc",
          find="      if (c.owner != nullptr) --c.owner->connections;\n",
          replace="",
-         tests=[GROUP, GROUP_E2E]),
+         tests=[GROUP], filter="*ClosedConnectionsStop*:*Balanced*"),
     dict(name="group-handover-drops-in-flight",
          promise="groups: a leaving member's unfinished write is handed over (a lossless group loses nothing)",
          file="server/fanout/group.cc",
