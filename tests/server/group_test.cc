@@ -17,6 +17,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/functional/function_ref.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "fanin/v1/fanin.grpc.pb.h"
@@ -640,31 +641,25 @@ TEST_P(GroupTest, MismatchedRequestsAreRefused) {
                    grpc::StatusCode::FAILED_PRECONDITION,
                    "kinds: the group has EVENT_KIND_DATA, this request asks "
                    "for all"});
-  SubscribeRequest lossy = data_only;
-  lossy.set_delivery(fanin::v1::DELIVERY_LOSSY);
-  cases.push_back({lossy, grpc::StatusCode::FAILED_PRECONDITION,
-                   "delivery: the group has DELIVERY_LOSSLESS, this request "
-                   "asks for DELIVERY_LOSSY"});
-  SubscribeRequest cut = data_only;
-  cut.set_max_payload_bytes(10);
-  cases.push_back({cut, grpc::StatusCode::FAILED_PRECONDITION,
-                   "max_payload_bytes: the group has 0, this request asks "
-                   "for 10"});
-  SubscribeRequest one_listener = data_only;
-  one_listener.add_listeners("other");
-  cases.push_back({one_listener, grpc::StatusCode::FAILED_PRECONDITION,
-                   "listeners: the group has all, this request asks for "
-                   "other"});
-  SubscribeRequest some_ids = data_only;
-  some_ids.add_connection_ids(7);
-  cases.push_back({some_ids, grpc::StatusCode::FAILED_PRECONDITION,
-                   "connection_ids: the group has all, this request asks "
-                   "for 7"});
-  SubscribeRequest no_payload = data_only;
-  no_payload.set_omit_payload(true);
-  cases.push_back({no_payload, grpc::StatusCode::FAILED_PRECONDITION,
-                   "omit_payload: the group has false, this request asks "
-                   "for true"});
+  // A member that differs from the group's terms in one field.
+  auto differs = [&](absl::FunctionRef<void(SubscribeRequest*)> edit,
+                     const char* says) {
+    SubscribeRequest request = data_only;
+    edit(&request);
+    cases.push_back({request, grpc::StatusCode::FAILED_PRECONDITION, says});
+  };
+  differs(
+      [](SubscribeRequest* r) { r->set_delivery(fanin::v1::DELIVERY_LOSSY); },
+      "delivery: the group has DELIVERY_LOSSLESS, this request asks for "
+      "DELIVERY_LOSSY");
+  differs([](SubscribeRequest* r) { r->set_max_payload_bytes(10); },
+          "max_payload_bytes: the group has 0, this request asks for 10");
+  differs([](SubscribeRequest* r) { r->add_listeners("other"); },
+          "listeners: the group has all, this request asks for other");
+  differs([](SubscribeRequest* r) { r->add_connection_ids(7); },
+          "connection_ids: the group has all, this request asks for 7");
+  differs([](SubscribeRequest* r) { r->set_omit_payload(true); },
+          "omit_payload: the group has false, this request asks for true");
   SubscribeRequest bad_name = data_only;
   bad_name.set_group("no spaces");
   cases.push_back(
