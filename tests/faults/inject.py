@@ -10,7 +10,7 @@ is a promise no test guards: the script says MISSED and exits non-zero. A
 fault whose text no longer matches the code (after a refactor) is STALE, and
 one that does not compile is BROKEN: fix the entry.
 
-  python3 tests/faults/inject.py            # every fault (~20-30 min here)
+  python3 tests/faults/inject.py            # every fault (~70 min here)
   python3 tests/faults/inject.py --list     # names and promises
   python3 tests/faults/inject.py --only lossless-no-pause-check,close-fin-early
 
