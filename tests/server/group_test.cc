@@ -113,6 +113,13 @@ std::vector<uint64_t> IdsOf(const Clients& clients,
   return ids;
 }
 
+// Opened events the members saw, together (each connection's goes to one).
+size_t CountOpened(const std::vector<std::unique_ptr<Subscriber>>& members) {
+  size_t opened = 0;
+  for (const auto& s : Snapshots(members)) opened += s.opened.size();
+  return opened;
+}
+
 size_t CountClosed(const std::vector<std::unique_ptr<Subscriber>>& members) {
   absl::flat_hash_set<uint64_t> closed;
   for (const auto& m : members) {
@@ -252,13 +259,8 @@ TEST_P(GroupTest, ThreeMembersSplitConnectionsExactlyAndBalanced) {
   }
   Clients clients;
   clients.Connect(ListenAddress(*server, "default"), kClients);
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        size_t opened = 0;
-        for (const auto& s : Snapshots(members)) opened += s.opened.size();
-        return opened == kClients;
-      },
-      Deadline()));
+  ASSERT_TRUE(
+      WaitFor([&] { return CountOpened(members) == kClients; }, Deadline()));
   fanin::v1::GroupInfo info = GroupInfoOf(address, "workers");
   ASSERT_EQ(info.members_size(), 3);
   for (const auto& m : info.members()) {
@@ -314,13 +316,8 @@ TEST_P(GroupTest, MemberCancelledMidStreamLosesNothing) {
   clients.Connect(ListenAddress(*server, "default"), kClients);
   // Every connection assigned before the cancel, so member 1 holds exactly
   // its third (a client's connect returns before the server accepts it).
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        size_t opened = 0;
-        for (const auto& s : Snapshots(members)) opened += s.opened.size();
-        return opened == kClients;
-      },
-      Deadline()));
+  ASSERT_TRUE(
+      WaitFor([&] { return CountOpened(members) == kClients; }, Deadline()));
   clients.Send(2048, 1);
   // The clients keep sending while member 1 is cancelled in the middle.
   std::atomic<bool> sending{true};
