@@ -45,14 +45,16 @@ format_check() {
 summarize() {
   local testlogs="$1"; shift
   /usr/bin/python3 - "$testlogs" "$@" <<'PY'
-import glob, os, sys, xml.etree.ElementTree as ET
+import glob, os, re, sys, xml.etree.ElementTree as ET
 logs, extra_pass, extra_fail, targets = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
 passed, failed = extra_pass, extra_fail
 for t in targets:
     base = os.path.join(logs, t.lstrip('/').replace(':', '/'))
-    # A sharded test leaves one test.xml per shard.
+    # A sharded test leaves one test.xml per shard (shard_K_of_N; an earlier
+    # --runs_per_test left shard_K_of_N_run_R_of_M beside them, not this run's).
     paths = ([os.path.join(base, 'test.xml')] if os.path.exists(os.path.join(base, 'test.xml'))
-             else sorted(glob.glob(os.path.join(base, 'shard_*_of_*', 'test.xml'))))
+             else sorted(p for p in glob.glob(os.path.join(base, 'shard_*_of_*', 'test.xml'))
+                         if re.fullmatch(r'shard_\d+_of_\d+', os.path.basename(os.path.dirname(p)))))
     cases = []
     try:
         for path in paths:

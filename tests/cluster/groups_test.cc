@@ -34,6 +34,7 @@ using ::fanin::testing::Analysis;
 using ::fanin::testing::Analyze;
 using ::fanin::testing::ConnectTcp;
 using ::fanin::testing::CountClosed;
+using ::fanin::testing::CountOpened;
 using ::fanin::testing::Deadline;
 using ::fanin::testing::ExpectNoErrors;
 using ::fanin::testing::ExpectWholeLife;
@@ -226,13 +227,8 @@ TEST_F(GroupsTest, AMemberCancelledOnOneNodeLosesNothing) {
   for (int round = 0; round < 10; ++round) clients.Send(round);
   // Every connection has its member (a connect returns before the server
   // accepts), and member 1, a third of them, had half of its share.
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        size_t opened = 0;
-        for (const auto& s : Snapshots(members)) opened += s.opened.size();
-        return opened == kClients;
-      },
-      Deadline()));
+  ASSERT_TRUE(
+      WaitFor([&] { return CountOpened(members) == kClients; }, Deadline()));
   size_t total = 0;
   for (const std::string& bytes : clients.sent) total += bytes.size();
   ASSERT_TRUE(members[1]->WaitUntil(
@@ -282,13 +278,8 @@ TEST_F(GroupsTest, ANodeKilledHandsItsMembersConnectionsOver) {
   Clients clients;
   for (int i = 0; i < kClients; ++i) clients.Connect(listen(i % 3), i % 3);
   for (int round = 0; round < 10; ++round) clients.Send(round);
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        size_t opened = 0;
-        for (const auto& s : Snapshots(members)) opened += s.opened.size();
-        return opened == kClients;
-      },
-      Deadline()));
+  ASSERT_TRUE(
+      WaitFor([&] { return CountOpened(members) == kClients; }, Deadline()));
   ASSERT_TRUE(nodes_[2]->Signal(SIGKILL).ok());
   for (int round = 10; round < 30; ++round) {
     clients.Send(round, 0);
@@ -366,13 +357,8 @@ TEST_F(GroupsTest, AllMembersGoneAndBackLoseNothing) {
   Clients clients;
   for (int i = 0; i < kClients; ++i) clients.Connect(listen(i % 3), i % 3);
   for (int round = 0; round < 5; ++round) clients.Send(round);
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        size_t opened = 0;
-        for (const auto& s : Snapshots(members)) opened += s.opened.size();
-        return opened == kClients;
-      },
-      Deadline()));
+  ASSERT_TRUE(
+      WaitFor([&] { return CountOpened(members) == kClients; }, Deadline()));
   members[0]->Cancel();
   members[1]->Cancel();
   ASSERT_TRUE(WaitMembers("pool", 0));

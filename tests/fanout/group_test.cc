@@ -194,6 +194,35 @@ TEST(Group, AssignsEachConnectionToOneMemberBalanced) {
   for (const auto& m : list[0].members()) EXPECT_EQ(m.connections(), 3u);
 }
 
+// "Fewest connections" counts open ones: a member whose connections closed
+// takes the next ones.
+TEST(Group, ClosedConnectionsStopCountingForAssignment) {
+  EventHub hub({});
+  GroupRegistry groups(&hub, {});
+  auto a = Join(groups, "g", Spec(true), 1);
+  auto b = Join(groups, "g", Spec(true), 2);
+  std::vector<std::unique_ptr<FakeConn>> conns;
+  for (uint64_t id = 1; id <= 6; ++id) {
+    conns.push_back(std::make_unique<FakeConn>(&hub, id));
+  }
+  for (int i = 0; i < 4; ++i) conns[i]->Open();  // 1, 3 -> a; 2, 4 -> b
+  conns[0]->Close();
+  conns[2]->Close();
+  conns[4]->Open();
+  conns[5]->Open();
+  a->Drain(groups);
+  b->Drain(groups);
+  ASSERT_FALSE(a->EventsOf(1).empty());
+  ASSERT_FALSE(b->EventsOf(2).empty());
+  EXPECT_FALSE(a->EventsOf(5).empty()) << "a held no open connection";
+  EXPECT_FALSE(a->EventsOf(6).empty()) << "a held one open connection, b two";
+  auto list = groups.List("g");
+  ASSERT_EQ(list.size(), 1u);
+  ASSERT_EQ(list[0].members_size(), 2);
+  EXPECT_EQ(list[0].members(0).connections(), 2u);
+  EXPECT_EQ(list[0].members(1).connections(), 2u);
+}
+
 TEST(Group, ExistingConnectionGetsMarkerFirst) {
   EventHub hub({});
   GroupRegistry groups(&hub, {.redelivery_bytes = 0});
@@ -293,6 +322,44 @@ TEST(Group, HandoverRedeliversTheRecentWindowToo) {
   for (size_t i = 1; i < events.size(); ++i) {
     EXPECT_EQ(events[i].seq(), events[i - 1].seq() + 1);
   }
+}
+
+// Lossy: the new member loses events of a handed-over connection before it
+// has read the redelivered ones; the Assigned that reports the loss still
+// marks them (the bound outlives the first Assigned).
+TEST(Group, RedeliveryBoundSurvivesALaterAssigned) {
+  EventHub hub({.history_events = 8});
+  GroupRegistry groups(&hub, {.redelivery_bytes = 0});
+  auto a = Join(groups, "g", Spec(false), 1);
+  auto b = Join(groups, "g", Spec(false), 2);
+  FakeConn c1(&hub, 1);
+  c1.Open();  // -> a
+  for (int i = 0; i < 3; ++i) c1.Data("r");
+  a->Drain(groups, /*ack=*/false);  // all four stay unfinished
+  ASSERT_EQ(a->EventsOf(1).size(), 4u);
+  const uint64_t through = hub.head_seq();
+  groups.Leave(a->member.get());
+  // b takes the first Assigned only, then falls behind the history.
+  GroupRead r;
+  groups.Read(b->member.get(), 64, 1 << 20, true, &r);
+  ASSERT_TRUE(r.assigned.has_value());
+  EXPECT_EQ(r.assigned->possibly_redelivered_through_seq(), through);
+  groups.Written(b->member.get());
+  for (int i = 0; i < 20; ++i) c1.Data("n");
+  b->Drain(groups);
+  auto assigned = b->Assigned();
+  ASSERT_FALSE(assigned.empty());
+  EXPECT_TRUE(assigned[0].has_gap()) << assigned[0].ShortDebugString();
+  for (const auto& as : assigned) {
+    if (as.from_seq() <= through) {
+      EXPECT_EQ(as.possibly_redelivered_through_seq(), through)
+          << as.ShortDebugString();
+    }
+  }
+  auto events = b->EventsOf(1);
+  ASSERT_GE(events.size(), 4u);
+  EXPECT_EQ(events[0].seq(), 1u) << "the unfinished write, redelivered";
+  EXPECT_EQ(events[3].seq(), through);
 }
 
 TEST(Group, IdleConnectionHandoverIsAnnouncedAtOnce) {

@@ -10,7 +10,7 @@ is a promise no test guards: the script says MISSED and exits non-zero. A
 fault whose text no longer matches the code (after a refactor) is STALE, and
 one that does not compile is BROKEN: fix the entry.
 
-  python3 tests/faults/inject.py            # every fault (~20-30 min here)
+  python3 tests/faults/inject.py            # every fault (~70 min here)
   python3 tests/faults/inject.py --list     # names and promises
   python3 tests/faults/inject.py --only lossless-no-pause-check,close-fin-early
 
@@ -44,6 +44,10 @@ SOAK = "//tests/soak:soak_test"
 CODEC = "//tests/fanout:event_codec_test"
 CLUSTER = "//tests/cluster:cluster_test"
 FAILURES = "//tests/cluster:failures_test"
+TLS_LISTENER = "//tests/server:tls_listener_test"
+PROXY_PARSER = "//tests/net:proxy_protocol_test"
+GROUP = "//tests/fanout:group_test"
+GROUP_E2E = "//tests/server:group_test"
 
 # name, promise, file, find (must occur exactly once), replace, tests, filter
 FAULTS = [
@@ -264,6 +268,105 @@ FAULTS = [
          find="if (local_.close_all) local_.close_all();",
          replace="(void)0;",
          tests=[FAILURES], filter="*CutOff*"),
+    # TLS termination and the PROXY protocol (README, "TLS and PROXY
+    # protocol on raw listeners").
+    dict(name="setup-opened-at-accept",
+         promise="tls/proxy: a connection is Opened only once set up; a failed or late handshake or header produces no event",
+         file="server/core/connection.cc",
+         find="  if (established_) Publish(opened);\n  interest_ = kReadable;",
+         replace="  Publish(opened);\n  interest_ = kReadable;",
+         tests=[TLS_LISTENER], filter="*SlowHandshakes*:*ClientCertificates*:*GarbageAndLate*"),
+    dict(name="tls-fin-before-close-notify",
+         promise="tls: a graceful close sends close_notify, then FIN",
+         file="server/core/connection.cc",
+         find="bool Connection::SendFinAndLinger() {\n",
+         replace="bool Connection::SendFinAndLinger() {\n  ::shutdown(fd_, SHUT_WR);\n",
+         tests=[TLS_LISTENER], filter="*GracefulCloseSendsCloseNotify*:*ProxyHeaderThenTls*"),
+    dict(name="tls-write-unencrypted",
+         promise="tls: Write takes plaintext and fanin encrypts it",
+         file="server/core/connection.cc",
+         find="  if (transport_ != nullptr) return SendSomeTransport(data, len, sent);",
+         replace="  if (transport_ != nullptr && listener_->tls == nullptr)\n    return SendSomeTransport(data, len, sent);",
+         tests=[TLS_LISTENER], filter="*WriteArrivesDecrypted*:*AbortIsAReset*"),
+    dict(name="tls-opened-without-sni",
+         promise="tls: Opened.tls says the version, cipher, SNI, ALPN and verified client certificate",
+         file="server/core/connection.cc",
+         find="    t->set_server_name(std::move(info.server_name));\n",
+         replace="",
+         tests=[TLS_LISTENER], filter="*OpenedDescribesTheSession*:*ProxyHeaderThenTls*"),
+    dict(name="proxy-crc-unchecked",
+         promise="proxy: a v2 CRC32C TLV is checked; a mismatch is refused",
+         file="server/net/proxy_protocol.cc",
+         find="        if (Crc32c(copy) != Be32(value.data())) {",
+         replace="        if (false && Crc32c(copy) != Be32(value.data())) {",
+         tests=[PROXY_PARSER, TLS_LISTENER], filter="*Crc32c*:*GarbageAndLate*"),
+    dict(name="proxy-per-ip-counts-balancer",
+         promise="proxy: --max_connections_per_ip counts the client the header names, not the balancer",
+         file="server/core/fanin_core.cc",
+         find="  if (info->proxy_protocol) peer.host.clear();\n",
+         replace="",
+         tests=[TLS_LISTENER], filter="*PerIpLimitFollowsTheProxyAddresses*"),
+    dict(name="proxy-late-header-accepted",
+         promise="proxy: a header not complete within --proxy_header_timeout is closed (counted, no event)",
+         file="server/core/connection.cc",
+         find="        case net::ProxyHeaderParser::Result::kNeedMore:\n          continue;",
+         replace="        case net::ProxyHeaderParser::Result::kNeedMore:\n          shard_->loop()->Cancel(setup_timer_);  // the client is alive\n          setup_timer_ = 0;\n          continue;",
+         tests=[TLS_LISTENER], filter="*GarbageAndLate*"),
+    # Worker-pool groups (README, "Worker-pool groups").
+    dict(name="group-pick-ties-last-joined",
+         promise="groups: a new connection goes to the member with the fewest connections, ties by join order",
+         file="server/fanout/group.cc",
+         find="if (best == nullptr || m->connections < best->connections) {",
+         replace="if (best == nullptr || m->connections <= best->connections) {",
+         tests=[GROUP, GROUP_E2E], filter="*Balanced*"),
+    dict(name="group-closed-still-counted",
+         promise="groups: a new connection goes to the member with the fewest open connections",
+         file="server/fanout/group.cc",
+         find="      if (c.owner != nullptr) --c.owner->connections;\n",
+         replace="",
+         tests=[GROUP], filter="*ClosedConnectionsStop*:*Balanced*"),
+    dict(name="group-handover-drops-in-flight",
+         promise="groups: a leaving member's unfinished write is handed over (a lossless group loses nothing)",
+         file="server/fanout/group.cc",
+         find="    std::for_each(m->in_flight.begin(), m->in_flight.end(), take_written);\n",
+         replace="",
+         tests=[GROUP, GROUP_E2E], filter="*HandoverRedelivers*:*StalledMemberHandsOver*"),
+    dict(name="group-redelivery-unmarked",
+         promise="groups: events the old member may have had are marked (seq <= possibly_redelivered_through_seq)",
+         file="server/fanout/group.cc",
+         find="        c->redelivered_through = std::max(c->redelivered_through, u->second);\n",
+         replace="",
+         tests=[GROUP, GROUP_E2E], filter="*HandoverRedelivers*:*StalledMemberHandsOver*"),
+    dict(name="group-redelivery-bound-reset",
+         promise="groups: a later Assigned (a loss) still marks the redelivered events that follow it",
+         file="server/fanout/group.cc",
+         find="    c.previous_member = 0;\n    c.lost = Loss();",
+         replace="    c.previous_member = 0;\n    c.redelivered_through = 0;\n    c.lost = Loss();",
+         tests=[GROUP, GROUP_E2E], filter="*RedeliveryBound*:*LossyHandover*"),
+    dict(name="group-event-before-assigned",
+         promise="groups: a handed-over connection's new member gets its Assigned before any of its events",
+         file="server/fanout/group.cc",
+         find="      if (c.needs_marker) {\n        if (out->events.empty()) {",
+         replace="      if (c.needs_marker && out->events.empty()) {\n        if (true) {",
+         tests=[GROUP, GROUP_E2E], filter="*Handover*:*ExistingConnection*:*MemberCancelled*"),
+    dict(name="group-terms-ignore-listeners",
+         promise="groups: every member must ask for the same filters (FAILED_PRECONDITION naming the difference)",
+         file="server/grpc/group_stream.cc",
+         find="  spec.terms.push_back(Term(\"listeners\", listeners, listener_names.size()));\n",
+         replace="",
+         tests=[GROUP_E2E], filter="*Mismatched*"),
+    dict(name="group-gap-count-off-by-one",
+         promise="groups: a lossy member's hole is reported exactly (Assigned.gap, and a Gap)",
+         file="server/fanout/group.cc",
+         find="    gap.set_lost(count);",
+         replace="    gap.set_lost(last - first);",
+         tests=[GROUP, GROUP_E2E], filter="*Lossy*"),
+    dict(name="group-empty-forgotten-at-once",
+         promise="groups: a group with no member keeps its place (lossless: its backlog) for --group_idle_timeout",
+         file="server/fanout/group.cc",
+         find="      g->empty_since_ns = absl::GetCurrentTimeNanos();\n",
+         replace="",
+         tests=[GROUP, GROUP_E2E], filter="*IdleGroups*:*AllMembersGone*"),
 
 ]
 

@@ -17,6 +17,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/functional/function_ref.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "fanin/v1/fanin.grpc.pb.h"
@@ -34,6 +35,7 @@ using fanin::testing::Analysis;
 using fanin::testing::Analyze;
 using fanin::testing::ConnectTcp;
 using fanin::testing::CountClosed;
+using fanin::testing::CountOpened;
 using fanin::testing::ExpectNoErrors;
 using fanin::testing::ExpectWholeLife;
 using fanin::testing::GroupInfoOf;
@@ -107,13 +109,8 @@ TEST_P(GroupTest, ThreeMembersSplitConnectionsExactlyAndBalanced) {
   }
   Clients clients;
   clients.Connect(ListenAddress(*server, "default"), kClients);
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        size_t opened = 0;
-        for (const auto& s : Snapshots(members)) opened += s.opened.size();
-        return opened == kClients;
-      },
-      Deadline()));
+  ASSERT_TRUE(
+      WaitFor([&] { return CountOpened(members) == kClients; }, Deadline()));
   fanin::v1::GroupInfo info = GroupInfoOf(address, "workers");
   ASSERT_EQ(info.members_size(), 3);
   for (const auto& m : info.members()) {
@@ -167,6 +164,10 @@ TEST_P(GroupTest, MemberCancelledMidStreamLosesNothing) {
       GroupInfoOf(address, "workers").members(1).member_id();
   Clients clients;
   clients.Connect(ListenAddress(*server, "default"), kClients);
+  // Every connection assigned before the cancel, so member 1 holds exactly
+  // its third (a client's connect returns before the server accepts it).
+  ASSERT_TRUE(
+      WaitFor([&] { return CountOpened(members) == kClients; }, Deadline()));
   clients.Send(2048, 1);
   // The clients keep sending while member 1 is cancelled in the middle.
   std::atomic<bool> sending{true};
@@ -467,7 +468,10 @@ TEST_P(GroupTest, LossyEmptyGroupsNextMemberGetsAGap) {
 }
 
 TEST_P(GroupTest, MismatchedRequestsAreRefused) {
-  auto server = StartServer(BaseConfig(GetParam()));
+  // Two listeners, so that asking for one of them is a filter of its own.
+  ServerConfig config = BaseConfig(GetParam());
+  config.core.listen.push_back({"other", net::Endpoint::Loopback(0)});
+  auto server = StartServer(config);
   ASSERT_NE(server, nullptr);
   const std::string address = server->grpc_address();
   SubscribeRequest data_only = GroupRequest("workers");
@@ -484,16 +488,25 @@ TEST_P(GroupTest, MismatchedRequestsAreRefused) {
                    grpc::StatusCode::FAILED_PRECONDITION,
                    "kinds: the group has EVENT_KIND_DATA, this request asks "
                    "for all"});
-  SubscribeRequest lossy = data_only;
-  lossy.set_delivery(fanin::v1::DELIVERY_LOSSY);
-  cases.push_back({lossy, grpc::StatusCode::FAILED_PRECONDITION,
-                   "delivery: the group has DELIVERY_LOSSLESS, this request "
-                   "asks for DELIVERY_LOSSY"});
-  SubscribeRequest cut = data_only;
-  cut.set_max_payload_bytes(10);
-  cases.push_back({cut, grpc::StatusCode::FAILED_PRECONDITION,
-                   "max_payload_bytes: the group has 0, this request asks "
-                   "for 10"});
+  // A member that differs from the group's terms in one field.
+  auto differs = [&](absl::FunctionRef<void(SubscribeRequest*)> edit,
+                     const char* says) {
+    SubscribeRequest request = data_only;
+    edit(&request);
+    cases.push_back({request, grpc::StatusCode::FAILED_PRECONDITION, says});
+  };
+  differs(
+      [](SubscribeRequest* r) { r->set_delivery(fanin::v1::DELIVERY_LOSSY); },
+      "delivery: the group has DELIVERY_LOSSLESS, this request asks for "
+      "DELIVERY_LOSSY");
+  differs([](SubscribeRequest* r) { r->set_max_payload_bytes(10); },
+          "max_payload_bytes: the group has 0, this request asks for 10");
+  differs([](SubscribeRequest* r) { r->add_listeners("other"); },
+          "listeners: the group has all, this request asks for other");
+  differs([](SubscribeRequest* r) { r->add_connection_ids(7); },
+          "connection_ids: the group has all, this request asks for 7");
+  differs([](SubscribeRequest* r) { r->set_omit_payload(true); },
+          "omit_payload: the group has false, this request asks for true");
   SubscribeRequest bad_name = data_only;
   bad_name.set_group("no spaces");
   cases.push_back(

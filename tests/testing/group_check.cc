@@ -39,6 +39,12 @@ std::vector<Subscriber::State> Snapshots(
   return out;
 }
 
+size_t CountOpened(const std::vector<std::unique_ptr<Subscriber>>& members) {
+  size_t opened = 0;
+  for (const auto& s : Snapshots(members)) opened += s.opened.size();
+  return opened;
+}
+
 size_t CountClosed(const std::vector<std::unique_ptr<Subscriber>>& members) {
   absl::flat_hash_set<uint64_t> closed;
   for (const auto& m : members) {

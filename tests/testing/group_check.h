@@ -30,6 +30,9 @@ fanin::v1::GroupInfo GroupInfoOf(const std::string& address,
 std::vector<Subscriber::State> Snapshots(
     const std::vector<std::unique_ptr<Subscriber>>& members);
 
+// Opened events the members saw, together (each connection's goes to one).
+size_t CountOpened(const std::vector<std::unique_ptr<Subscriber>>& members);
+
 // Connections whose Closed reached some member.
 size_t CountClosed(const std::vector<std::unique_ptr<Subscriber>>& members);
 
