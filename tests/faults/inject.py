@@ -282,12 +282,6 @@ FAULTS = [
          find="    if (list.empty() || from == 0 || from > to) return 0;",
          replace="    if (true || list.empty() || from == 0 || from > to) return 0;",
          tests=[CLUSTER_GROUPS], filter="*Cancelled*:*Killed*"),
-    dict(name="cluster-groups-late-assignment-uncovered",
-         promise="cluster groups: a connection given to a member after it measured its progress is owed from where it was given",
-         file="server/fanout/group.cc",
-         find="      if (unmeasured) c_from = std::min(c_from, c->assigned_at);\n      if (c->carry_from != 0 &&\n          (received_through",
-         replace="      if (false) c_from = std::min(c_from, c->assigned_at);\n      if (c->carry_from != 0 &&\n          (received_through",
-         tests=[CLUSTER_GROUPS], filter="*Churn*"),
     # TLS termination and the PROXY protocol (README, "TLS and PROXY
     # protocol on raw listeners").
     dict(name="setup-opened-at-accept",
