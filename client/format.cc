@@ -96,6 +96,15 @@ std::string EventDetailText(const v1::Event& event,
       }
       return out;
     }
+    case v1::Event::kGroupChange: {
+      const v1::GroupChange& change = event.group_change();
+      return absl::StrCat(
+          change.change() == v1::GroupChange::MEMBER_JOINED ? "member joined"
+          : change.change() == v1::GroupChange::MEMBER_LEFT ? "member left"
+                                                            : "changed",
+          " group=", EscapeBytes(change.group()),
+          " member=", change.member_id());
+    }
     case v1::Event::kWritable:
     case v1::Event::kReadable:
     case v1::Event::KIND_NOT_SET:
@@ -178,6 +187,8 @@ v1::EventKind EventKindOf(const v1::Event& event) {
       return v1::EVENT_KIND_READABLE;
     case v1::Event::kNodeChange:
       return v1::EVENT_KIND_NODE;
+    case v1::Event::kGroupChange:
+      return v1::EVENT_KIND_GROUP;
     case v1::Event::KIND_NOT_SET:
       break;
   }
@@ -223,7 +234,7 @@ std::string FormatEventText(const v1::Event& event,
                             const TextOptions& options) {
   // The columns of "conn=ID LISTENER": a NodeChange is about no connection.
   std::string source;
-  if (event.has_node_change()) {
+  if (event.has_node_change() || event.has_group_change()) {
     source = absl::StrFormat("%-22s",
                              absl::StrCat("[", EscapeBytes(event.node()), "]"));
   } else {
@@ -351,9 +362,12 @@ std::string FormatGroupsText(const v1::ListGroupsResponse& groups,
     absl::StrAppend(&out, "\n");
     for (const v1::GroupMember& m : g.members()) {
       absl::StrAppend(
-          &out, "  member ", m.member_id(), "  ", EscapeBytes(m.peer(), 128),
-          "  ", m.connections(), " connections  ", m.queued_events(),
-          " queued  ", m.delivered_events(), " delivered",
+          &out, "  member ", m.member_id(),
+          m.node().empty() ? ""
+                           : absl::StrCat(" [", EscapeBytes(m.node()), "]"),
+          "  ", EscapeBytes(m.peer(), 128), "  ", m.connections(),
+          " connections  ", m.queued_events(), " queued  ",
+          m.delivered_events(), " delivered",
           m.events_lost() > 0 ? absl::StrCat("  ", m.events_lost(), " lost")
                               : "",
           "  joined ",

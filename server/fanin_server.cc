@@ -125,6 +125,8 @@ absl::StatusOr<std::unique_ptr<FaninServer>> FaninServer::Start(
     c.core.node = c.cluster->node_name;
     c.core.first_connection_id = server->cluster_->first_connection_id();
     c.service.cluster = server->cluster_.get();
+    c.service.groups.replication = server->cluster_.get();
+    c.service.groups.cluster_queue_bytes = c.hub.lossless_queue_bytes;
     sink = server->cluster_.get();
   }
   server->hub_ = std::make_unique<fanout::EventHub>(c.hub);
@@ -172,7 +174,13 @@ absl::StatusOr<std::unique_ptr<FaninServer>> FaninServer::Start(
              [core_ptr] { return core_ptr->GetStats().connections_open; },
          .close_all = [core_ptr] { core_ptr->CloseAll(); },
          .restart_ids =
-             [core_ptr](uint64_t next) { core_ptr->RestartIds(next); }});
+             [core_ptr](uint64_t next) { core_ptr->RestartIds(next); },
+         .on_group_progress =
+             [service = server->service_.get()](
+                 const std::string& group, uint64_t member, uint64_t through,
+                 uint64_t as_of) {
+               service->NoteGroupProgress(group, member, through, as_of);
+             }});
     if (!joined.ok()) return joined;
   }
   absl::Status started = server->core_->Start();

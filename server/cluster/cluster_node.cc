@@ -5,6 +5,7 @@
 #include <optional>
 #include <utility>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -197,6 +198,9 @@ absl::Status ClusterNode::EnsureStreamAndBuckets() {
   absl::Status s =
       bucket(absl::StrCat(options_.cluster_name, "_nodes"), &nodes_kv_);
   if (s.ok()) s = bucket(absl::StrCat(options_.cluster_name, "_ids"), &ids_kv_);
+  if (s.ok()) {
+    s = bucket(absl::StrCat(options_.cluster_name, "_groups"), &groups_kv_);
+  }
   return s;
 }
 
@@ -416,6 +420,14 @@ absl::Status ClusterNode::Start(Local local) {
                                 &ClusterNode::OnReply, this);
   if (st != NATS_OK) return FromNats(st, "subscribing to replies");
   reply_sub_.reset(sub);
+  // Group members' progress (best effort: a lost one only makes a handover
+  // read back further).
+  st = natsConnection_Subscribe(&sub, nc_.get(), ProgressSubject().c_str(),
+                                &ClusterNode::OnGroupProgress, this);
+  if (st != NATS_OK) return FromNats(st, "subscribing to group progress");
+  progress_sub_.reset(sub);
+  // Events from here on are live; those before were replayed.
+  live_from_.store(tail->next_seq, std::memory_order_release);
 
   started_ = true;
   PutRecord(fanin::v1::NODE_STATE_UP);
@@ -493,6 +505,7 @@ void ClusterNode::Stop(absl::Duration flush_timeout) {
   if (started_) PutRecord(fanin::v1::NODE_STATE_LEFT);
   rpc_sub_.reset();
   reply_sub_.reset();
+  progress_sub_.reset();
   {
     absl::MutexLock lock(&calls_mu_);
     for (auto& [id, call] : calls_) {
@@ -502,6 +515,7 @@ void ClusterNode::Stop(absl::Duration flush_timeout) {
   }
   nodes_kv_.reset();
   ids_kv_.reset();
+  groups_kv_.reset();
   js_.reset();
   link_->connected.store(false);  // closing on purpose: no warning
   if (nc_ != nullptr) natsConnection_Close(nc_.get());
@@ -1281,6 +1295,85 @@ void ClusterNode::RefreshMembership() {
   kvKeysList_Destroy(&keys);
   absl::MutexLock lock(&nodes_mu_);
   nodes_ = std::move(fresh);
+}
+
+// ---- Worker-pool groups (fanout::GroupReplication) ----
+
+namespace {
+
+// KV keys allow fewer characters than group names do.
+std::string GroupKey(const std::string& group) {
+  return absl::BytesToHexString(group);
+}
+
+}  // namespace
+
+void ClusterNode::Announce(fanin::v1::Event event) {
+  event.set_time_unix_nano(absl::GetCurrentTimeNanos());
+  event.set_node(options_.node_name);
+  Publish(fanout::MakeEvent(event, 0), nullptr);
+}
+
+absl::StatusOr<uint64_t> ClusterNode::FoundedAt(const std::string& group) {
+  if (Stopping() || groups_kv_ == nullptr) {
+    return absl::UnavailableError("fanin node is shutting down");
+  }
+  kvEntry* raw = nullptr;
+  natsStatus s = kvStore_Get(&raw, groups_kv_.get(), GroupKey(group).c_str());
+  if (s == NATS_NOT_FOUND) return 0;
+  if (s != NATS_OK) return FromNats(s, "reading the group directory");
+  NatsPtr<kvEntry> e(raw);
+  uint64_t seq = 0;
+  if (kvEntry_ValueString(e.get()) == nullptr ||
+      !absl::SimpleAtoi(kvEntry_ValueString(e.get()), &seq)) {
+    return 0;  // deleted (an empty value) or not ours
+  }
+  return seq;
+}
+
+void ClusterNode::Founded(const std::string& group, uint64_t seq) {
+  if (Stopping() || groups_kv_ == nullptr) return;
+  uint64_t rev = 0;
+  natsStatus s =
+      kvStore_PutString(&rev, groups_kv_.get(), GroupKey(group).c_str(),
+                        absl::StrCat(seq).c_str());
+  if (s != NATS_OK) {
+    base::Log(base::LogLevel::kWarning, "cannot record a group's founding",
+              {{"group", group}, {"error", natsStatus_GetText(s)}});
+  }
+}
+
+void ClusterNode::Forgotten(const std::string& group) {
+  if (Stopping() || groups_kv_ == nullptr) return;
+  kvStore_Delete(groups_kv_.get(), GroupKey(group).c_str());
+}
+
+void ClusterNode::Progress(const std::string& group, uint64_t member,
+                           uint64_t received_through, uint64_t as_of) {
+  if (Stopping() || nc_ == nullptr) return;
+  fanin::v1::GroupChange p;
+  p.set_group(group);
+  p.set_member_id(member);
+  p.set_received_through_seq(received_through);
+  p.set_as_of_seq(as_of);
+  const std::string body = p.SerializeAsString();
+  natsConnection_Publish(nc_.get(), ProgressSubject().c_str(), body.data(),
+                         static_cast<int>(body.size()));
+}
+
+void ClusterNode::OnGroupProgress(natsConnection*, natsSubscription*,
+                                  natsMsg* raw, void* arg) {
+  NatsPtr<natsMsg> msg(raw);
+  auto* self = static_cast<ClusterNode*>(arg);
+  fanin::v1::GroupChange p;
+  if (!p.ParseFromArray(natsMsg_GetData(msg.get()),
+                        natsMsg_GetDataLength(msg.get()))) {
+    return;
+  }
+  if (self->local_.on_group_progress) {
+    self->local_.on_group_progress(p.group(), p.member_id(),
+                                   p.received_through_seq(), p.as_of_seq());
+  }
 }
 
 void ClusterNode::PublishNodeChange(fanin::v1::NodeState state,

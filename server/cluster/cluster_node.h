@@ -46,6 +46,7 @@
 #include "server/cluster/nats.h"
 #include "server/fanout/event_hub.h"
 #include "server/fanout/event_sink.h"
+#include "server/fanout/group.h"
 #include "server/grpc/cluster_router.h"
 #include "server/grpc/fanin_service.h"
 
@@ -89,7 +90,8 @@ struct ClusterStats {
 };
 
 class ClusterNode final : public fanout::EventSink,
-                          public grpc_api::ClusterRouter {
+                          public grpc_api::ClusterRouter,
+                          public fanout::GroupReplication {
  public:
   // Connects (bounded by connect_timeout), makes sure the stream and buckets
   // exist, refuses a node name a live node holds (ALREADY_EXISTS), and takes
@@ -97,10 +99,11 @@ class ClusterNode final : public fanout::EventSink,
   static absl::StatusOr<std::unique_ptr<ClusterNode>> Join(
       ClusterOptions options);
   ~ClusterNode() override;
+  using Fetched = fanout::FetchedEvents;  // both bases name it
 
   // The cluster's epoch (the stream's creation time): HubOptions::epoch.
   const std::string& epoch() const { return epoch_; }
-  uint64_t incarnation() const { return incarnation_; }
+  uint64_t incarnation() const override { return incarnation_; }
   uint64_t first_connection_id() const { return incarnation_ << 32 | 1; }
 
   // Starts reading the stream into `hub`, publishing, heartbeating and
@@ -115,6 +118,10 @@ class ClusterNode final : public fanout::EventSink,
     // published), then makes new ids start at the given one.
     std::function<void()> close_all;
     std::function<void(uint64_t first_id)> restart_ids;
+    // Another node's group member's progress (GroupReplication::Progress).
+    std::function<void(const std::string& group, uint64_t member,
+                       uint64_t received_through, uint64_t as_of)>
+        on_group_progress;
   };
   absl::Status Start(Local local);
   // Graceful leave, first step: DRAINING in the registry and the stream.
@@ -162,6 +169,17 @@ class ClusterNode final : public fanout::EventSink,
              absl::AnyInvocable<void(absl::StatusOr<Fetched>)> done) override;
   void FillStats(fanin::v1::GetStatsResponse* stats) const override;
   bool broker_available() const override { return broker_connected(); }
+
+  // fanout::GroupReplication (node(), incarnation() and Fetch() above)
+  uint64_t live_from_seq() const override {
+    return live_from_.load(std::memory_order_acquire);
+  }
+  void Announce(fanin::v1::Event event) override;
+  absl::StatusOr<uint64_t> FoundedAt(const std::string& group) override;
+  void Founded(const std::string& group, uint64_t seq) override;
+  void Forgotten(const std::string& group) override;
+  void Progress(const std::string& group, uint64_t member,
+                uint64_t received_through, uint64_t as_of) override;
 
  private:
   explicit ClusterNode(ClusterOptions options);
@@ -219,7 +237,12 @@ class ClusterNode final : public fanout::EventSink,
                         void* self);
   static void OnReply(natsConnection*, natsSubscription*, natsMsg* msg,
                       void* self);
+  static void OnGroupProgress(natsConnection*, natsSubscription*, natsMsg* msg,
+                              void* self);
   void SweepDeadlines();
+  std::string ProgressSubject() const {
+    return options_.cluster_name + ".groups.progress";
+  }
   bool Stopping() const { return stop_.load(std::memory_order_acquire); }
 
   const ClusterOptions options_;
@@ -234,6 +257,9 @@ class ClusterNode final : public fanout::EventSink,
   NatsPtr<jsCtx> js_;
   NatsPtr<kvStore> nodes_kv_;
   NatsPtr<kvStore> ids_kv_;
+  NatsPtr<kvStore> groups_kv_;  // group name (hex) -> founding seq
+  NatsPtr<natsSubscription> progress_sub_;
+  std::atomic<uint64_t> live_from_{UINT64_MAX};
   NatsPtr<natsSubscription> rpc_sub_;
   NatsPtr<natsSubscription> reply_sub_;
   std::string reply_prefix_;

@@ -238,6 +238,9 @@ std::shared_ptr<StoredEvent> MakeEvent(const fanin::v1::Event& event,
     case fanin::v1::Event::kNodeChange:
       e->kind = fanin::v1::EVENT_KIND_NODE;
       break;
+    case fanin::v1::Event::kGroupChange:
+      e->kind = fanin::v1::EVENT_KIND_GROUP;
+      break;
     case fanin::v1::Event::KIND_NOT_SET:
       break;
   }
@@ -270,6 +273,8 @@ fanin::v1::EventKind KindOfField(int field) {
       return fanin::v1::EVENT_KIND_READABLE;
     case Event::kNodeChangeFieldNumber:
       return fanin::v1::EVENT_KIND_NODE;
+    case Event::kGroupChangeFieldNumber:
+      return fanin::v1::EVENT_KIND_GROUP;
     default:
       return fanin::v1::EVENT_KIND_UNSPECIFIED;
   }

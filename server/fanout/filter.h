@@ -43,11 +43,12 @@ class Filter {
            MatchesSource(listener, connection_id);
   }
   // The whole test for a stored event: kind, source and (cluster mode) node.
-  // A NodeChange has no listener or connection: it matches only filters
-  // that name neither.
+  // A NodeChange or GroupChange has no listener or connection: it matches
+  // only filters that name neither.
   bool Matches(const StoredEvent& e) const {
     if (!nodes_.empty() && !nodes_.contains(e.node)) return false;
-    if (e.kind == fanin::v1::EVENT_KIND_NODE) {
+    if (e.kind == fanin::v1::EVENT_KIND_NODE ||
+        e.kind == fanin::v1::EVENT_KIND_GROUP) {
       return (kinds_ & KindBit(e.kind)) != 0 && connections_.empty() &&
              listeners_ == ~uint64_t{0};
     }
@@ -61,6 +62,17 @@ class Filter {
   // True when a new connection on `listener` could produce a matching event.
   bool MatchesNewConnections(uint32_t listener) const {
     return connections_.empty() && (listeners_ >> listener & 1u) != 0;
+  }
+  // This filter, matching only events of `ids` (of those it matched).
+  Filter WithConnections(const absl::flat_hash_set<uint64_t>& ids) const {
+    Filter f = *this;
+    if (f.connections_.empty()) {
+      f.connections_ = ids;
+    } else {
+      absl::erase_if(f.connections_,
+                     [&ids](uint64_t id) { return !ids.contains(id); });
+    }
+    return f;
   }
   // Equal for filters that match the same events (kinds, listeners and
   // connection ids, in any order), different otherwise.

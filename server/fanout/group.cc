@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "server/base/log.h"
+#include "server/base/text.h"
 
 namespace fanin::fanout {
 namespace group_internal {
@@ -25,6 +26,11 @@ constexpr size_t kRouteEvents = 1024;
 constexpr size_t kRouteBytes = size_t{4} << 20;
 constexpr int kWakeRouteChunks = 64;
 constexpr int kReadRouteChunks = 8;
+// Cluster mode: how often a member's progress goes to the other nodes.
+constexpr absl::Duration kProgressEvery = absl::Milliseconds(200);
+// Cluster mode: idle groups are looked at every this many events (a choice
+// every node makes at the same events).
+constexpr uint64_t kForgetCheckEvery = 256;
 
 // Events lost, as a range and an exact count.
 struct Loss {
@@ -62,6 +68,9 @@ struct Item {
   bool charged = true;
   // Handed over from a leaving member's writes: it may have received it.
   bool possibly_received = false;
+  // Cluster mode: read back from the stream for a handover (older than the
+  // history, maybe): never dropped as evicted.
+  bool fetched = false;
 };
 
 // One connection as its group sees it. Lives while the connection is open
@@ -84,8 +93,26 @@ struct Conn {
   bool marker_in_flight = false;
   fanin::v1::AssignReason reason = fanin::v1::ASSIGN_REASON_UNSPECIFIED;
   uint64_t previous_member = 0;
+  std::string previous_node;
   uint64_t redelivered_through = 0;
   Loss lost;
+  // Cluster mode. Unowned: the first seq of it no member received (0:
+  // none), read back from the stream for the member that takes it.
+  uint64_t pool_from = 0;
+  // A read from the stream for its (local) owner is running (its id), for
+  // its events up to backfill_to; its later events wait in `held`.
+  uint64_t backfill = 0;
+  uint64_t backfill_to = 0;
+  std::vector<Item> held;
+  // Owned by another node's member that may not have delivered all of it:
+  // from carry_from on, its events may be undelivered, and up to
+  // carry_through possibly delivered before. If that member leaves before
+  // its progress passed carry_through, the next member reads back from
+  // here (0: nothing carried).
+  uint64_t carry_from = 0;
+  uint64_t carry_through = 0;
+  uint64_t assigned_at = 0;  // cluster mode: the seq its owner got it at
+  uint64_t closed_seq = 0;   // cluster mode: the seq of its Closed
 };
 
 // What an Assigned being written carried, to be owed again if its write
@@ -100,6 +127,8 @@ struct MarkerInFlight {
 
 using group_internal::Conn;
 using group_internal::Item;
+using group_internal::kForgetCheckEvery;
+using group_internal::kProgressEvery;
 using group_internal::Loss;
 
 // All fields after `wake` are guarded by the group's mu.
@@ -125,6 +154,21 @@ struct GroupRegistry::Member : std::enable_shared_from_this<Member> {
   uint64_t connections = 0;                 // open ones assigned to it
   uint64_t delivered = 0;
   uint64_t lost = 0;
+
+  // Cluster mode.
+  bool remote = false;  // another node's member: nothing is queued here
+  std::string node;
+  // Local: false until its MEMBER_JOINED is applied (until then `group` is
+  // null and the member's state is guarded by the registry's mu).
+  std::atomic<bool> joined{true};
+  bool ending = false;  // local: its stream ended, MEMBER_LEFT not applied yet
+  std::optional<absl::Status> end;  // the cluster ended it
+  // Remote: the last progress heard. Local: the last progress sent. As of
+  // how far its node had routed then.
+  uint64_t received_through = 0;
+  uint64_t progress_as_of = 0;
+  uint64_t joined_seq = 0;
+  int64_t progress_ns = 0;
 };
 
 struct GroupRegistry::Group {
@@ -161,6 +205,19 @@ struct GroupRegistry::Group {
   uint64_t lost ABSL_GUARDED_BY(mu) = 0;
   EventHub::ReadResult route_buffer ABSL_GUARDED_BY(mu);
 
+  // Cluster mode: the seq of the founding MEMBER_JOINED, and the reads from
+  // the stream running for this node's members (handovers), by id.
+  bool cluster = false;
+  uint64_t generation = 0;
+  struct BackfillJob {
+    uint64_t next = 0;  // the next seq to read
+    uint64_t to = 0;    // the handover's seq: later events are routed live
+    absl::flat_hash_map<uint64_t, uint64_t> conns;  // id -> its first seq
+    uint64_t member = 0;
+  };
+  absl::flat_hash_map<uint64_t, BackfillJob> backfills ABSL_GUARDED_BY(mu);
+  uint64_t next_backfill ABSL_GUARDED_BY(mu) = 1;
+
   // The live member with the fewest connections, ties by join order.
   Member* Pick() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     Member* best = nullptr;
@@ -176,6 +233,42 @@ struct GroupRegistry::Group {
   // event of it will be its Opened and it never had a member.
   void Assign(Conn& c, Member* m, bool first_is_opened, WakeList* wakes)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (m->remote) {
+      // Its node delivers it, and tells its member what it owes. What this
+      // node knew was owed (undelivered from pool_from, possibly delivered
+      // up to redelivered_through) is carried, in case it moves again
+      // before that member delivered it.
+      if (c.backfill != 0) {
+        const uint64_t from = DetachBackfill(c);
+        if (from != UINT64_MAX) {
+          c.pool_from = c.pool_from == 0 ? from : std::min(c.pool_from, from);
+        }
+      }
+      for (Item& item : c.held) {
+        c.pool_from = c.pool_from == 0 ? item.event->seq
+                                       : std::min(c.pool_from, item.event->seq);
+        --c.outstanding;
+        if (item.charged) Release(item.event->MemoryBytes());
+      }
+      c.held.clear();
+      c.owner = m;
+      c.ever_assigned = true;
+      c.assigned_at = routed_through;
+      if (!c.closed) ++m->connections;
+      if (c.pool_from != 0) {
+        c.carry_from = c.carry_from == 0 ? c.pool_from
+                                         : std::min(c.carry_from, c.pool_from);
+      }
+      c.carry_through = std::max(c.carry_through, c.redelivered_through);
+      c.needs_marker = false;
+      c.reason = fanin::v1::ASSIGN_REASON_UNSPECIFIED;
+      c.previous_member = 0;
+      c.previous_node.clear();
+      c.redelivered_through = 0;
+      c.lost = Loss();
+      c.pool_from = 0;
+      return;
+    }
     if (c.ever_assigned || !first_is_opened || c.needs_marker) {
       c.needs_marker = true;
       if (c.reason == fanin::v1::ASSIGN_REASON_UNSPECIFIED) {
@@ -184,6 +277,7 @@ struct GroupRegistry::Group {
     }
     c.owner = m;
     c.ever_assigned = true;
+    c.assigned_at = routed_through;
     if (!c.closed) ++m->connections;
     ListForMarker(c, wakes);
   }
@@ -191,7 +285,8 @@ struct GroupRegistry::Group {
   // An owed Assigned with no event to precede goes out on its own.
   void ListForMarker(Conn& c, WakeList* wakes)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    if (c.owner != nullptr && c.needs_marker && c.queued == 0 && !c.listed) {
+    if (c.owner != nullptr && c.needs_marker && c.queued == 0 && !c.listed &&
+        c.backfill == 0 && !c.owner->remote) {
       c.listed = true;
       c.owner->marker_conns.push_back(c.id);
       Wake(c.owner, wakes);
@@ -199,12 +294,22 @@ struct GroupRegistry::Group {
   }
 
   void Release(size_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    if (spec.lossless && bytes > 0) hub->Release(sub.get(), bytes);
+    if (!spec.lossless || bytes == 0) return;
+    if (cluster) {
+      registry->cluster_held_.fetch_sub(static_cast<int64_t>(bytes),
+                                        std::memory_order_relaxed);
+    } else {
+      hub->Release(sub.get(), bytes);
+    }
   }
 
   void MaybeErase(Conn& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     if (c.closed && c.outstanding == 0 && !c.needs_marker &&
-        !c.marker_in_flight) {
+        !c.marker_in_flight && c.pool_from == 0 && c.backfill == 0 &&
+        (c.owner == nullptr || !c.owner->remote ||
+         c.owner->received_through >= std::max(c.closed_seq, c.assigned_at))) {
+      // (Another node's member: kept until its progress shows it received
+      // the Closed, or a handover would not find the connection.)
       conns.erase(c.id);
     }
   }
@@ -244,17 +349,18 @@ struct GroupRegistry::Group {
     if (!spec.lossless) DropEvicted(wakes);
   }
 
-  void RouteOne(const EventPtr& e, WakeList* wakes)
+  // The group's view of `e`'s connection, brought up to `e`: created on
+  // first sight, given a member if it has none, closed by its Closed. Null
+  // for the Closed of a connection the group never saw, when its members do
+  // not want Closed events.
+  Conn* Note(const EventPtr& e, WakeList* wakes)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     routed_through = std::max(routed_through, e->seq);
     const bool closing = e->kind == fanin::v1::EVENT_KIND_CLOSED;
     const bool opened = e->kind == fanin::v1::EVENT_KIND_OPENED;
     auto it = conns.find(e->connection_id);
     if (it == conns.end()) {
-      if (closing && !spec.deliver_closed) {
-        Release(e->MemoryBytes());
-        return;
-      }
+      if (closing && !spec.deliver_closed) return nullptr;
       it = conns.try_emplace(e->connection_id).first;
       Conn& c = it->second;
       c.id = e->connection_id;
@@ -268,13 +374,25 @@ struct GroupRegistry::Group {
     c.sent_after = e->bytes_sent_before;
     if (c.owner == nullptr && !members.empty()) {
       // New, or waiting without events since the group had no member.
-      Assign(c, Pick(), opened && c.queued == 0, wakes);
+      Assign(c, Pick(), opened && c.queued == 0 && c.pool_from == 0, wakes);
     }
     if (closing && !c.closed) {
       c.closed = true;
+      c.closed_seq = e->seq;
       if (c.owner != nullptr) --c.owner->connections;
     }
-    if (closing && !spec.deliver_closed) {
+    return &c;
+  }
+
+  void RouteOne(const EventPtr& e, WakeList* wakes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    Conn* found = Note(e, wakes);
+    if (found == nullptr) {
+      Release(e->MemoryBytes());
+      return;
+    }
+    Conn& c = *found;
+    if (e->kind == fanin::v1::EVENT_KIND_CLOSED && !spec.deliver_closed) {
       Release(e->MemoryBytes());
       MaybeErase(c);
       return;
@@ -287,6 +405,115 @@ struct GroupRegistry::Group {
     }
     c.owner->queue.push_back({e, &c});
     Wake(c.owner, wakes);
+  }
+
+  // Cluster mode: routes one event of the cluster's stream (every node
+  // routes every event alike; only this node's members get queues).
+  void RouteCluster(const EventPtr& e, WakeList* wakes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    Conn* found = Note(e, wakes);
+    if (found == nullptr) return;
+    Conn& c = *found;
+    if (e->kind == fanin::v1::EVENT_KIND_CLOSED && !spec.deliver_closed) {
+      MaybeErase(c);
+      return;
+    }
+    if (c.owner == nullptr) {
+      if (c.pool_from == 0) c.pool_from = e->seq;
+      return;
+    }
+    if (c.owner->remote) {
+      MaybeErase(c);
+      return;
+    }
+    if (spec.lossless) {
+      registry->cluster_held_.fetch_add(static_cast<int64_t>(e->MemoryBytes()),
+                                        std::memory_order_relaxed);
+    }
+    ++c.outstanding;
+    if (c.backfill != 0) {
+      c.held.push_back({e, &c, spec.lossless});
+      return;
+    }
+    ++c.queued;
+    c.owner->queue.push_back({e, &c, spec.lossless});
+    Wake(c.owner, wakes);
+  }
+
+  // Cluster mode: the seq up to which the events of `m`'s connections count
+  // as received: below everything it still holds, has in a write, wrote in
+  // its redelivery window or is reading back from the stream.
+  uint64_t ReceivedThrough(const Member& m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    uint64_t lo = UINT64_MAX;
+    for (const Item& i : m.recent) lo = std::min(lo, i.event->seq);
+    for (const Item& i : m.in_flight) lo = std::min(lo, i.event->seq);
+    for (const Item& i : m.queue) lo = std::min(lo, i.event->seq);
+    for (const auto& [id, c] : conns) {
+      if (c.owner == &m && c.backfill != 0) {
+        lo = std::min(lo, BackfillRemaining(c));
+      }
+    }
+    for (const auto& [id, c] : conns) {
+      if (c.owner == &m && !c.held.empty()) {
+        lo = std::min(lo, c.held.front().event->seq);
+      }
+    }
+    return lo == UINT64_MAX ? routed_through : lo - 1;
+  }
+  // The highest seq `m` wrote or is writing (0: none).
+  static uint64_t WrittenThrough(const Member& m) {
+    uint64_t hi = 0;
+    for (const Item& i : m.recent) hi = std::max(hi, i.event->seq);
+    for (const Item& i : m.in_flight) hi = std::max(hi, i.event->seq);
+    return hi;
+  }
+
+  // Cluster mode: the first seq of `c` its running read from the stream
+  // has not read yet.
+  uint64_t BackfillRemaining(const Conn& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    auto it = backfills.find(c.backfill);
+    if (it == backfills.end()) return UINT64_MAX;
+    auto first = it->second.conns.find(c.id);
+    return std::max(it->second.next,
+                    first == it->second.conns.end() ? 0 : first->second);
+  }
+  // Takes `c` out of its read from the stream (it goes to another node's
+  // member, or waits for one); returns the first seq not read for it.
+  uint64_t DetachBackfill(Conn& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    const uint64_t from = BackfillRemaining(c);
+    if (auto it = backfills.find(c.backfill); it != backfills.end()) {
+      it->second.conns.erase(c.id);
+    }
+    c.backfill = 0;
+    c.backfill_to = 0;
+    return from;
+  }
+
+  // Cluster mode: `conns`, now this node's member `m`'s, get their events
+  // from `from` to `to` read back from the stream (their later ones wait
+  // behind the read); those up to `redelivered_through` are marked.
+  // Returns the job's id (0: nothing to read).
+  uint64_t StartBackfill(Member* m,
+                         const std::vector<std::pair<Conn*, uint64_t>>& list,
+                         uint64_t to, uint64_t redelivered_through)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    uint64_t from = UINT64_MAX;
+    for (const auto& [c, first] : list) from = std::min(from, first);
+    if (list.empty() || from == 0 || from > to) return 0;
+    const uint64_t id = next_backfill++;
+    BackfillJob& job = backfills[id];
+    job.next = from;
+    job.to = to;
+    job.member = m->id;
+    for (const auto& [c, first] : list) {
+      job.conns[c->id] = first;
+      c->backfill = id;
+      c->backfill_to = to;
+      c->needs_marker = true;
+      c->redelivered_through =
+          std::max(c->redelivered_through, redelivered_through);
+    }
+    return id;
   }
 
   void CountLost(uint64_t n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
@@ -310,7 +537,7 @@ struct GroupRegistry::Group {
     // are few: its last writes, one handover's worth.
     std::vector<Item> kept;
     while (!q->empty() && q->front().event->seq < oldest) {
-      if (q->front().possibly_received) {
+      if (q->front().possibly_received || q->front().fetched) {
         kept.push_back(std::move(q->front()));
         q->pop_front();
         continue;
@@ -360,7 +587,24 @@ struct GroupRegistry::Group {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     absl::flat_hash_map<Member*, std::vector<Item>> by_owner;
     for (Item& item : items) {
-      by_owner[item.conn->owner].push_back(std::move(item));
+      Conn& c = *item.conn;
+      if (cluster && (c.owner == nullptr || c.owner->remote)) {
+        // Not delivered here: the member that takes it reads it back from
+        // the stream (its node knows from where).
+        uint64_t& first = c.owner == nullptr ? c.pool_from : c.carry_from;
+        first = first == 0 ? item.event->seq : std::min(first, item.event->seq);
+        --c.queued;
+        --c.outstanding;
+        if (item.charged) Release(item.event->MemoryBytes());
+        continue;
+      }
+      if (cluster && c.backfill != 0) {
+        // Behind the read from the stream running for it.
+        c.held.push_back(std::move(item));
+        --c.queued;
+        continue;
+      }
+      by_owner[c.owner].push_back(std::move(item));
     }
     for (auto& [owner, list] : by_owner) {
       if (owner == nullptr) {
@@ -398,6 +642,7 @@ struct GroupRegistry::Group {
                  : c.lost.empty() ? fanin::v1::ASSIGN_REASON_UNASSIGNED
                                   : fanin::v1::ASSIGN_REASON_EVENTS_LOST);
     a.set_previous_member(c.previous_member);
+    a.set_previous_node(c.previous_node);
     // Kept until the connection's events pass it: a later Assigned (a loss)
     // may come while events the previous member may have had still follow.
     if (c.redelivered_through >= a.from_seq()) {
@@ -435,7 +680,11 @@ struct GroupRegistry::Group {
       if (it == conns.end()) continue;
       Conn& c = it->second;
       c.listed = false;
-      if (c.owner != m || !c.needs_marker || c.queued > 0) continue;
+      // A connection being read back from the stream is listed again when
+      // the read is done.
+      if (c.owner != m || !c.needs_marker || c.queued > 0 || c.backfill != 0) {
+        continue;
+      }
       if (c.closed && c.lost.empty() && c.outstanding == 0) {
         // Gone, and nothing to tell about it.
         c.needs_marker = false;
@@ -523,14 +772,29 @@ struct GroupRegistry::Group {
     std::sort(held.begin(), held.end(),
               [](const Conn* a, const Conn* b) { return a->id < b->id; });
     for (Conn* c : held) {
+      // Events waiting behind a read from the stream go with it.
+      for (Item& item : c->held) {
+        ++c->queued;
+        tail.push_back(std::move(item));
+      }
+      c->held.clear();
       c->owner = nullptr;
       c->needs_marker = true;
       c->reason = fanin::v1::ASSIGN_REASON_MEMBER_LEFT;
       c->previous_member = m->id;
+      c->previous_node = m->node;
       if (auto u = unfinished.find(c); u != unfinished.end()) {
         c->redelivered_through = std::max(c->redelivered_through, u->second);
       }
-      if (Member* n = Pick(); n != nullptr) Assign(*c, n, false, wakes);
+      if (Member* n = Pick(); n != nullptr) {
+        Assign(*c, n, false, wakes);
+      } else if (cluster && c->backfill != 0) {
+        const uint64_t from = DetachBackfill(*c);
+        if (from != UINT64_MAX) {
+          c->pool_from =
+              c->pool_from == 0 ? from : std::min(c->pool_from, from);
+        }
+      }
     }
     handovers += held.size();
     registry->handovers_.fetch_add(held.size(), std::memory_order_relaxed);
@@ -679,6 +943,316 @@ struct GroupRegistry::Group {
     return revocations.size();
   }
 
+  // ---- Cluster mode: membership changes, applied at their seq ----
+
+  // A read from the stream to start, once the locks are released.
+  using Jobs = std::vector<uint64_t>;
+
+  // A member joined: every unowned connection goes to the members, in id
+  // order (the same on every node: which of them have events here does not
+  // matter); this node's members read back what waited.
+  void AssignPoolCluster(uint64_t at_seq, WakeList* wakes, Jobs* jobs)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (members.empty()) return;
+    std::vector<Conn*> waiting;
+    for (auto& [id, c] : conns) {
+      if (c.owner == nullptr && (!c.closed || c.pool_from != 0)) {
+        waiting.push_back(&c);
+      }
+    }
+    std::sort(waiting.begin(), waiting.end(),
+              [](const Conn* a, const Conn* b) { return a->id < b->id; });
+    absl::flat_hash_map<Member*, std::vector<std::pair<Conn*, uint64_t>>> reads;
+    for (Conn* c : waiting) {
+      const uint64_t from = c->pool_from;
+      Member* n = Pick();
+      Assign(*c, n, false, wakes);  // a remote member: carried
+      c->pool_from = 0;
+      if (!n->remote && from != 0) reads[n].push_back({c, from});
+    }
+    for (auto& [n, list] : reads) {
+      if (uint64_t id = StartBackfill(n, list, at_seq, 0); id != 0) {
+        jobs->push_back(id);
+      }
+    }
+    for (Conn* c : waiting) {
+      ListForMarker(*c, wakes);
+      MaybeErase(*c);
+    }
+  }
+
+  // Another node's member `m` left at `at_seq`: each of its connections goes
+  // to a member; this node's members read back the events after
+  // `received_through` (those up to `written_through` marked).
+  // `as_of`: how far its node had routed when it measured received_through
+  // (0: unknown, as after a lost node's last progress).
+  void LeaveRemote(Member* m, uint64_t received_through,
+                   uint64_t written_through, uint64_t as_of, uint64_t at_seq,
+                   WakeList* wakes, Jobs* jobs)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    const uint64_t from = std::max(received_through, m->joined_seq) + 1;
+    std::vector<Conn*> held;
+    for (auto& [id, c] : conns) {
+      if (c.owner == m) held.push_back(&c);
+    }
+    std::sort(held.begin(), held.end(),
+              [](const Conn* a, const Conn* b) { return a->id < b->id; });
+    absl::flat_hash_map<Member*, std::vector<std::pair<Conn*, uint64_t>>> reads;
+    for (Conn* c : held) {
+      // What the member may not have delivered of it: after its progress,
+      // and, when it got the connection from another node's member and had
+      // not progressed past what that one may have delivered, from there.
+      uint64_t c_from = from;
+      uint64_t c_through = std::max(written_through, c->carry_through);
+      // Given to it after it measured: nothing of it counts as received.
+      const bool unmeasured = as_of < c->assigned_at;
+      if (unmeasured) c_from = std::min(c_from, c->assigned_at);
+      if (c->carry_from != 0 &&
+          (received_through < c->carry_through || unmeasured)) {
+        c_from = std::min(c_from, c->carry_from);
+      }
+      c->carry_from = c->carry_through = 0;
+      c->owner = nullptr;
+      c->reason = fanin::v1::ASSIGN_REASON_MEMBER_LEFT;
+      c->previous_member = m->id;
+      c->previous_node = m->node;
+      c->pool_from =
+          c->pool_from == 0 ? c_from : std::min(c->pool_from, c_from);
+      c->redelivered_through = std::max(c->redelivered_through, c_through);
+      Member* n = Pick();
+      if (n == nullptr) continue;
+      c->needs_marker = true;
+      const uint64_t read_from = c->pool_from;
+      Assign(*c, n, false, wakes);
+      if (!n->remote) {
+        c->pool_from = 0;
+        reads[n].push_back({c, read_from});
+      }
+    }
+    for (auto& [n, list] : reads) {
+      if (uint64_t id = StartBackfill(n, list, at_seq, 0); id != 0) {
+        jobs->push_back(id);
+      }
+    }
+    for (Conn* c : held) {
+      ListForMarker(*c, wakes);
+      MaybeErase(*c);
+    }
+    handovers += held.size();
+    registry->handovers_.fetch_add(held.size(), std::memory_order_relaxed);
+    m->connections = 0;
+  }
+
+  // A joining member that asked for it (or --group_rebalance) takes open
+  // connections from the most loaded members until it has its share. Any
+  // open connection may move (the choice must not depend on what this node
+  // is writing): a donor on this node keeps its write in flight, and a
+  // joiner here reads back from the donor's progress, marked.
+  size_t RebalanceCluster(Member* joiner, uint64_t at_seq, WakeList* wakes,
+                          Jobs* jobs) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (members.size() < 2) return 0;
+    uint64_t total = 0;
+    for (const auto& m : members) total += m->connections;
+    const uint64_t share = total / members.size();
+    absl::flat_hash_map<Member*, std::vector<Conn*>> candidates;
+    for (auto& [id, c] : conns) {
+      if (c.owner != nullptr && c.owner != joiner && !c.closed) {
+        candidates[c.owner].push_back(&c);
+      }
+    }
+    for (auto& [owner, list] : candidates) {
+      std::sort(list.begin(), list.end(),
+                [](const Conn* a, const Conn* b) { return a->id > b->id; });
+    }
+    std::vector<std::pair<Member*, Conn*>> moves;
+    while (joiner->connections < share) {
+      Member* donor = nullptr;
+      for (const auto& m : members) {
+        if (m.get() == joiner || candidates[m.get()].empty()) continue;
+        if (donor == nullptr || m->connections >= donor->connections) {
+          donor = m.get();
+        }
+      }
+      if (donor == nullptr || donor->connections <= joiner->connections + 1) {
+        break;
+      }
+      Conn* c = candidates[donor].back();
+      candidates[donor].pop_back();
+      // Counted now so that the choice of the next donor sees it; undone
+      // below, where the move is made.
+      --donor->connections;
+      ++joiner->connections;
+      moves.push_back({donor, c});
+    }
+    for (auto& [donor, c] : moves) {
+      ++donor->connections;
+      --joiner->connections;
+    }
+    std::vector<std::pair<Conn*, uint64_t>> reads;
+    std::vector<Item> moved;
+    for (auto& [donor, c] : moves) {
+      if (!donor->remote) {
+        // Revoked: its queued events go to the joiner (or, for a joiner on
+        // another node, are read back there); its recent writes of the
+        // connection count as received.
+        if (!c->needs_marker) {
+          fanin::v1::Assigned a;
+          a.set_group(name);
+          a.set_member_id(donor->id);
+          a.set_connection_id(c->id);
+          if (c->info != nullptr) {
+            a.set_listener(c->info->listener);
+            a.set_remote_address(c->info->remote_address);
+            a.set_local_address(c->info->local_address);
+          }
+          a.set_from_seq(at_seq + 1);
+          a.set_bytes_received(c->received_after);
+          a.set_bytes_sent(c->sent_after);
+          a.set_reason(fanin::v1::ASSIGN_REASON_REBALANCE);
+          a.set_revoked(true);
+          donor->notices.push_back(std::move(a));
+          Wake(donor, wakes);
+        }
+        std::deque<Item> keep;
+        for (Item& item : donor->queue) {
+          if (item.conn == c) {
+            moved.push_back(std::move(item));
+          } else {
+            keep.push_back(std::move(item));
+          }
+        }
+        donor->queue.swap(keep);
+        keep.clear();
+        for (Item& item : donor->recent) {
+          if (item.conn == c) {
+            donor->recent_bytes -= item.event->body.size();
+            --c->outstanding;
+          } else {
+            keep.push_back(std::move(item));
+          }
+        }
+        donor->recent.swap(keep);
+      }
+      --donor->connections;
+      c->owner = nullptr;
+      c->needs_marker = true;
+      c->listed = false;
+      c->reason = fanin::v1::ASSIGN_REASON_REBALANCE;
+      c->previous_member = donor->id;
+      c->previous_node = donor->node;
+      // The donor keeps delivering what it is writing: possibly delivered
+      // up to here.
+      c->redelivered_through = std::max(c->redelivered_through, at_seq);
+      if (donor->remote) {
+        uint64_t c_from =
+            std::max(donor->received_through, donor->joined_seq) + 1;
+        const bool unmeasured = donor->progress_as_of < c->assigned_at;
+        if (unmeasured) c_from = std::min(c_from, c->assigned_at);
+        if (c->carry_from != 0 &&
+            (donor->received_through < c->carry_through || unmeasured)) {
+          c_from = std::min(c_from, c->carry_from);
+        }
+        c->carry_from = c->carry_through = 0;
+        c->pool_from = c_from;
+      }
+      const uint64_t read_from = c->pool_from;
+      Assign(*c, joiner, false, wakes);
+      if (!joiner->remote && donor->remote) {
+        c->pool_from = 0;
+        reads.push_back({c, read_from});
+      }
+    }
+    Distribute(std::move(moved), wakes);
+    if (!reads.empty()) {
+      if (uint64_t id = StartBackfill(joiner, reads, at_seq, at_seq); id != 0) {
+        jobs->push_back(id);
+      }
+    }
+    for (auto& [donor, c] : moves) ListForMarker(*c, wakes);
+    handovers += moves.size();
+    registry->handovers_.fetch_add(moves.size(), std::memory_order_relaxed);
+    return moves.size();
+  }
+
+  // A member's write of what its last Read returned completed.
+  void Written(Member* member) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (!member->active) return;
+    member->delivered += member->in_flight.size();
+    // Written: out of the backlog. The redelivery window keeps the events
+    // (pointers, most still in the history) outside of it.
+    size_t bytes = 0;
+    for (Item& item : member->in_flight) {
+      --item.conn->in_write;
+      if (item.charged) bytes += item.event->MemoryBytes();
+      item.charged = false;
+      member->recent_bytes += item.event->body.size();
+      member->recent.push_back(std::move(item));
+    }
+    member->in_flight.clear();
+    // Beyond the redelivery window, a write counts as received.
+    while (!member->recent.empty() &&
+           member->recent_bytes > registry->options_.redelivery_bytes) {
+      Item& item = member->recent.front();
+      member->recent_bytes -= item.event->body.size();
+      Conn& c = *item.conn;
+      member->recent.pop_front();
+      --c.outstanding;
+      MaybeErase(c);
+    }
+    if (member->marker_in_flight.has_value()) {
+      auto it = conns.find(member->marker_in_flight->conn);
+      member->marker_in_flight.reset();
+      if (it != conns.end()) {
+        it->second.marker_in_flight = false;
+        MaybeErase(it->second);
+      }
+    }
+    Release(bytes);
+    if (cluster) {
+      // Tells the other nodes how far a handover of this member reads back.
+      const int64_t now = absl::GetCurrentTimeNanos();
+      if (now - member->progress_ns >=
+          absl::ToInt64Nanoseconds(kProgressEvery)) {
+        member->progress_ns = now;
+        const uint64_t through = ReceivedThrough(*member);
+        if (through != member->received_through) {
+          member->received_through = through;
+          registry->options_.replication->Progress(name, member->id, through,
+                                                   routed_through);
+        }
+      }
+    }
+  }
+
+  // Cluster mode: `m` left at `at` (its MEMBER_LEFT, or its node's
+  // NodeChange); nullopt when it was not a member. How many connections it
+  // handed over, and the members left.
+  std::optional<size_t> Remove(const std::shared_ptr<Member>& m,
+                               uint64_t received_through,
+                               uint64_t written_through, uint64_t as_of,
+                               const EventPtr& at, WakeList* wakes, Jobs* jobs,
+                               size_t* members_left)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    auto it = std::find(members.begin(), members.end(), m);
+    if (it == members.end()) return std::nullopt;
+    routed_through = std::max(routed_through, at->seq);
+    members.erase(it);
+    size_t handed = 0;
+    if (m->remote) {
+      handed = m->connections;
+      LeaveRemote(m.get(), received_through, written_through, as_of, at->seq,
+                  wakes, jobs);
+    } else {
+      m->active = false;
+      if (m->parked && m->end.has_value()) wakes->push_back(m);
+      m->parked = false;
+      handed = HandOver(m.get(), wakes);
+    }
+    if (members.empty()) empty_since_ns = at->time_unix_nano;
+    *members_left = members.size();
+    return handed;
+  }
+
   fanin::v1::GroupInfo Info() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     fanin::v1::GroupInfo info;
     info.set_name(name);
@@ -694,6 +1268,7 @@ struct GroupRegistry::Group {
       gm->set_queued_events(m->queue.size() + m->in_flight.size());
       gm->set_delivered_events(m->delivered);
       gm->set_events_lost(m->lost);
+      gm->set_node(m->node);
       queued += m->queue.size() + m->in_flight.size();
     }
     uint64_t open = 0, unassigned = 0;
@@ -705,7 +1280,7 @@ struct GroupRegistry::Group {
     info.set_connections(open);
     info.set_unassigned_connections(unassigned);
     info.set_queued_events(queued);
-    if (!forgotten) {
+    if (!forgotten && !cluster) {
       EventHub::Backlog backlog = hub->BacklogOf(sub.get());
       info.set_backlog_bytes(backlog.bytes);
       info.set_paused(backlog.paused);
@@ -748,17 +1323,70 @@ std::string Differences(const std::vector<std::string>& group,
 
 }  // namespace
 
+// Cluster mode's registry-wide state; guarded by the registry's mu.
+struct GroupRegistry::Cluster {
+  GroupReplication* rep = nullptr;
+  SpecOf spec_of;
+  // One hub subscription for every group: membership changes apply in lock
+  // step with the events around them.
+  std::shared_ptr<EventHub::Subscription> sub;
+  bool parked = false;    // the hub wakes the router on the next event
+  bool fetching = false;  // reading skipped events back from the stream
+  std::atomic<bool> stalled{false};  // over cluster_queue_bytes
+  EventHub::ReadResult buffer;
+  // This node's members whose MEMBER_JOINED is not applied yet, with what
+  // they asked for.
+  struct Pending {
+    std::shared_ptr<Member> member;
+    GroupSpec spec;
+  };
+  absl::flat_hash_map<uint64_t, Pending> pending;
+  // Other nodes' members' progress (received_through, as_of), heard before
+  // or after they joined.
+  absl::flat_hash_map<uint64_t, std::pair<uint64_t, uint64_t>> progress;
+  // Reads from the stream to start once the registry's mu is released.
+  std::optional<uint64_t> fetch_from;
+  std::vector<std::pair<std::shared_ptr<Group>, uint64_t>> jobs;
+};
+
 GroupRegistry::GroupRegistry(EventHub* hub, GroupOptions options)
-    : hub_(hub), options_(options) {}
+    : hub_(hub), options_(options) {
+  if (options_.replication == nullptr) return;
+  cluster_ = std::make_unique<Cluster>();
+  cluster_->rep = options_.replication;
+  EventHub::Started started;
+  // Lossless without a reservation, released as it reads: the router stays
+  // at the head and never pauses anything (in cluster mode the hub pauses
+  // nobody anyway; behind its history the router reads the stream).
+  auto sub = hub_->Subscribe({.filter = Filter(),
+                              .lossless = true,
+                              .wake = [this] { ClusterRoute(true); },
+                              .release_on_read = true,
+                              .reserve = false},
+                             &started);
+  if (!sub.ok()) return;
+  cluster_->sub = *std::move(sub);
+  // Reads until it parks: from then on the hub wakes it.
+  ClusterRoute(/*hub_wake=*/true);
+}
+
+void GroupRegistry::SetSpecOf(SpecOf spec_of) {
+  absl::MutexLock lock(&mu_);
+  if (cluster_ != nullptr) cluster_->spec_of = std::move(spec_of);
+}
 
 GroupRegistry::~GroupRegistry() {
+  if (cluster_ != nullptr && cluster_->sub != nullptr) {
+    hub_->Unsubscribe(cluster_->sub.get());
+  }
   absl::btree_map<std::string, std::shared_ptr<Group>> groups;
   {
     absl::MutexLock lock(&mu_);
     groups.swap(groups_);
+    if (cluster_ != nullptr) cluster_->pending.clear();
   }
   for (auto& [name, g] : groups) {
-    hub_->Unsubscribe(g->sub.get());
+    if (g->sub != nullptr) hub_->Unsubscribe(g->sub.get());
     absl::MutexLock lock(&g->mu);
     g->forgotten = true;
     for (auto& m : g->members) m->active = false;
@@ -770,6 +1398,7 @@ GroupRegistry::~GroupRegistry() {
 
 absl::StatusOr<std::shared_ptr<GroupRegistry::Member>> GroupRegistry::Join(
     JoinRequest request, EventHub::Started* started) {
+  if (cluster_ != nullptr) return ClusterJoin(std::move(request), started);
   auto member = std::make_shared<Member>();
   member->id = request.member_id;
   member->peer = std::move(request.peer);
@@ -854,6 +1483,10 @@ absl::StatusOr<std::shared_ptr<GroupRegistry::Member>> GroupRegistry::Join(
 }
 
 void GroupRegistry::Leave(Member* member) {
+  if (cluster_ != nullptr) {
+    ClusterLeave(member);
+    return;
+  }
   Group* g = member->group.get();
   if (g == nullptr) return;
   WakeList wakes;
@@ -899,12 +1532,30 @@ void GroupRegistry::Leave(Member* member) {
 void GroupRegistry::Read(Member* member, size_t max_events, size_t max_bytes,
                          bool park_if_empty, GroupRead* out) {
   out->Clear();
+  if (!member->joined.load(std::memory_order_acquire)) {
+    // Cluster mode: waiting for its MEMBER_JOINED to come back.
+    absl::MutexLock lock(&mu_);
+    if (!member->joined.load(std::memory_order_acquire)) {
+      if (member->end.has_value()) {
+        out->end = member->end;
+      } else if (park_if_empty && member->active) {
+        member->parked = true;
+        out->parked = true;
+      }
+      return;
+    }
+  }
   Group* g = member->group.get();
   WakeList wakes;
   {
     absl::MutexLock lock(&g->mu);
+    if (member->end.has_value()) {
+      out->end = member->end;
+      return;
+    }
     if (!member->active) return;
-    for (int i = 0; i < group_internal::kReadRouteChunks && !g->hub_parked;
+    for (int i = 0;
+         i < group_internal::kReadRouteChunks && !g->hub_parked && !g->cluster;
          ++i) {
       g->RouteChunk(&wakes);
       if (!member->queue.empty()) break;
@@ -917,7 +1568,7 @@ void GroupRegistry::Read(Member* member, size_t max_events, size_t max_bytes,
                       !out->events.empty();
     out->more = !member->queue.empty() || !member->marker_conns.empty() ||
                 !member->notices.empty() || !member->gap.empty() ||
-                !g->hub_parked;
+                (!g->hub_parked && !g->cluster);
     if (!took && !out->more && park_if_empty) {
       member->parked = true;
       out->parked = true;
@@ -928,42 +1579,37 @@ void GroupRegistry::Read(Member* member, size_t max_events, size_t max_bytes,
 
 void GroupRegistry::Written(Member* member) {
   Group* g = member->group.get();
-  absl::MutexLock lock(&g->mu);
-  if (!member->active) return;
-  member->delivered += member->in_flight.size();
-  // Written: out of the backlog. The redelivery window keeps the events
-  // (pointers, most still in the history) outside of it.
-  size_t bytes = 0;
-  for (Item& item : member->in_flight) {
-    --item.conn->in_write;
-    if (item.charged) bytes += item.event->MemoryBytes();
-    item.charged = false;
-    member->recent_bytes += item.event->body.size();
-    member->recent.push_back(std::move(item));
+  if (g == nullptr) return;
+  {
+    absl::MutexLock lock(&g->mu);
+    g->Written(member);
   }
-  member->in_flight.clear();
-  // Beyond the redelivery window, a write counts as received.
-  while (!member->recent.empty() &&
-         member->recent_bytes > options_.redelivery_bytes) {
-    Item& item = member->recent.front();
-    member->recent_bytes -= item.event->body.size();
-    Conn& c = *item.conn;
-    member->recent.pop_front();
-    --c.outstanding;
-    g->MaybeErase(c);
+  // Cluster mode: a router stopped at cluster_queue_bytes goes on once
+  // writes brought the queues to half of it.
+  if (cluster_ != nullptr &&
+      cluster_->stalled.load(std::memory_order_acquire) &&
+      cluster_held_.load(std::memory_order_relaxed) <
+          static_cast<int64_t>(options_.cluster_queue_bytes / 2)) {
+    ClusterRoute(false);
   }
-  if (member->marker_in_flight.has_value()) {
-    auto it = g->conns.find(member->marker_in_flight->conn);
-    member->marker_in_flight.reset();
-    if (it != g->conns.end()) {
-      it->second.marker_in_flight = false;
-      g->MaybeErase(it->second);
-    }
-  }
-  g->Release(bytes);
 }
 
 void GroupRegistry::Kick(Member* member) {
+  if (!member->joined.load(std::memory_order_acquire)) {
+    bool joined = false, wake = false;
+    {
+      absl::MutexLock lock(&mu_);
+      joined = member->joined.load(std::memory_order_acquire);
+      if (!joined && member->active && member->parked) {
+        member->parked = false;
+        wake = true;
+      }
+    }
+    if (!joined) {
+      if (wake) member->wake();
+      return;
+    }
+  }
   Group* g = member->group.get();
   {
     absl::MutexLock lock(&g->mu);
@@ -974,6 +1620,14 @@ void GroupRegistry::Kick(Member* member) {
 }
 
 bool GroupRegistry::Unpark(Member* member) {
+  if (!member->joined.load(std::memory_order_acquire)) {
+    absl::MutexLock lock(&mu_);
+    if (!member->joined.load(std::memory_order_acquire)) {
+      if (!member->active || !member->parked) return false;
+      member->parked = false;
+      return true;
+    }
+  }
   Group* g = member->group.get();
   absl::MutexLock lock(&g->mu);
   if (!member->active || !member->parked) return false;
@@ -1003,6 +1657,24 @@ void GroupRegistry::RunWakes(WakeList* wakes) {
 }
 
 void GroupRegistry::Sweep(absl::Time now) {
+  if (cluster_ != nullptr) {
+    // Forgetting is decided by event time as the router goes; here, this
+    // node's members' progress goes out when a last write left it unsent.
+    absl::MutexLock lock(&mu_);
+    for (auto& [name, g] : groups_) {
+      absl::MutexLock group_lock(&g->mu);
+      for (const auto& m : g->members) {
+        if (m->remote || !m->active) continue;
+        const uint64_t through = g->ReceivedThrough(*m);
+        if (through == m->received_through) continue;
+        m->received_through = through;
+        m->progress_ns = absl::ToUnixNanos(now);
+        options_.replication->Progress(g->name, m->id, through,
+                                       g->routed_through);
+      }
+    }
+    return;
+  }
   std::vector<std::shared_ptr<Group>> gone;
   {
     absl::MutexLock lock(&mu_);
@@ -1071,6 +1743,624 @@ GroupRegistry::Stats GroupRegistry::GetStats() const {
     }
   }
   return s;
+}
+
+// ---- Cluster mode ----
+
+void GroupRegistry::ClusterRoute(bool hub_wake) {
+  WakeList wakes;
+  std::optional<uint64_t> fetch_from;
+  std::vector<std::pair<std::shared_ptr<Group>, uint64_t>> jobs;
+  {
+    absl::MutexLock lock(&mu_);
+    Cluster& cl = *cluster_;
+    if (hub_wake) cl.parked = false;
+    ClusterRouteLocked(&wakes);
+    fetch_from.swap(cl.fetch_from);
+    jobs.swap(cl.jobs);
+  }
+  RunWakes(&wakes);
+  if (fetch_from.has_value()) ClusterFetch(*fetch_from);
+  for (auto& [g, id] : jobs) Backfill(g, id);
+}
+
+void GroupRegistry::ClusterRouteLocked(WakeList* wakes) {
+  Cluster& cl = *cluster_;
+  if (cl.parked || cl.fetching || cl.sub == nullptr) return;
+  const auto budget = static_cast<int64_t>(options_.cluster_queue_bytes);
+  while (true) {
+    if (cluster_held_.load(std::memory_order_relaxed) > budget) {
+      // Writes bring it down (Written); what comes meanwhile is read back
+      // from the stream if the hub lets it go.
+      cl.stalled.store(true, std::memory_order_release);
+      return;
+    }
+    cl.stalled.store(false, std::memory_order_release);
+    EventHub::ReadResult& r = cl.buffer;
+    hub_->Read(cl.sub.get(), group_internal::kRouteEvents,
+               group_internal::kRouteBytes, /*park_if_empty=*/true, &r);
+    if (r.behind_from.has_value()) {
+      cl.fetching = true;
+      cl.fetch_from = *r.behind_from;
+      r.Clear();
+      return;
+    }
+    if (r.gap.has_value()) {
+      base::Log(base::LogLevel::kError, "group router lost events",
+                {{"first_seq", r.gap->first_seq()}, {"lost", r.gap->lost()}});
+    }
+    for (const EventPtr& e : r.events) ClusterRouteOne(e, wakes);
+    const bool parked = r.parked;
+    r.Clear();
+    if (parked) {
+      cl.parked = true;
+      return;
+    }
+  }
+}
+
+void GroupRegistry::ClusterFetch(uint64_t from) {
+  cluster_->rep->Fetch(
+      from, Filter(), group_internal::kRouteEvents, group_internal::kRouteBytes,
+      [this, from](absl::StatusOr<GroupReplication::Fetched> fetched) {
+        ClusterOnFetched(from, std::move(fetched));
+      });
+}
+
+void GroupRegistry::ClusterOnFetched(
+    uint64_t from, absl::StatusOr<GroupReplication::Fetched> fetched) {
+  if (!fetched.ok()) {
+    static base::LogRateLimiter limiter(1);
+    if (limiter.Allow()) {
+      base::Log(base::LogLevel::kWarning,
+                "group router cannot read the cluster's stream; retrying",
+                {{"from_seq", from},
+                 {"error", std::string(fetched.status().message())}});
+    }
+    absl::SleepFor(absl::Milliseconds(100));  // the fetch thread's, not a loop
+    ClusterFetch(from);
+    return;
+  }
+  WakeList wakes;
+  std::optional<uint64_t> fetch_from;
+  std::vector<std::pair<std::shared_ptr<Group>, uint64_t>> jobs;
+  {
+    absl::MutexLock lock(&mu_);
+    Cluster& cl = *cluster_;
+    if (fetched->gap.has_value()) {
+      base::Log(base::LogLevel::kError,
+                "group router: the cluster's stream no longer holds events",
+                {{"first_seq", fetched->gap->first_seq()},
+                 {"lost", fetched->gap->lost()}});
+    }
+    for (const EventPtr& e : fetched->events) ClusterRouteOne(e, &wakes);
+    hub_->Rejoin(cl.sub.get(), fetched->next_seq);
+    cl.fetching = false;
+    cl.parked = false;
+    ClusterRouteLocked(&wakes);
+    fetch_from.swap(cl.fetch_from);
+    jobs.swap(cl.jobs);
+  }
+  RunWakes(&wakes);
+  if (fetch_from.has_value()) ClusterFetch(*fetch_from);
+  for (auto& [g, id] : jobs) Backfill(g, id);
+}
+
+void GroupRegistry::ClusterRouteOne(const EventPtr& e, WakeList* wakes) {
+  Cluster& cl = *cluster_;
+  // Replayed into the hub when this node joined: the membership before it
+  // is unknown here, so nothing before it is acted on.
+  if (e->seq < cl.rep->live_from_seq()) return;
+  if (e->kind == fanin::v1::EVENT_KIND_GROUP ||
+      e->kind == fanin::v1::EVENT_KIND_NODE) {
+    ClusterApply(e, wakes);
+    return;
+  }
+  for (auto& [name, g] : groups_) {
+    absl::MutexLock lock(&g->mu);
+    if (g->spec.filter.Matches(*e)) g->RouteCluster(e, wakes);
+  }
+  if (e->seq % kForgetCheckEvery == 0) ClusterForget(e->time_unix_nano);
+}
+
+void GroupRegistry::ClusterForget(int64_t now_ns) {
+  const int64_t idle = absl::ToInt64Nanoseconds(options_.idle_timeout);
+  for (auto it = groups_.begin(); it != groups_.end();) {
+    std::shared_ptr<Group> g = it->second;
+    bool forget = false;
+    {
+      absl::MutexLock lock(&g->mu);
+      forget = g->members.empty() && g->empty_since_ns != 0 &&
+               now_ns - g->empty_since_ns >= idle && g->backfills.empty();
+      if (forget) {
+        g->forgotten = true;
+        g->conns.clear();
+      }
+    }
+    if (!forget) {
+      ++it;
+      continue;
+    }
+    it = groups_.erase(it);
+    cluster_->rep->Forgotten(g->name);
+    base::Log(base::LogLevel::kInfo, "group forgotten",
+              {{"group", g->name},
+               {"idle_ms", absl::ToInt64Milliseconds(options_.idle_timeout)}});
+  }
+}
+
+void GroupRegistry::ClusterApply(const EventPtr& e, WakeList* wakes) {
+  fanin::v1::Event ev;
+  if (!ev.ParseFromString(e->body)) return;
+  Cluster& cl = *cluster_;
+  if (ev.has_node_change()) {
+    const fanin::v1::NodeState state = ev.node_change().state();
+    if (state != fanin::v1::NODE_STATE_LOST &&
+        state != fanin::v1::NODE_STATE_LEFT) {
+      return;
+    }
+    const uint64_t inc = ev.node_change().incarnation();
+    const absl::Status ended = absl::UnavailableError(absl::StrCat(
+        "node ", base::QuoteBounded(ev.node()),
+        state == fanin::v1::NODE_STATE_LOST ? " was cut off from the cluster"
+                                            : " left the cluster",
+        ": its group memberships ended; subscribe again (through any node)"));
+    for (auto it = cl.pending.begin(); it != cl.pending.end();) {
+      if (it->first >> 32 != inc) {
+        ++it;
+        continue;
+      }
+      Member& m = *it->second.member;
+      m.end = ended;
+      if (m.parked) {
+        m.parked = false;
+        wakes->push_back(it->second.member);
+      }
+      cl.pending.erase(it++);
+    }
+    for (auto& [name, g] : groups_) {
+      struct Gone {
+        std::shared_ptr<Member> member;
+        uint64_t through;
+        uint64_t as_of;
+      };
+      std::vector<Gone> gone;
+      {
+        absl::MutexLock lock(&g->mu);
+        for (const auto& m : g->members) {
+          if (m->id >> 32 != inc) continue;
+          gone.push_back({m, m->received_through, m->progress_as_of});
+          if (!m->remote && !m->ending) m->end = ended;
+        }
+      }
+      // Its last progress: everything after it is read back (and marked up
+      // to this event).
+      for (const Gone& x : gone) {
+        RemoveMember(g, x.member, x.through, e->seq, x.as_of, e, wakes);
+      }
+    }
+    return;
+  }
+  if (!ev.has_group_change()) return;
+  const fanin::v1::GroupChange& gc = ev.group_change();
+  if (gc.change() == fanin::v1::GroupChange::MEMBER_LEFT) {
+    auto it = groups_.find(gc.group());
+    if (it == groups_.end()) return;
+    std::shared_ptr<Group> g = it->second;
+    std::shared_ptr<Member> m;
+    {
+      absl::MutexLock lock(&g->mu);
+      for (const auto& x : g->members) {
+        if (x->id == gc.member_id()) m = x;
+      }
+    }
+    if (m != nullptr) {
+      RemoveMember(g, m, gc.received_through_seq(), gc.written_through_seq(),
+                   gc.as_of_seq(), e, wakes);
+    }
+    return;
+  }
+  if (gc.change() != fanin::v1::GroupChange::MEMBER_JOINED) return;
+  const uint64_t id = gc.member_id();
+  const bool local = ev.node() == cl.rep->node() &&
+                     id >> 32 == (cl.rep->incarnation() & 0xffffffffu);
+  std::optional<Cluster::Pending> pending;
+  if (local) {
+    auto it = cl.pending.find(id);
+    if (it == cl.pending.end()) return;
+    pending = std::move(it->second);
+    cl.pending.erase(it);
+  }
+  auto refuse = [&](absl::Status status) {
+    base::Log(base::LogLevel::kInfo, "group join refused",
+              {{"group", gc.group()},
+               {"member", id},
+               {"node", ev.node()},
+               {"reason", std::string(status.message())}});
+    if (!pending.has_value()) return;
+    Member& m = *pending->member;
+    m.end = std::move(status);
+    if (m.parked) {
+      m.parked = false;
+      wakes->push_back(pending->member);
+    }
+  };
+  absl::StatusOr<GroupSpec> spec =
+      pending.has_value() ? absl::StatusOr<GroupSpec>(pending->spec)
+      : cl.spec_of        ? cl.spec_of(gc.request())
+                          : absl::InternalError("no group spec builder");
+  if (!spec.ok()) {
+    refuse(spec.status());
+    return;
+  }
+  std::shared_ptr<Group> g;
+  if (auto it = groups_.find(gc.group()); it != groups_.end()) {
+    g = it->second;
+    if (gc.group_seq() != 0 && gc.group_seq() != g->generation) {
+      refuse(absl::UnavailableError(absl::StrCat(
+          "group \"", gc.group(),
+          "\" was forgotten and founded again meanwhile; subscribe again")));
+      return;
+    }
+    std::string diff = Differences(g->spec.terms, spec->terms);
+    if (!diff.empty()) {
+      refuse(absl::FailedPreconditionError(absl::StrCat(
+          "group \"", gc.group(),
+          "\": every member must ask for the same filter, payload options "
+          "and delivery; ",
+          diff)));
+      return;
+    }
+  } else {
+    if (gc.group_seq() != 0) {
+      refuse(absl::UnavailableError(absl::StrCat(
+          "group \"", gc.group(),
+          "\" was founded before this node joined the cluster; subscribe "
+          "through a node that has run since")));
+      return;
+    }
+    if (groups_.size() >= options_.max_groups) {
+      refuse(absl::ResourceExhaustedError(
+          absl::StrCat("too many groups (--max_groups is ", options_.max_groups,
+                       "); join an existing one")));
+      return;
+    }
+    g = std::make_shared<Group>(gc.group(), *std::move(spec), hub_, this);
+    g->cluster = true;
+    g->generation = e->seq;
+    groups_[g->name] = g;
+    if (local) cl.rep->Founded(g->name, e->seq);
+    base::Log(base::LogLevel::kInfo, "group created",
+              {{"group", g->name},
+               {"delivery", g->spec.lossless ? "lossless" : "lossy"},
+               {"seq", e->seq},
+               {"node", ev.node()}});
+  }
+  std::shared_ptr<Member> m =
+      pending.has_value() ? pending->member : std::make_shared<Member>();
+  if (!pending.has_value()) {
+    m->id = id;
+    m->remote = true;
+    m->active = false;
+    m->peer = gc.peer();
+    m->joined_ns = e->time_unix_nano;
+    if (auto p = cl.progress.find(id); p != cl.progress.end()) {
+      m->received_through = p->second.first;
+      m->progress_as_of = p->second.second;
+    }
+  }
+  m->node = ev.node();
+  m->joined_seq = e->seq;
+  Group::Jobs jobs;
+  size_t moved = 0, members = 0;
+  {
+    absl::MutexLock lock(&g->mu);
+    g->routed_through = std::max(g->routed_through, e->seq);
+    m->group = g;
+    g->members.push_back(m);
+    g->empty_since_ns = 0;
+    if (!m->remote) {
+      m->gap.Add(g->pending_gap);
+      g->pending_gap = Loss();
+    }
+    g->AssignPoolCluster(e->seq, wakes, &jobs);
+    if (gc.rebalance() || options_.rebalance_on_join) {
+      moved = g->RebalanceCluster(m.get(), e->seq, wakes, &jobs);
+    }
+    m->joined.store(true, std::memory_order_release);
+    if (!m->remote && m->parked) {
+      m->parked = false;
+      wakes->push_back(m);
+    }
+    members = g->members.size();
+  }
+  for (uint64_t job : jobs) cl.jobs.push_back({g, job});
+  base::Log(base::LogLevel::kInfo, "group member joined",
+            {{"group", g->name},
+             {"subscriber", m->id},
+             {"node", m->node},
+             {"members", members},
+             {"rebalanced", moved}});
+}
+
+void GroupRegistry::RemoveMember(const std::shared_ptr<Group>& g,
+                                 std::shared_ptr<Member> m,
+                                 uint64_t received_through,
+                                 uint64_t written_through, uint64_t as_of,
+                                 const EventPtr& at, WakeList* wakes) {
+  Group::Jobs jobs;
+  size_t members = 0;
+  std::optional<size_t> handed;
+  {
+    absl::MutexLock lock(&g->mu);
+    handed = g->Remove(m, received_through, written_through, as_of, at, wakes,
+                       &jobs, &members);
+  }
+  if (!handed.has_value()) return;
+  cluster_->progress.erase(m->id);
+  for (uint64_t job : jobs) cluster_->jobs.push_back({g, job});
+  base::Log(base::LogLevel::kInfo, "group member left",
+            {{"group", g->name},
+             {"subscriber", m->id},
+             {"node", m->node},
+             {"members", members},
+             {"connections_handed_over", *handed}});
+}
+
+absl::StatusOr<std::shared_ptr<GroupRegistry::Member>>
+GroupRegistry::ClusterJoin(JoinRequest request, EventHub::Started* started) {
+  Cluster& cl = *cluster_;
+  auto member = std::make_shared<Member>();
+  member->id = (cl.rep->incarnation() & 0xffffffffu) << 32 |
+               (request.member_id & 0xffffffffu);
+  member->peer = std::move(request.peer);
+  member->joined_ns = absl::GetCurrentTimeNanos();
+  member->wake = std::move(request.wake);
+  member->node = cl.rep->node();
+  member->joined.store(false, std::memory_order_release);
+  uint64_t group_seq = 0;
+  bool known = false;
+  {
+    absl::MutexLock lock(&mu_);
+    if (auto it = groups_.find(request.group); it != groups_.end()) {
+      Group& g = *it->second;
+      absl::MutexLock group_lock(&g.mu);
+      std::string diff = Differences(g.spec.terms, request.spec.terms);
+      if (!diff.empty()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "group \"", request.group,
+            "\": every member must ask for the same filter, payload "
+            "options and delivery; ",
+            diff));
+      }
+      group_seq = g.generation;
+      known = true;
+    } else if (groups_.size() >= options_.max_groups) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("too many groups (--max_groups is ", options_.max_groups,
+                       "); join an existing one"));
+    }
+  }
+  if (!known) {
+    absl::StatusOr<uint64_t> founded = cl.rep->FoundedAt(request.group);
+    if (!founded.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot look up group \"", request.group,
+                       "\" in the cluster: ", founded.status().message()));
+    }
+    if (*founded != 0) {
+      return absl::UnavailableError(absl::StrCat(
+          "group \"", request.group,
+          "\" exists in the cluster (founded at seq ", *founded,
+          ") but this node has not seen it founded: it joined the cluster "
+          "later, or has not read that far yet; subscribe through another "
+          "node, or again shortly"));
+    }
+  }
+  started->epoch = hub_->epoch();
+  started->head_seq = hub_->head_seq();
+  const uint64_t oldest = hub_->oldest_seq();
+  started->oldest_seq = oldest > started->head_seq ? 0 : oldest;
+  fanin::v1::Event ev;
+  fanin::v1::GroupChange* gc = ev.mutable_group_change();
+  gc->set_group(request.group);
+  gc->set_change(fanin::v1::GroupChange::MEMBER_JOINED);
+  gc->set_member_id(member->id);
+  *gc->mutable_request() = request.spec.request;
+  for (const std::string& t : request.spec.terms) gc->add_terms(t);
+  gc->set_lossless(request.spec.lossless);
+  gc->set_rebalance(request.rebalance);
+  gc->set_group_seq(group_seq);
+  gc->set_peer(member->peer);
+  {
+    absl::MutexLock lock(&mu_);
+    cl.pending[member->id] = {member, std::move(request.spec)};
+  }
+  cl.rep->Announce(std::move(ev));
+  return member;
+}
+
+void GroupRegistry::ClusterLeave(Member* member) {
+  fanin::v1::Event ev;
+  fanin::v1::GroupChange* gc = ev.mutable_group_change();
+  {
+    absl::MutexLock lock(&mu_);
+    if (!member->joined.load(std::memory_order_acquire)) {
+      if (!member->active) return;
+      member->active = false;
+      member->parked = false;
+      member->ending = true;
+      // Refused: nothing to announce. Otherwise its MEMBER_JOINED is on its
+      // way and this follows it.
+      if (member->end.has_value()) return;
+      auto it = cluster_->pending.find(member->id);
+      if (it == cluster_->pending.end()) return;
+      gc->set_group(it->second.spec.request.group());
+    } else {
+      Group* g = member->group.get();
+      absl::MutexLock group_lock(&g->mu);
+      if (!member->active) return;
+      member->active = false;
+      member->parked = false;
+      member->ending = true;
+      if (member->end.has_value()) return;  // the cluster ended it
+      gc->set_group(g->name);
+      gc->set_received_through_seq(g->ReceivedThrough(*member));
+      gc->set_written_through_seq(Group::WrittenThrough(*member));
+      gc->set_as_of_seq(g->routed_through);
+    }
+  }
+  gc->set_change(fanin::v1::GroupChange::MEMBER_LEFT);
+  gc->set_member_id(member->id);
+  gc->set_peer(member->peer);
+  cluster_->rep->Announce(std::move(ev));
+}
+
+void GroupRegistry::Backfill(const std::shared_ptr<Group>& g, uint64_t id) {
+  Filter filter;
+  uint64_t from = 0;
+  {
+    absl::MutexLock lock(&g->mu);
+    auto it = g->backfills.find(id);
+    if (it == g->backfills.end()) return;
+    absl::flat_hash_set<uint64_t> ids;
+    for (const auto& [conn, first] : it->second.conns) ids.insert(conn);
+    filter = g->spec.filter.WithConnections(ids);
+    from = it->second.next;
+  }
+  std::weak_ptr<Group> weak = g;
+  cluster_->rep->Fetch(
+      from, filter, group_internal::kRouteEvents, group_internal::kRouteBytes,
+      [this, weak, id](absl::StatusOr<GroupReplication::Fetched> fetched) {
+        OnBackfill(weak, id, std::move(fetched));
+      });
+}
+
+void GroupRegistry::OnBackfill(
+    std::weak_ptr<Group> weak, uint64_t id,
+    absl::StatusOr<GroupReplication::Fetched> fetched) {
+  std::shared_ptr<Group> g = weak.lock();
+  if (g == nullptr) return;
+  WakeList wakes;
+  bool again = false;
+  {
+    absl::MutexLock lock(&g->mu);
+    auto jt = g->backfills.find(id);
+    if (jt == g->backfills.end()) return;
+    Group::BackfillJob& job = jt->second;
+    if (!fetched.ok()) {
+      again = !g->forgotten;
+    } else {
+      if (fetched->gap.has_value()) {
+        // The stream no longer holds them: lost, for the member(s) taking
+        // these connections.
+        Loss l;
+        l.Add(fetched->gap->first_seq(), fetched->gap->last_seq(),
+              fetched->gap->lost());
+        g->CountLost(l.count);
+        for (const auto& [conn, first] : job.conns) {
+          auto c = g->conns.find(conn);
+          if (c == g->conns.end() || c->second.backfill != id) continue;
+          if (job.conns.size() == 1) {
+            c->second.lost.Add(l);
+          } else if (c->second.owner != nullptr && !c->second.owner->remote) {
+            c->second.owner->gap.Add(l);
+          }
+        }
+      }
+      absl::flat_hash_map<Member*, std::vector<Item>> add;
+      for (const EventPtr& e : fetched->events) {
+        if (e->seq > job.to) break;
+        auto first = job.conns.find(e->connection_id);
+        if (first == job.conns.end() || e->seq < first->second) continue;
+        auto cit = g->conns.find(e->connection_id);
+        if (cit == g->conns.end()) continue;
+        Conn& c = cit->second;
+        if (c.backfill != id) continue;
+        if (c.owner == nullptr) {
+          c.pool_from =
+              c.pool_from == 0 ? e->seq : std::min(c.pool_from, e->seq);
+          continue;
+        }
+        if (c.owner->remote) continue;
+        if (g->spec.lossless) {
+          cluster_held_.fetch_add(static_cast<int64_t>(e->MemoryBytes()),
+                                  std::memory_order_relaxed);
+        }
+        ++c.queued;
+        ++c.outstanding;
+        add[c.owner].push_back(
+            {e, &c, g->spec.lossless, e->seq <= c.redelivered_through, true});
+      }
+      for (auto& [m, list] : add) {
+        Group::Merge(&m->queue, std::move(list));
+        Group::Wake(m, &wakes);
+      }
+      const uint64_t before = job.next;
+      job.next = std::max(job.next, fetched->next_seq);
+      again = job.next <= job.to && job.next > before;
+    }
+    if (!again) {
+      // Read through: the events that waited behind it follow.
+      for (const auto& [conn, first] : job.conns) {
+        auto cit = g->conns.find(conn);
+        if (cit == g->conns.end()) continue;
+        Conn& c = cit->second;
+        if (c.backfill != id) continue;
+        c.backfill = 0;
+        std::vector<Item> held;
+        held.swap(c.held);
+        if (c.owner != nullptr && !c.owner->remote) {
+          c.queued += held.size();
+          Group::Merge(&c.owner->queue, std::move(held));
+          Group::Wake(c.owner, &wakes);
+        } else {
+          for (Item& item : held) {
+            --c.outstanding;
+            if (item.charged) g->Release(item.event->MemoryBytes());
+            if (c.owner == nullptr) {
+              c.pool_from = c.pool_from == 0
+                                ? item.event->seq
+                                : std::min(c.pool_from, item.event->seq);
+            }
+          }
+        }
+        g->ListForMarker(c, &wakes);
+        g->MaybeErase(c);
+      }
+      g->backfills.erase(jt);
+    }
+  }
+  RunWakes(&wakes);
+  if (again) {
+    if (!fetched.ok()) absl::SleepFor(absl::Milliseconds(100));
+    Backfill(g, id);
+  }
+}
+
+void GroupRegistry::NoteProgress(const std::string& group, uint64_t member,
+                                 uint64_t received_through, uint64_t as_of) {
+  if (cluster_ == nullptr) return;
+  absl::MutexLock lock(&mu_);
+  // The latest measurement wins (messages may come out of order).
+  auto& p = cluster_->progress[member];
+  if (as_of < p.second) return;
+  p = {received_through, as_of};
+  auto it = groups_.find(group);
+  if (it == groups_.end()) return;
+  Group& g = *it->second;
+  absl::MutexLock group_lock(&g.mu);
+  for (const auto& m : g.members) {
+    if (m->id != member || !m->remote) continue;
+    m->received_through = received_through;
+    m->progress_as_of = as_of;
+    // Closed connections it has now received are forgotten.
+    std::vector<Conn*> done;
+    for (auto& [id, c] : g.conns) {
+      if (c.owner == m.get() && c.closed) done.push_back(&c);
+    }
+    for (Conn* c : done) g.MaybeErase(*c);
+  }
 }
 
 }  // namespace fanin::fanout

@@ -56,6 +56,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -75,6 +76,47 @@
 
 namespace fanin::fanout {
 
+struct GroupSpec;
+
+// Cluster mode: what the registry asks of the cluster (server/cluster's
+// ClusterNode implements it). Membership changes travel through the
+// cluster's stream as GroupChange events, so every node applies them at the
+// same place among the events and splits the connections alike; each node
+// delivers to its own members only (docs/ARCHITECTURE.md, "Worker-pool
+// groups").
+class GroupReplication {
+ public:
+  virtual ~GroupReplication() = default;
+  // This node's name and incarnation (member ids carry it in the high bits).
+  virtual const std::string& node() const = 0;
+  virtual uint64_t incarnation() const = 0;
+  // Events with a lower seq were replayed into the hub when the node joined
+  // (the registry did not see the membership changes before them); the
+  // registry acts on events from here on. Max while not started.
+  virtual uint64_t live_from_seq() const = 0;
+  // Publishes a GroupChange event to the cluster's stream (node and time
+  // set here); it comes back through the hub at its seq.
+  virtual void Announce(fanin::v1::Event event) = 0;
+  // The cluster's directory of groups: the seq of a group's founding
+  // MEMBER_JOINED, 0 when it has none (blocks for one broker round trip).
+  virtual absl::StatusOr<uint64_t> FoundedAt(const std::string& group) = 0;
+  virtual void Founded(const std::string& group, uint64_t seq) = 0;
+  virtual void Forgotten(const std::string& group) = 0;
+  // Tells the other nodes, best effort, that `member`'s events up to
+  // `received_through` count as received (how far a handover reads back).
+  // `as_of`: how far this node had routed when it measured (connections
+  // given to the member later are not covered).
+  virtual void Progress(const std::string& group, uint64_t member,
+                        uint64_t received_through, uint64_t as_of) = 0;
+  // Events from `from_seq` on that `filter` matches, read from the
+  // cluster's stream; `done` runs on another thread.
+  using Fetched = FetchedEvents;
+  virtual void Fetch(
+      uint64_t from_seq, const Filter& filter, size_t max_events,
+      size_t max_bytes,
+      absl::AnyInvocable<void(absl::StatusOr<Fetched>)> done) = 0;
+};
+
 struct GroupOptions {
   // A group without members is forgotten this long after its last member
   // left (a lossless group keeps its backlog, and its back-pressure, until
@@ -91,6 +133,12 @@ struct GroupOptions {
   // received but not yet read, up to its HTTP/2 receive window. Zero: only
   // the unfinished write.
   size_t redelivery_bytes = size_t{1} << 20;
+  // Cluster mode (null: standalone). Not owned.
+  GroupReplication* replication = nullptr;
+  // Cluster mode: events queued for this node's members of lossless groups,
+  // at most; past it the registry stops reading and later reads what it
+  // skipped from the cluster's stream (nothing pauses).
+  size_t cluster_queue_bytes = size_t{64} << 20;
 };
 
 // What every member of a group must ask for alike.
@@ -111,6 +159,8 @@ struct GroupSpec {
   // The request's terms in a canonical form, "field=value", in a fixed
   // order; a join whose terms differ is refused, naming each difference.
   std::vector<std::string> terms;
+  // Cluster mode: the request, for the other nodes (GroupChange.request).
+  fanin::v1::SubscribeRequest request;
 };
 
 // One Read's result for a member: at most one of gap, assigned, events.
@@ -120,12 +170,16 @@ struct GroupRead {
   std::vector<EventPtr> events;
   bool parked = false;  // nothing to read; the member's wake will be called
   bool more = false;    // Read again
+  // Cluster mode: the membership ended without the stream asking (refused
+  // by the cluster, or its node was cut off): finish with this.
+  std::optional<absl::Status> end;
 
   void Clear() {
     gap.reset();
     assigned.reset();
     events.clear();
     parked = more = false;
+    end.reset();
   }
 };
 
@@ -181,7 +235,18 @@ class GroupRegistry {
   bool Unpark(Member* member);
 
   // Forgets groups without members for idle_timeout. Call periodically.
+  // (Cluster mode decides by event time, as it routes.)
   void Sweep(absl::Time now);
+
+  // Cluster mode: how the other nodes build a group's spec from a member's
+  // request (GroupChange.request). Set once, before the cluster starts.
+  using SpecOf = std::function<absl::StatusOr<GroupSpec>(
+      const fanin::v1::SubscribeRequest&)>;
+  void SetSpecOf(SpecOf spec_of);
+  // Cluster mode: another node's progress message (GroupReplication::
+  // Progress).
+  void NoteProgress(const std::string& group, uint64_t member,
+                    uint64_t received_through, uint64_t as_of);
 
   // Every group (or the one named) as ListGroups reports it, by name.
   std::vector<fanin::v1::GroupInfo> List(absl::string_view name = "") const;
@@ -194,6 +259,29 @@ class GroupRegistry {
   void OnHubWake(const std::weak_ptr<Group>& weak);
   static void RunWakes(WakeList* wakes);
 
+  // Cluster mode (group.cc, "Cluster mode").
+  struct Cluster;
+  void ClusterRoute(bool hub_wake);
+  void ClusterRouteLocked(WakeList* wakes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ClusterFetch(uint64_t from);
+  void ClusterOnFetched(uint64_t from,
+                        absl::StatusOr<GroupReplication::Fetched> fetched);
+  void ClusterRouteOne(const EventPtr& e, WakeList* wakes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ClusterForget(int64_t now_ns) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ClusterApply(const EventPtr& e, WakeList* wakes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RemoveMember(const std::shared_ptr<Group>& g, std::shared_ptr<Member> m,
+                    uint64_t received_through, uint64_t written_through,
+                    uint64_t as_of, const EventPtr& at, WakeList* wakes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::shared_ptr<Member>> ClusterJoin(
+      JoinRequest request, EventHub::Started* started);
+  void ClusterLeave(Member* member);
+  void Backfill(const std::shared_ptr<Group>& g, uint64_t id);
+  void OnBackfill(std::weak_ptr<Group> weak, uint64_t id,
+                  absl::StatusOr<GroupReplication::Fetched> fetched);
+
   EventHub* const hub_;
   const GroupOptions options_;
   std::atomic<uint64_t> handovers_{0};
@@ -203,6 +291,10 @@ class GroupRegistry {
   mutable absl::Mutex mu_;
   absl::btree_map<std::string, std::shared_ptr<Group>> groups_
       ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<Cluster> cluster_;  // cluster mode only
+  // Cluster mode: bytes of events queued for this node's members of
+  // lossless groups (GroupOptions::cluster_queue_bytes).
+  std::atomic<int64_t> cluster_held_{0};
 };
 
 }  // namespace fanin::fanout

@@ -12,7 +12,9 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/strings/string_view.h"
 #include "fanin/v1/fanin.pb.h"
@@ -58,6 +60,15 @@ struct StoredEvent {
 };
 
 using EventPtr = std::shared_ptr<const StoredEvent>;
+
+// Cluster mode: events read back from the cluster's stream (older than a
+// node's history): from a seq on, those a filter matches. A Gap
+// (HISTORY_EXPIRED, exact) when the stream no longer holds some of them.
+struct FetchedEvents {
+  std::optional<fanin::v1::Gap> gap;
+  std::vector<EventPtr> events;
+  uint64_t next_seq = 0;  // everything before it has been looked at
+};
 
 // Builds a DATA event without going through a protobuf message (the hot path).
 // `node` is Event.node: empty in standalone.

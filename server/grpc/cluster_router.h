@@ -49,11 +49,7 @@ class ClusterRouter {
   // from `from_seq` on, those `filter` matches, at most about max_events /
   // max_bytes. A Gap (HISTORY_EXPIRED, exact) when the stream no longer holds
   // some of them. `done` runs on the cluster's fetch thread.
-  struct Fetched {
-    std::optional<fanin::v1::Gap> gap;
-    std::vector<fanout::EventPtr> events;
-    uint64_t next_seq = 0;  // everything before it has been looked at
-  };
+  using Fetched = fanout::FetchedEvents;
   virtual void Fetch(
       uint64_t from_seq, const fanout::Filter& filter, size_t max_events,
       size_t max_bytes,

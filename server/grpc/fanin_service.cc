@@ -277,6 +277,12 @@ class SubscribeStream : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
                            service_->options_.max_batch_bytes,
                            /*park_if_empty=*/true, &r);
     if (r.parked) return true;
+    if (r.end.has_value()) {
+      // The cluster ended the membership (refused, or its node cut off).
+      FinishOnce(ToGrpc(*r.end));
+      *sent = true;
+      return false;
+    }
     batch_.Clear();
     batch_.gap = std::move(r.gap);
     batch_.events = std::move(r.events);
@@ -468,6 +474,16 @@ FaninService::FaninService(core::FaninCore* core, fanout::EventHub* hub,
       hub_(hub),
       options_(std::move(options)),
       groups_(hub, options_.groups) {
+  // Cluster mode: a member joining through another node arrives as its
+  // request (GroupChange.request); its spec is built as for our own.
+  groups_.SetSpecOf([this](const fanin::v1::SubscribeRequest& request)
+                        -> absl::StatusOr<fanout::GroupSpec> {
+    absl::StatusOr<fanout::Filter> filter =
+        CheckSubscribe(request, FilterListenerNames());
+    if (!filter.ok()) return filter.status();
+    if (absl::Status s = CheckGroupRequest(request); !s.ok()) return s;
+    return GroupSpecOf(request, FilterListenerNames());
+  });
   heartbeat_thread_ = std::thread([this] { HeartbeatLoop(); });
 }
 
@@ -549,17 +565,8 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* FaninService::Subscribe(
   }
   absl::StatusOr<fanout::GroupSpec> group = fanout::GroupSpec();
   if (status.ok()) status = ToGrpc(CheckGroupRequest(req));
-  if (status.ok() && !req.group().empty() && options_.cluster != nullptr) {
-    // A group must span the cluster's nodes (members on any node, every
-    // connection wherever it lives); a node-local one would split pools
-    // silently. See docs/ARCHITECTURE.md, "Worker-pool groups".
-    status = grpc::Status(
-        grpc::StatusCode::UNIMPLEMENTED,
-        "Subscribe: group: worker-pool groups are not available in cluster "
-        "mode yet; subscribe without a group, or to a standalone server");
-  }
   if (status.ok() && !req.group().empty()) {
-    group = GroupSpecOf(req, core_->listener_names());
+    group = GroupSpecOf(req, FilterListenerNames());
     if (!group.ok()) status = ToGrpc(group.status());
   }
   if (status.ok() && req.delivery() == fanin::v1::DELIVERY_LOSSLESS) {

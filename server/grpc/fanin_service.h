@@ -140,6 +140,11 @@ class FaninService final : public internal::RawService {
   const BatchCache& batch_cache() const { return batches_; }
   // Worker-pool groups.
   const fanout::GroupRegistry& groups() const { return groups_; }
+  // Cluster mode: another node's group member's progress.
+  void NoteGroupProgress(const std::string& group, uint64_t member,
+                         uint64_t received_through, uint64_t as_of) {
+    groups_.NoteProgress(group, member, received_through, as_of);
+  }
 
  private:
   friend class SubscribeStream;

@@ -77,6 +77,7 @@ absl::StatusOr<fanout::GroupSpec> GroupSpecOf(
   spec.resume_epoch = request.resume_epoch();
   spec.start_back = request.start_back();
   spec.start_time_unix_nano = request.start_time_unix_nano();
+  spec.request = request;
 
   std::set<std::string> kind_names;
   for (int k : kinds) {

@@ -24,40 +24,31 @@
 #include "gtest/gtest.h"
 #include "server/fanin_server.h"
 #include "tests/server/e2e_util.h"
+#include "tests/testing/group_check.h"
 #include "tests/testing/subprocess.h"
 #include "tests/testing/tcp_client.h"
 
 namespace fanin::servertest {
 namespace {
 
+using fanin::testing::Analysis;
+using fanin::testing::Analyze;
 using fanin::testing::ConnectTcp;
+using fanin::testing::CountClosed;
+using fanin::testing::CountOpened;
+using fanin::testing::ExpectNoErrors;
+using fanin::testing::ExpectWholeLife;
+using fanin::testing::GroupInfoOf;
+using fanin::testing::GroupRequest;
+using fanin::testing::Receipt;
+using fanin::testing::Snapshots;
+using fanin::testing::UniqueEvents;
 using fanin::testing::WaitFor;
 using fanin::v1::Assigned;
 using fanin::v1::Event;
 using fanin::v1::SubscribeRequest;
 
 class GroupTest : public ::testing::TestWithParam<reactor::PollerKind> {};
-
-SubscribeRequest GroupRequest(const std::string& group, bool lossless = true) {
-  SubscribeRequest request;
-  request.set_group(group);
-  request.set_delivery(lossless ? fanin::v1::DELIVERY_LOSSLESS
-                                : fanin::v1::DELIVERY_LOSSY);
-  return request;
-}
-
-// ListGroups for one group; an empty GroupInfo when it fails.
-fanin::v1::GroupInfo GroupInfoOf(const std::string& address,
-                                 const std::string& name) {
-  auto stub = NewStub(address);
-  auto context = NewContext();
-  fanin::v1::ListGroupsRequest request;
-  request.set_group(name);
-  fanin::v1::ListGroupsResponse response;
-  grpc::Status status = stub->ListGroups(context.get(), request, &response);
-  if (!status.ok() || response.groups_size() != 1) return {};
-  return response.groups(0);
-}
 
 // Raw clients, each with what it has sent so far.
 struct Clients {
@@ -91,13 +82,6 @@ struct Clients {
   }
 };
 
-std::vector<Subscriber::State> Snapshots(
-    const std::vector<std::unique_ptr<Subscriber>>& members) {
-  std::vector<Subscriber::State> out;
-  for (const auto& m : members) out.push_back(m->Snapshot());
-  return out;
-}
-
 // Connection id of each client, from whichever member saw its Opened.
 std::vector<uint64_t> IdsOf(const Clients& clients,
                             const std::vector<Subscriber::State>& states) {
@@ -111,140 +95,6 @@ std::vector<uint64_t> IdsOf(const Clients& clients,
     ids.push_back(id);
   }
   return ids;
-}
-
-// Opened events the members saw, together (each connection's goes to one).
-size_t CountOpened(const std::vector<std::unique_ptr<Subscriber>>& members) {
-  size_t opened = 0;
-  for (const auto& s : Snapshots(members)) opened += s.opened.size();
-  return opened;
-}
-
-size_t CountClosed(const std::vector<std::unique_ptr<Subscriber>>& members) {
-  absl::flat_hash_set<uint64_t> closed;
-  for (const auto& m : members) {
-    m->WaitUntil(
-        [&](const Subscriber::State& s) {
-          for (const auto& [id, index] : s.closed) closed.insert(id);
-          return true;
-        },
-        absl::InfinitePast());
-  }
-  return closed.size();
-}
-
-// One member's receipt of one event.
-struct Receipt {
-  size_t member;
-  Event event;
-  bool marked;  // covered by an Assigned's possibly_redelivered_through_seq
-};
-
-// Every member's stream, walked in order, per connection; with the rules
-// every member stream must keep checked on the way:
-//   - a connection's first event on a member is its Opened or follows an
-//     Assigned for it;
-//   - a connection's events keep strictly increasing seqs on a member, none
-//     before the Assigned's from_seq, none after a revoking Assigned.
-struct Analysis {
-  absl::flat_hash_map<uint64_t, std::vector<Receipt>> receipts;
-  absl::flat_hash_map<uint64_t, std::vector<Assigned>> assigned;
-  absl::flat_hash_map<uint64_t, std::set<size_t>> members;
-  std::vector<std::string> errors;
-};
-
-Analysis Analyze(const std::vector<Subscriber::State>& states) {
-  Analysis a;
-  for (size_t k = 0; k < states.size(); ++k) {
-    const Subscriber::State& s = states[k];
-    absl::flat_hash_set<uint64_t> announced;
-    absl::flat_hash_map<uint64_t, uint64_t> redelivered, from, last, revoked;
-    size_t next = 0;
-    auto take = [&](size_t until) {
-      for (; next < until && next < s.events.size(); ++next) {
-        const Event& e = s.events[next];
-        const uint64_t id = e.connection_id();
-        if (!announced.contains(id) && !e.has_opened()) {
-          a.errors.push_back(absl::StrCat("member ", k, ": seq ", e.seq(),
-                                          " of connection ", id,
-                                          " without an Assigned first"));
-        }
-        announced.insert(id);
-        if (last[id] >= e.seq()) {
-          a.errors.push_back(absl::StrCat("member ", k, ": connection ", id,
-                                          " seq ", e.seq(), " after ",
-                                          last[id]));
-        }
-        last[id] = e.seq();
-        if (from.contains(id) && e.seq() < from[id]) {
-          a.errors.push_back(absl::StrCat("member ", k, ": connection ", id,
-                                          " seq ", e.seq(), " before from_seq ",
-                                          from[id]));
-        }
-        if (revoked.contains(id) && e.seq() >= revoked[id]) {
-          a.errors.push_back(absl::StrCat("member ", k, ": connection ", id,
-                                          " seq ", e.seq(), " after revoked"));
-        }
-        a.receipts[id].push_back({k, e, e.seq() <= redelivered[id]});
-        a.members[id].insert(k);
-      }
-    };
-    for (size_t i = 0; i < s.messages.size(); ++i) {
-      take(s.events_before[i]);
-      if (!s.messages[i].has_assigned()) continue;
-      const Assigned& as = s.messages[i].assigned();
-      const uint64_t id = as.connection_id();
-      if (as.revoked()) {
-        revoked[id] = as.from_seq();
-        continue;
-      }
-      revoked.erase(id);
-      announced.insert(id);
-      redelivered[id] = as.possibly_redelivered_through_seq();
-      from[id] = as.from_seq();
-      a.assigned[id].push_back(as);
-    }
-    take(s.events.size());
-  }
-  return a;
-}
-
-// The events of a connection, each seq once, in seq order; fails the test
-// when a seq reached members more than once without being marked.
-std::vector<Event> UniqueEvents(const Analysis& a, uint64_t id) {
-  std::map<uint64_t, Event> by_seq;
-  std::map<uint64_t, int> unmarked;
-  auto it = a.receipts.find(id);
-  if (it == a.receipts.end()) return {};
-  for (const Receipt& r : it->second) {
-    by_seq.emplace(r.event.seq(), r.event);
-    if (!r.marked) ++unmarked[r.event.seq()];
-  }
-  for (const auto& [seq, n] : unmarked) {
-    EXPECT_LE(n, 1) << "connection " << id << " seq " << seq << " delivered to "
-                    << n << " members unmarked";
-  }
-  std::vector<Event> out;
-  for (auto& [seq, e] : by_seq) out.push_back(std::move(e));
-  return out;
-}
-
-// Lossless: the connection's whole life reached the group, byte-exact.
-void ExpectWholeLife(const Analysis& a, uint64_t id, const std::string& sent) {
-  std::vector<Event> events = UniqueEvents(a, id);
-  ASSERT_GE(events.size(), 3u) << "connection " << id;
-  EXPECT_TRUE(events.front().has_opened()) << "connection " << id;
-  EXPECT_TRUE(events.back().has_closed()) << "connection " << id;
-  std::string got;
-  for (const Event& e : events) got += e.data().payload();
-  EXPECT_EQ(got.size(), sent.size()) << "connection " << id;
-  EXPECT_TRUE(got == sent) << "connection " << id << ": bytes differ";
-}
-
-void ExpectNoErrors(const Analysis& a) {
-  for (size_t i = 0; i < a.errors.size() && i < 10; ++i) {
-    ADD_FAILURE() << a.errors[i];
-  }
 }
 
 TEST_P(GroupTest, ThreeMembersSplitConnectionsExactlyAndBalanced) {
@@ -784,52 +634,6 @@ TEST_P(GroupTest, MemberChurnNeverSplitsOrLosesAConnection) {
     if (HasFailure()) break;
   }
   EXPECT_GT(GroupInfoOf(address, "workers").handovers(), 0u);
-}
-
-// Cluster mode has no groups yet (they must be cluster-wide): refused, not
-// silently node-local.
-class NoCluster : public grpc_api::ClusterRouter {
- public:
-  explicit NoCluster(std::vector<std::string> listeners)
-      : listeners_(std::move(listeners)) {}
-  const std::string& node() const override { return node_; }
-  std::vector<std::string> listener_names() const override {
-    return listeners_;
-  }
-  bool IsRemote(uint64_t) const override { return false; }
-  void Call(absl::string_view, uint64_t, std::string, Reply done) override {
-    done(absl::UnavailableError("no cluster"), "");
-  }
-  void List(const fanin::v1::ListConnectionsRequest&, uint64_t,
-            absl::AnyInvocable<
-                void(absl::StatusOr<fanin::v1::ListConnectionsResponse>)>
-                done) override {
-    done(absl::UnavailableError("no cluster"));
-  }
-  fanin::v1::ListNodesResponse ListNodes() const override { return {}; }
-  void Fetch(uint64_t, const fanout::Filter&, size_t, size_t,
-             absl::AnyInvocable<void(absl::StatusOr<Fetched>)> done) override {
-    done(absl::UnavailableError("no cluster"));
-  }
-  bool broker_available() const override { return true; }
-  void FillStats(fanin::v1::GetStatsResponse*) const override {}
-
- private:
-  std::string node_ = "n1";
-  std::vector<std::string> listeners_;
-};
-
-TEST(GroupClusterTest, GroupsAreRefusedInClusterMode) {
-  NoCluster cluster({"default"});
-  ServerConfig config = BaseConfig(reactor::PollerKind::kEpollLevel);
-  config.service.cluster = &cluster;
-  auto server = StartServer(config);
-  ASSERT_NE(server, nullptr);
-  auto refused = Subscriber::Start(server->grpc_address(), GroupRequest("g"));
-  grpc::Status status = refused->WaitDone(Deadline());
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_TRUE(absl::StrContains(status.error_message(), "cluster mode"))
-      << status.error_message();
 }
 
 INSTANTIATE_TEST_SUITE_P(AllPollers, GroupTest,

@@ -164,6 +164,8 @@ EventKind KindOf(const Event& event) {
       return fanin::v1::EVENT_KIND_READABLE;
     case Event::kNodeChange:
       return fanin::v1::EVENT_KIND_NODE;
+    case Event::kGroupChange:
+      return fanin::v1::EVENT_KIND_GROUP;
     case Event::KIND_NOT_SET:
       break;
   }
