@@ -1004,9 +1004,11 @@ struct GroupRegistry::Group {
       // not progressed past what that one may have delivered, from there.
       uint64_t c_from = from;
       uint64_t c_through = std::max(written_through, c->carry_through);
-      // Given to it after it measured: nothing of it counts as received.
+      // (c_from <= as_of + 1, so a connection given to it after it measured
+      // is read back whole from where it was given.) What the member before
+      // it may not have delivered is still owed unless a measurement taken
+      // after the connection came covers it.
       const bool unmeasured = as_of < c->assigned_at;
-      if (unmeasured) c_from = std::min(c_from, c->assigned_at);
       if (c->carry_from != 0 &&
           (received_through < c->carry_through || unmeasured)) {
         c_from = std::min(c_from, c->carry_from);
@@ -1147,7 +1149,6 @@ struct GroupRegistry::Group {
         uint64_t c_from =
             std::max(donor->received_through, donor->joined_seq) + 1;
         const bool unmeasured = donor->progress_as_of < c->assigned_at;
-        if (unmeasured) c_from = std::min(c_from, c->assigned_at);
         if (c->carry_from != 0 &&
             (donor->received_through < c->carry_through || unmeasured)) {
           c_from = std::min(c_from, c->carry_from);
