@@ -29,6 +29,10 @@ import sys
 LINE = re.compile(r"^\s*(\S.*?)\s+(\d+)/(\d+)\s+\[(\d+)\]\s+([\d.]+):\s+(\S+):\s*(.*)$")
 WAKE = re.compile(r"comm=(.*?) pid=(\d+)")
 FD = re.compile(r"fd: (0x[0-9a-f]+)")
+NR = re.compile(r"NR (\d+)")
+# x86-64 numbers of the syscalls worth naming on the path.
+SYSCALL_NAMES = {0: "read", 1: "write", 9: "mmap", 10: "mprotect", 11: "munmap",
+                 12: "brk", 28: "madvise", 46: "sendmsg", 202: "futex", 232: "epoll_wait"}
 
 
 def quantile(values, q):
@@ -53,6 +57,7 @@ def main():
     last_wake = {}  # tid -> time of its last sched_wakeup
     last_run = {}  # tid -> time its last wait returned
     tid_comm = {}
+    on_path = {}  # server tid -> what it did since its last read() (syscalls, faults)
     wakeups = collections.Counter()  # (waker comm, wakee comm) for server wakees
     syscalls = collections.Counter()  # server thread comm -> syscalls
     read_tids = collections.Counter()
@@ -84,6 +89,13 @@ def main():
         if event.startswith("raw_syscalls:sys_enter"):
             if is_server:
                 syscalls[comm] += 1
+                nr = NR.search(rest)
+                if nr and tid in on_path:
+                    on_path[tid].append(SYSCALL_NAMES.get(int(nr.group(1)), nr.group(1)))
+            continue
+        if event == "exceptions:page_fault_user":
+            if is_server and tid in on_path:
+                on_path[tid].append("page fault")
             continue
         if comm == "loadgen" and event == "syscalls:sys_enter_sendto":
             pending.append({"send": t})
@@ -121,14 +133,17 @@ def main():
                 read_unsent.append(e)
             if k:
                 read_tids[comm + "/" + str(tid)] += k
+                on_path[tid] = []
         elif event == "syscalls:sys_enter_sendmsg":
             fd = FD.search(rest)
             if grpc_fd is None and fd and read_unsent:
                 grpc_fd = fd.group(1)
             if fd and fd.group(1) == grpc_fd and read_unsent:
+                between = [x for x in on_path.get(tid, []) if x != "sendmsg"]
                 for e in read_unsent:
                     e["write"] = t
                     e["writer"] = tid
+                    e["between"] = between
                 write_tids[comm + "/" + str(tid)] += len(read_unsent)
                 written.extend(read_unsent)
                 read_unsent.clear()
@@ -157,6 +172,19 @@ def main():
     print("server thread wake-ups per message (waker -> wakee): " + ", ".join(
         f"{a} -> {b} {k / n:.2f}" for (a, b), k in wakeups.most_common()))
     print(f"  total {sum(wakeups.values()) / n:.2f}")
+    extra = collections.Counter()
+    slow = collections.defaultdict(list)
+    for e in events:
+        kinds = set(e.get("between", []))
+        for x in kinds:
+            extra[x] += 1
+        slow["with a page fault or mprotect" if kinds & {"page fault", "mprotect"}
+             else "without"].append(e["write"] - e["read"])
+    print("between read() and sendmsg() on the writing thread, share of messages: " +
+          (", ".join(f"{x} {k / n:.2f}" for x, k in extra.most_common()) or "nothing"))
+    for label, d in sorted(slow.items()):
+        print(f"  read() -> sendmsg() {label}: {len(d)} messages, p50 "
+              f"{quantile(d, 0.5):.1f} µs, p90 {quantile(d, 0.9):.1f} µs")
     print("server syscalls per message by thread: " + ", ".join(
         f"{c} {k / n:.2f}" for c, k in syscalls.most_common()))
     print(f"  total {sum(syscalls.values()) / n:.2f}")

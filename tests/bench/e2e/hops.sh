@@ -52,7 +52,7 @@ if [ "$server" != ceiling ]; then
     --source_count=50 --start_delay=0.5 >"$w/gen.out" 2>&1 &
 fi
 sleep 2
-events="sched:sched_switch,sched:sched_wakeup,raw_syscalls:sys_enter"
+events="sched:sched_switch,sched:sched_wakeup,raw_syscalls:sys_enter,exceptions:page_fault_user"
 for s in sendto sendmsg read recvmsg epoll_wait poll ppoll select pselect6 clock_nanosleep; do
   events="$events,syscalls:sys_enter_$s,syscalls:sys_exit_$s"
 done
