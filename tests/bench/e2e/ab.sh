@@ -17,17 +17,9 @@
 # that nice, as run.py --nice does. Each line also has p99 and p99.9 (µs) of
 # the first subscriber. Builds the harness with -c opt.
 set -euo pipefail
+# shellcheck source=tests/bench/e2e/session.sh
+source "$(dirname "$0")/session.sh"  # NICE, RT
 cd "$(dirname "$0")/../../.."
-if [ -n "${NICE:-}" ] && [ -z "${AB_SESSION:-}" ]; then
-  # With sched_autogroup_enabled nice only ranks tasks inside one session:
-  # become a session of our own and give it the nice (run.py --nice alike).
-  exec env AB_SESSION=1 setsid --wait bash "$0" "$@"
-fi
-if [ -n "${NICE:-}" ]; then
-  echo "$NICE" >/proc/self/autogroup 2>/dev/null || echo "ab.sh: cannot set the autogroup's nice" >&2
-fi
-rt=()
-if [ "${RT:-0}" != 0 ]; then rt=(chrt -f "$RT"); fi
 rate="${RATE:-0}"
 rounds="${1:?usage: ab.sh ROUNDS SUBSCRIBERS SERVER...}"
 nsub="${2:?usage: ab.sh ROUNDS SUBSCRIBERS SERVER...}"

@@ -13,18 +13,12 @@
 # work lands on the same 2 cores: compare systems traced alike, not these
 # figures with untraced runs.
 set -euo pipefail
+# shellcheck source=tests/bench/e2e/session.sh
+source "$(dirname "$0")/session.sh"  # NICE, RT
 cd "$(dirname "$0")/../../.."
-if [ -n "${NICE:-}" ] && [ -z "${AB_SESSION:-}" ]; then
-  exec env AB_SESSION=1 setsid --wait bash "$0" "$@"
-fi
-if [ -n "${NICE:-}" ]; then
-  echo "$NICE" >/proc/self/autogroup 2>/dev/null || echo "hops.sh: cannot set the autogroup's nice" >&2
-fi
 rate="${1:?usage: hops.sh RATE SERVER [PERF_SECONDS]}"
 server="${2:?usage: hops.sh RATE SERVER [PERF_SECONDS]}"
 secs="${3:-1}"
-rt=()
-if [ "${RT:-0}" != 0 ]; then rt=(chrt -f "$RT"); fi
 bazel build -c opt //tests/bench/e2e:loadgen //tests/bench/e2e:subscriber \
   //tests/bench/e2e:ceiling >/dev/null 2>&1
 bin="$(bazel info -c opt bazel-bin 2>/dev/null)/tests/bench/e2e"
