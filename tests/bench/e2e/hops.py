@@ -13,17 +13,18 @@ fixed-rate run (hops.sh records it) and prints, per message, the time between
 (the ceiling has no socket to read: its hops start at `run`, the return of the
 pacing thread's clock_nanosleep, where it stamps the batch), with medians and
 p90 over every message of the trace; and, per message, the server's thread
-wake-ups by waker and its syscalls by thread name.
+wake-ups by waker, its syscalls by thread name, and what the writing thread did
+between the read() and the sendmsg() (syscalls, page faults).
 
   hops.py perf.txt SERVER_PID ceiling|fanin
 
 perf.txt is `perf script -F comm,pid,tid,cpu,time,event,trace` of sched_switch,
-sched_wakeup, raw_syscalls:sys_enter and the send/read/recvmsg/sendmsg/wait
-syscall tracepoints, recorded system-wide (hops.sh).
+sched_wakeup, raw_syscalls:sys_enter, exceptions:page_fault_user and the
+send/read/recvmsg/sendmsg/wait syscall tracepoints, recorded system-wide
+(hops.sh). Messages are 64 bytes (the load generator's default).
 """
 import collections
 import re
-import statistics
 import sys
 
 LINE = re.compile(r"^\s*(\S.*?)\s+(\d+)/(\d+)\s+\[(\d+)\]\s+([\d.]+):\s+(\S+):\s*(.*)$")
@@ -60,8 +61,6 @@ def main():
     on_path = {}  # server tid -> what it did since its last read() (syscalls, faults)
     wakeups = collections.Counter()  # (waker comm, wakee comm) for server wakees
     syscalls = collections.Counter()  # server thread comm -> syscalls
-    read_tids = collections.Counter()
-    write_tids = collections.Counter()
     grpc_fd = None
     first = last = None
     for raw in open(path, errors="replace"):
@@ -124,15 +123,17 @@ def main():
         elif event == "syscalls:sys_exit_read" and not ceiling:
             n = int(rest, 16) if rest.startswith("0x") and not rest.startswith("0xf") else 0
             k = n // 64
-            # The most recent k sends are the ones read: at a fixed rate sends
-            # are far apart; older unmatched ones were read before the trace.
+            # Paired with the most recent k sends not yet paired: robust to a
+            # read perf lost (a FIFO would shift every later pair by one). In
+            # one loop iteration reading several sockets the pairs may swap, the
+            # set of latencies does not. A send unpaired for 5 ms lost its read.
             got = [pending.pop() for _ in range(min(k, len(pending)))][::-1]
-            pending.clear()
+            while pending and t - pending[0]["send"] > 5000:
+                pending.popleft()
             for e in got:
                 e.update(wake=last_wake.get(tid, t), run=last_run.get(tid, t), read=t)
                 read_unsent.append(e)
             if k:
-                read_tids[comm + "/" + str(tid)] += k
                 on_path[tid] = []
         elif event == "syscalls:sys_enter_sendmsg":
             fd = FD.search(rest)
@@ -144,7 +145,6 @@ def main():
                     e["write"] = t
                     e["writer"] = tid
                     e["between"] = between
-                write_tids[comm + "/" + str(tid)] += len(read_unsent)
                 written.extend(read_unsent)
                 read_unsent.clear()
     events = [e for e in done if "write" in e and e["send"] >= first]
