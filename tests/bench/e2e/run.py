@@ -701,7 +701,7 @@ def pooled_quantiles(runs, qs):
     total = sum(counts.values())
     if total <= 0:
         return None
-    out, seen, values = [], 0.0, sorted(counts)
+    out, values = [], sorted(counts)
     for q in qs:
         seen, i = 0.0, 0
         for i, v in enumerate(values):
