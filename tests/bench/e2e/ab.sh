@@ -10,9 +10,17 @@
 #                                  "bazel-bin/server/fanin_server --loops=2"
 #
 # Server paths are taken as given (copy binaries aside to compare builds).
-# PER_SEND=16 sends 16 messages per send(). Builds the harness with -c opt.
+# PER_SEND=16 sends 16 messages per send(). RATE=1000 sends that many messages
+# per second in total (open loop, as run.py's latency runs) instead of as fast
+# as it can; RT=10 runs every process at SCHED_FIFO 10 (as run.py's latency
+# runs do); NICE=-10 puts the whole A/B in a session (autogroup) of its own at
+# that nice, as run.py --nice does. Each line also has p99 and p99.9 (µs) of
+# the first subscriber. Builds the harness with -c opt.
 set -euo pipefail
+# shellcheck source=tests/bench/e2e/session.sh
+source "$(dirname "$0")/session.sh"  # NICE, RT
 cd "$(dirname "$0")/../../.."
+rate="${RATE:-0}"
 rounds="${1:?usage: ab.sh ROUNDS SUBSCRIBERS SERVER...}"
 nsub="${2:?usage: ab.sh ROUNDS SUBSCRIBERS SERVER...}"
 shift 2
@@ -23,21 +31,21 @@ for r in $(seq 1 "$rounds"); do
   for server in "$@"; do
     w="$(mktemp -d)"
     # shellcheck disable=SC2086  # the server command is meant to be split
-    $server --listen=default=127.0.0.1:0 --grpc_address=127.0.0.1:0 \
+    "${rt[@]}" $server --listen=default=127.0.0.1:0 --grpc_address=127.0.0.1:0 \
       --ready_file="$w/ready" 2>"$w/server.err" &
     sp=$!
     for _ in $(seq 1 600); do [ -s "$w/ready" ] && break; sleep 0.05; done
     grpc="$(awk '$1=="grpc"{print $2}' "$w/ready")"
     listen="$(awk '$1=="listen"{print $NF}' "$w/ready")"
     for i in $(seq 1 "$nsub"); do
-      "$bin/subscriber" --server="$grpc" --expect_connections=1000 --message_bytes=64 \
+      "${rt[@]}" "$bin/subscriber" --server="$grpc" --expect_connections=1000 --message_bytes=64 \
         --timeout=60 --ready_file="$w/sub$i.ready" >"$w/sub$i.out" 2>&1 &
     done
     for i in $(seq 1 "$nsub"); do
       for _ in $(seq 1 600); do [ -s "$w/sub$i.ready" ] && break; sleep 0.05; done
     done
     c0="$(awk '{print $14+$15}' "/proc/$sp/stat")"
-    "$bin/loadgen" --target="$listen" --connections=1000 --message_bytes=64 --rate=0 \
+    "${rt[@]}" "$bin/loadgen" --target="$listen" --connections=1000 --message_bytes=64 --rate="$rate" \
       --duration=4 --source_base="127.$((30 + r)).$((RANDOM % 250)).1" --source_count=50 \
       --messages_per_send="$per_send" --start_delay=0.5 >"$w/gen.out" 2>&1
     for i in $(seq 1 "$nsub"); do
@@ -63,6 +71,7 @@ print(f"{label:36s} msgs/s {min(d['messages_per_s'] for d in subs) / 1e3:6.1f}k 
       f"srv_us/msg {ticks / hz * 1e6 / g['sent_messages']:.2f} "
       f"ev/batch {subs[0]['events'] / max(1, subs[0]['batches']):.0f} "
       f"p50_us {statistics.median(d['p50_us'] for d in subs):.0f} "
+      f"p99_us {subs[0]['p99_us']:.0f} p999_us {subs[0]['p999_us']:.0f} "
       f"{'ok' if ok else 'FAILED (loss, errors or incomplete)'}", flush=True)
 PY
     rm -rf "$w"
