@@ -826,15 +826,50 @@ struct GroupRegistry::Group {
     Distribute(std::move(items), wakes);
   }
 
+  // Which connections a rebalance moves to `joiner`: from the member with
+  // the most connections (ties: the later in join order), its oldest
+  // candidate first, until the joiner has its share or no donor has more
+  // than one over it. Counts only; the caller makes the moves.
+  std::vector<std::pair<Member*, Conn*>> PlanRebalance(
+      Member* joiner,
+      absl::flat_hash_map<Member*, std::vector<Conn*>> candidates)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    absl::flat_hash_map<Member*, uint64_t> count;
+    uint64_t total = 0;
+    for (const auto& m : members) {
+      count[m.get()] = m->connections;
+      total += m->connections;
+    }
+    const uint64_t share = total / members.size();
+    for (auto& [owner, list] : candidates) {
+      // Highest id last: the oldest connections move first.
+      std::sort(list.begin(), list.end(),
+                [](const Conn* a, const Conn* b) { return a->id > b->id; });
+    }
+    std::vector<std::pair<Member*, Conn*>> moves;
+    while (count[joiner] < share) {
+      Member* donor = nullptr;
+      for (const auto& m : members) {
+        if (m.get() == joiner || candidates[m.get()].empty()) continue;
+        if (donor == nullptr || count[m.get()] >= count[donor]) {
+          donor = m.get();
+        }
+      }
+      if (donor == nullptr || count[donor] <= count[joiner] + 1) break;
+      moves.push_back({donor, candidates[donor].back()});
+      candidates[donor].pop_back();
+      --count[donor];
+      ++count[joiner];
+    }
+    return moves;
+  }
+
   // Moves connections from the most loaded members to `joiner` until it has
   // its share. Only connections with nothing in a write move (nothing is
   // delivered twice); each is announced to both members.
   size_t Rebalance(Member* joiner, WakeList* wakes)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     if (members.size() < 2) return 0;
-    uint64_t total = 0;
-    for (const auto& m : members) total += m->connections;
-    const uint64_t share = total / members.size();
     absl::flat_hash_map<Member*, std::vector<Conn*>> candidates;
     for (auto& [id, c] : conns) {
       if (c.owner != nullptr && c.owner != joiner && !c.closed &&
@@ -842,30 +877,13 @@ struct GroupRegistry::Group {
         candidates[c.owner].push_back(&c);
       }
     }
-    for (auto& [owner, list] : candidates) {
-      // Highest id last: the oldest connections move first.
-      std::sort(list.begin(), list.end(),
-                [](const Conn* a, const Conn* b) { return a->id > b->id; });
-    }
     struct Revocation {
       Member* donor;
       Conn* conn;
     };
     std::vector<Revocation> revocations;
     absl::flat_hash_map<Member*, bool> donors;
-    while (joiner->connections < share) {
-      Member* donor = nullptr;
-      for (const auto& m : members) {
-        if (m.get() == joiner || candidates[m.get()].empty()) continue;
-        if (donor == nullptr || m->connections >= donor->connections) {
-          donor = m.get();
-        }
-      }
-      if (donor == nullptr || donor->connections <= joiner->connections + 1) {
-        break;
-      }
-      Conn* c = candidates[donor].back();
-      candidates[donor].pop_back();
+    for (auto& [donor, c] : PlanRebalance(joiner, std::move(candidates))) {
       // A donor that was never told it held the connection is not told it
       // lost it; the joiner hears of the connection's earlier move instead.
       if (!c->needs_marker) {
@@ -1053,43 +1071,14 @@ struct GroupRegistry::Group {
   size_t RebalanceCluster(Member* joiner, uint64_t at_seq, WakeList* wakes,
                           Jobs* jobs) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     if (members.size() < 2) return 0;
-    uint64_t total = 0;
-    for (const auto& m : members) total += m->connections;
-    const uint64_t share = total / members.size();
     absl::flat_hash_map<Member*, std::vector<Conn*>> candidates;
     for (auto& [id, c] : conns) {
       if (c.owner != nullptr && c.owner != joiner && !c.closed) {
         candidates[c.owner].push_back(&c);
       }
     }
-    for (auto& [owner, list] : candidates) {
-      std::sort(list.begin(), list.end(),
-                [](const Conn* a, const Conn* b) { return a->id > b->id; });
-    }
-    std::vector<std::pair<Member*, Conn*>> moves;
-    while (joiner->connections < share) {
-      Member* donor = nullptr;
-      for (const auto& m : members) {
-        if (m.get() == joiner || candidates[m.get()].empty()) continue;
-        if (donor == nullptr || m->connections >= donor->connections) {
-          donor = m.get();
-        }
-      }
-      if (donor == nullptr || donor->connections <= joiner->connections + 1) {
-        break;
-      }
-      Conn* c = candidates[donor].back();
-      candidates[donor].pop_back();
-      // Counted now so that the choice of the next donor sees it; undone
-      // below, where the move is made.
-      --donor->connections;
-      ++joiner->connections;
-      moves.push_back({donor, c});
-    }
-    for (auto& [donor, c] : moves) {
-      ++donor->connections;
-      --joiner->connections;
-    }
+    const std::vector<std::pair<Member*, Conn*>> moves =
+        PlanRebalance(joiner, std::move(candidates));
     std::vector<std::pair<Conn*, uint64_t>> reads;
     std::vector<Item> moved;
     for (auto& [donor, c] : moves) {
