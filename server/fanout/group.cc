@@ -2004,9 +2004,9 @@ void GroupRegistry::ClusterApply(const EventPtr& e, WakeList* wakes) {
   } else {
     if (gc.group_seq() != 0) {
       refuse(absl::UnavailableError(absl::StrCat(
-          "group \"", gc.group(),
-          "\" was founded before this node joined the cluster; subscribe "
-          "through a node that has run since")));
+          "group \"", gc.group(), "\" (founded at seq ", gc.group_seq(),
+          ") is not known here: it was forgotten meanwhile, or founded "
+          "before this node joined the cluster; subscribe again")));
       return;
     }
     if (groups_.size() >= options_.max_groups) {
@@ -2138,14 +2138,16 @@ GroupRegistry::ClusterJoin(JoinRequest request, EventHub::Started* started) {
           absl::StrCat("cannot look up group \"", request.group,
                        "\" in the cluster: ", founded.status().message()));
     }
-    if (*founded != 0) {
+    // Founded before this node's router began: its membership is unknown
+    // here. Founded since (this node has not applied it yet, or a founder
+    // racing this one): the join names the founding and is applied after it.
+    if (*founded != 0 && *founded < cl.rep->live_from_seq()) {
       return absl::UnavailableError(absl::StrCat(
-          "group \"", request.group,
-          "\" exists in the cluster (founded at seq ", *founded,
-          ") but this node has not seen it founded: it joined the cluster "
-          "later, or has not read that far yet; subscribe through another "
-          "node, or again shortly"));
+          "group \"", request.group, "\" was founded (at seq ", *founded,
+          ") before this node joined the cluster, so this node does not know "
+          "its members; subscribe through another node"));
     }
+    group_seq = *founded;
   }
   started->epoch = hub_->epoch();
   started->head_seq = hub_->head_seq();
