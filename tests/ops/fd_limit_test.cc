@@ -69,6 +69,7 @@ class Watch {
       fanin::v1::SubscribeResponse msg;
       while (reader_->Read(&msg)) {
         absl::MutexLock lock(&mu_);
+        if (msg.has_started()) started_ = true;
         for (const auto& e : msg.batch().events()) {
           if (e.has_opened()) {
             id_of_[e.opened().remote_address()] = e.connection_id();
@@ -82,6 +83,11 @@ class Watch {
   ~Watch() {
     context_.TryCancel();
     thread_.join();
+  }
+  // The server has subscribed it (events from now on reach it).
+  bool Started() {
+    absl::MutexLock lock(&mu_);
+    return started_;
   }
   // Closed events with reason REJECTED whose detail names descriptors.
   std::vector<uint64_t> RejectedForFds() {
@@ -114,6 +120,7 @@ class Watch {
   std::unique_ptr<grpc::ClientReader<fanin::v1::SubscribeResponse>> reader_;
   std::thread thread_;
   absl::Mutex mu_;
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_map<std::string, uint64_t> id_of_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, fanin::v1::Closed> closed_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, std::string> data_ ABSL_GUARDED_BY(mu_);
@@ -151,6 +158,9 @@ TEST(FdLimitTest, OutOfDescriptorsRejectsKeepsServingAndRecovers) {
   fanin::v1::GetStatsResponse s;
   ASSERT_TRUE(WaitFor([&] { return stats(&s).ok(); }, Deadline()));
   const std::string address = (*server)->listen_address().value();
+  // The watch is subscribed before the flood (its Subscribe may reach the
+  // server after GetStats did; a live subscription misses what came before).
+  ASSERT_TRUE(WaitFor([&] { return watch->Started(); }, Deadline()));
 
   // Far more clients than the 64 descriptors (less those gRPC holds).
   std::vector<TcpClient> flood;
