@@ -470,6 +470,7 @@ TEST_F(GroupsTest, MemberChurnAcrossNodesNeverSplitsOrLosesAConnection) {
   while (sending && members.size() < 60) {
     members.push_back(Join(static_cast<int>(members.size() % 3), "workers"));
     live.push_back(members.size() - 1);
+    // The churn itself: a member lives a few milliseconds (what is tested).
     absl::SleepFor(absl::Milliseconds(2 + rng() % 8));
     if (live.size() > 1 + rng() % 3) {
       const size_t pick = rng() % (live.size() - 1);  // never the newest

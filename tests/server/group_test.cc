@@ -614,6 +614,7 @@ TEST_P(GroupTest, MemberChurnNeverSplitsOrLosesAConnection) {
     members.push_back(Subscriber::Start(address, GroupRequest("workers")));
     ASSERT_TRUE(members.back()->WaitStarted(Deadline()).ok());
     live.push_back(members.size() - 1);
+    // The churn itself: a member lives a few milliseconds (what is tested).
     absl::SleepFor(absl::Milliseconds(2 + rng() % 6));
     if (live.size() > 1 + rng() % 3) {
       const size_t pick = rng() % (live.size() - 1);  // never the newest

@@ -300,7 +300,7 @@ int Main(int argc, char** argv) {
           if (record) asap_rr.ns.push_back(t);
         }
       }
-      absl::SleepFor(pause);
+      absl::SleepFor(pause);  // the measured rate: one request per pause
     }
   }
   natsSubscription_Destroy(sub);
