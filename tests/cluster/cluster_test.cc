@@ -57,12 +57,9 @@ class ClusterTest : public ::testing::Test {
   absl::StatusOr<std::unique_ptr<ServerProcess>> StartNode(
       const std::string& name, std::vector<std::string> extra = {}) {
     std::vector<std::string> flags = {
-        "--cluster_nats=" + nats_->url(), "--node_name=" + name,
-        "--cluster_storage=memory",       "--listen=127.0.0.1:0",
-        "--listen=pull=127.0.0.1:0",      "--pull=pull",
-        "--grpc_address=127.0.0.1:0",     "--loops=1"};
+        "--cluster_storage=memory", "--listen=pull=127.0.0.1:0", "--pull=pull"};
     flags.insert(flags.end(), extra.begin(), extra.end());
-    return ServerProcess::Start({.flags = std::move(flags)});
+    return testing::StartClusterNode(*nats_, name, std::move(flags));
   }
 
   const std::string& grpc(int i) const { return nodes_[i]->grpc_address(); }

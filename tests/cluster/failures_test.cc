@@ -46,11 +46,8 @@ class FailuresTest : public ::testing::Test {
 
   absl::StatusOr<std::unique_ptr<ServerProcess>> StartNode(
       const std::string& name) {
-    return ServerProcess::Start(
-        {.flags = {"--cluster_nats=" + nats_->url(), "--node_name=" + name,
-                   "--listen=127.0.0.1:0", "--grpc_address=127.0.0.1:0",
-                   "--loops=1", "--cluster_node_timeout=3s",
-                   "--drain_timeout=2s"}});
+    return testing::StartClusterNode(
+        *nats_, name, {"--cluster_node_timeout=3s", "--drain_timeout=2s"});
   }
 
   // kPerNode clients on every node, each having sent one line; their ids.

@@ -98,11 +98,10 @@ class GroupsTest : public ::testing::Test {
 
   absl::StatusOr<std::unique_ptr<ServerProcess>> StartNode(
       const std::string& name) {
-    return ServerProcess::Start(
-        {.flags = {"--cluster_nats=" + nats_->url(), "--node_name=" + name,
-                   "--cluster_storage=memory", "--listen=127.0.0.1:0",
-                   "--grpc_address=127.0.0.1:0", "--loops=1",
-                   "--cluster_node_timeout=3s", "--drain_timeout=2s"}});
+    return testing::StartClusterNode(
+        *nats_, name,
+        {"--cluster_storage=memory", "--cluster_node_timeout=3s",
+         "--drain_timeout=2s"});
   }
 
   const std::string& grpc(int i) const { return nodes_[i]->grpc_address(); }

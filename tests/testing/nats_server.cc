@@ -206,4 +206,14 @@ std::string NatsServer::url() const {
   return absl::StrCat("nats://127.0.0.1:", port_);
 }
 
+absl::StatusOr<std::unique_ptr<ServerProcess>> StartClusterNode(
+    const NatsServer& nats, const std::string& name,
+    std::vector<std::string> extra) {
+  std::vector<std::string> flags = {
+      "--cluster_nats=" + nats.url(), "--node_name=" + name,
+      "--listen=127.0.0.1:0", "--grpc_address=127.0.0.1:0", "--loops=1"};
+  flags.insert(flags.end(), extra.begin(), extra.end());
+  return ServerProcess::Start({.flags = std::move(flags)});
+}
+
 }  // namespace fanin::testing

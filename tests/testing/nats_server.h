@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "tests/testing/server_process.h"
 #include "tests/testing/subprocess.h"
 
 namespace fanin::testing {
@@ -73,6 +74,12 @@ class NatsServer {
 
 // A loopback TCP port nothing listens on right now.
 int FreeLoopbackPort();
+
+// A fanin_server node `name` of a test cluster on `nats`: its default
+// listener and gRPC on free loopback ports, one loop, then `extra` flags.
+absl::StatusOr<std::unique_ptr<ServerProcess>> StartClusterNode(
+    const NatsServer& nats, const std::string& name,
+    std::vector<std::string> extra = {});
 
 }  // namespace fanin::testing
 
