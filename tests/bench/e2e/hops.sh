@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The hops of one event at a fixed rate, from kernel timestamps (hops.py): runs
-# SERVER (a fanin_server command line, or "ceiling") with one subscriber under
+# SERVER (a fanin_server command line, the relay's, or "ceiling") with one subscriber under
 # RATE messages/s over 1,000 connections for 4 s, records every CPU's
 # scheduler and syscall tracepoints for 1 s in the middle with `perf record -a`,
 # and prints the per-hop medians, wake-ups and syscalls per message.
@@ -8,6 +8,7 @@
 #   tests/bench/e2e/hops.sh RATE "SERVER" [PERF_SECONDS]
 #   e.g. RT=10 NICE=-10 tests/bench/e2e/hops.sh 1000 "bazel-bin/server/fanin_server"
 #        RT=10 NICE=-10 tests/bench/e2e/hops.sh 1000 ceiling
+#        RT=10 NICE=-10 tests/bench/e2e/hops.sh 1000 "bazel-bin/tests/bench/e2e/relay"
 #
 # RT and NICE as in ab.sh. Needs perf with tracepoints (root here). perf's own
 # work lands on the same 2 cores: compare systems traced alike, not these
@@ -20,7 +21,7 @@ rate="${1:?usage: hops.sh RATE SERVER [PERF_SECONDS]}"
 server="${2:?usage: hops.sh RATE SERVER [PERF_SECONDS]}"
 secs="${3:-1}"
 bazel build -c opt //tests/bench/e2e:loadgen //tests/bench/e2e:subscriber \
-  //tests/bench/e2e:ceiling >/dev/null 2>&1
+  //tests/bench/e2e:ceiling //tests/bench/e2e:relay >/dev/null 2>&1
 bin="$(bazel info -c opt bazel-bin 2>/dev/null)/tests/bench/e2e"
 w="$(mktemp -d)"
 trap 'rm -rf "$w"' EXIT

@@ -227,11 +227,16 @@ class Harness:
     def start_fanin(self, poller, extra=()):
         if not self.has_fanin():
             raise HarnessError(f"{self.fanin_bin} is not built")
-        ready = self.path("fanin.ready")
-        argv = [self.fanin_bin, "--listen=default=127.0.0.1:0",
-                "--grpc_address=127.0.0.1:0", f"--poller={poller}",
-                f"--ready_file={ready}"] + list(self.args.fanin_flag) + list(extra)
-        proc = Proc("fanin_server", argv, self.work)
+        return self.start_server("fanin_server", [self.fanin_bin, f"--poller={poller}"]
+                                 + list(self.args.fanin_flag) + list(extra))
+
+    def start_server(self, name, argv):
+        """fanin_server, or the relay (which takes its address flags and writes the
+        same ready file): (process, {"grpc": addr, "listen": addr})."""
+        ready = self.path(f"{name}.ready")
+        argv = argv[:1] + ["--listen=default=127.0.0.1:0", "--grpc_address=127.0.0.1:0",
+                           f"--ready_file={ready}"] + argv[1:]
+        proc = Proc(name, argv, self.work)
         text = wait_file(ready, 30, proc)
         addrs = {}
         for line in text.splitlines():
@@ -241,7 +246,7 @@ class Harness:
             elif parts and parts[0] == "listen":
                 addrs.setdefault("listen", parts[-1])
         if "grpc" not in addrs or "listen" not in addrs:
-            raise HarnessError(f"fanin ready file lacks grpc/listen lines: {text!r}")
+            raise HarnessError(f"{name} ready file lacks grpc/listen lines: {text!r}")
         return proc, addrs
 
     def stub(self, addr):
@@ -317,8 +322,11 @@ class Harness:
         return r
 
     def run_fanin(self, conns, rate, duration, poller="epoll", subscribers=1, py=False,
-                  cdf=None, per_send=1, idle=0):
-        server, addrs = self.start_fanin(poller)
+                  cdf=None, per_send=1, idle=0, relay=False):
+        if relay:
+            server, addrs = self.start_server("relay", [self.exe("relay")])
+        else:
+            server, addrs = self.start_fanin(poller)
         try:
             subs = [self.subscriber(addrs["grpc"], conns + idle, py=py, name=f"sub{i}",
                                     cdf=cdf if i == 0 else None)
@@ -334,7 +342,7 @@ class Harness:
             cpu = cpu_seconds(server.pid) - cpu0
         finally:
             Proc.stop_all()
-        return summarize(f"fanin/{poller}", sent, results, cpu,
+        return summarize("relay" if relay else f"fanin/{poller}", sent, results, cpu,
                          results[0]["events"] if results else 0)
 
     def run_group(self, conns, duration, members, poller="epoll"):
@@ -392,6 +400,9 @@ class Harness:
             kw.pop("poller", None)
             # In rate mode the ceiling paces each stream at the load generator's rate.
             return self.run_ceiling(conns, rate, duration, **kw)
+        if system == "relay":
+            kw.pop("poller", None)
+            return self.run_fanin(conns, rate, duration, relay=True, **kw)
         return self.run_fanin(conns, rate, duration, **kw)
 
 
@@ -535,7 +546,12 @@ def repeat(h, n, system, conns, rate, duration, **kw):
 
 
 def systems(h):
-    return ["floor", "ceiling"] + (["fanin"] if h.has_fanin() else [])
+    """The baselines and fanin. The relay (relay.cc: an epoll loop that turns each
+    read into an event and writes it to the gRPC stream, nothing else) is what the
+    floor's socket hop and the ceiling's gRPC stream cost together: the fair
+    baseline for latency, whose clock starts at the load generator's send as
+    fanin's does (the ceiling's starts after its own wake-up)."""
+    return ["floor", "ceiling", "relay"] + (["fanin"] if h.has_fanin() else [])
 
 
 def scenario_throughput(h, rep, a):
@@ -581,7 +597,7 @@ def ratio_lines(rep, results, key, target, vs):
     if not fan:
         rep.add("fanin: not run (server not built or every run failed).")
         return
-    for base in ("floor", "ceiling"):
+    for base in ("floor", "ceiling", "relay"):
         if results.get(base):
             ratio = med(fan, key)[0] / med(results[base], key)[0]
             tgt = f" (target ≥ {target}x: {'met' if ratio >= target else 'MISSED'})" \
@@ -785,6 +801,12 @@ def scenario_latency(h, rep, a):
                     line += (f"; / (floor + ceiling), the socket hop the ceiling's clock "
                              f"leaves out added back: {p50 / (f50 + c50):.2f}x")
                 rep.add(line)
+            relay = results.get(f"{rate}/relay")
+            if relay:
+                r50, r99 = med(relay, "p50_us")[0], med(relay, "p99_us")[0]
+                rep.add(f"  - / the relay's (socket read to gRPC write, nothing else): "
+                        f"p50 {p50 / r50:.2f}x ({'≤' if p50 <= 1.2 * r50 else '>'} 1.2x), "
+                        f"p99 {p99 / r99:.2f}x")
     for rate in a.rates:
         png = os.path.join(a.plots, f"latency_{rate}.png")
         plots = [f"'{cdfs[(rate, s)]}' using 1:2 with steps lw 2 title '{s}'"
@@ -1066,6 +1088,10 @@ def scenario_smoke(h, rep, a):
     rep.add(f"ceiling paced: {c['events']} events, p50 {c['p50_us']:.0f} µs")
     if not c["ok"] or abs(c["events"] - rate * d) > rate * d * 0.1:
         failures.append("ceiling/paced")
+    r = h.run_fanin(conns, rate, d, relay=True)
+    rep.add(f"relay: sent {r['sent']} check {check_text([r])}")
+    if not r["ok"] or r["sent"] < rate * d * 0.9:
+        failures.append("relay")
     if h.has_fanin():
         f = h.run_fanin(conns, rate, d)
         rep.add(f"fanin: sent {f['sent']} check {check_text([f])}")

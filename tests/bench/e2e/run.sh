@@ -15,7 +15,8 @@ bazel_cmd=(bazel)
 [ -n "${FANIN_BAZEL_OUTPUT_BASE:-}" ] && bazel_cmd+=(--output_base="$FANIN_BAZEL_OUTPUT_BASE")
 
 "${bazel_cmd[@]}" build -c opt //tests/bench/e2e:loadgen //tests/bench/e2e:floor \
-  //tests/bench/e2e:ceiling //tests/bench/e2e:subscriber //proto:fanin_py_grpc
+  //tests/bench/e2e:ceiling //tests/bench/e2e:relay //tests/bench/e2e:subscriber \
+  //proto:fanin_py_grpc
 if ! "${bazel_cmd[@]}" build -c opt //server:fanin_server; then
   echo "run.sh: //server:fanin_server did not build; running the baselines only" >&2
 fi
