@@ -147,7 +147,8 @@ class Shard {
 
   // Loop thread. Publishes an event of this loop; the streams it unparks are
   // woken once, at the end of the loop iteration, so one batch carries every
-  // event the iteration read.
+  // event the iteration read. After them, every 16 KiB of events, the loop
+  // grows its heap for the next ones (base/prefault.h).
   void Publish(std::shared_ptr<fanout::StoredEvent> event);
 
   // Loop thread. Back-pressure: connections that stopped reading for a paused
@@ -179,6 +180,8 @@ class Shard {
   }
 
  private:
+  void PostWakes();
+  void PrefaultAfterIteration(size_t event_bytes);
   const CoreOptions* const options_;
   fanout::EventSink* const hub_;
   reactor::EventLoop* const loop_;
@@ -191,6 +194,9 @@ class Shard {
   bool shutting_down_ = false;
   fanout::EventSink::Deferred pending_wakes_;
   bool wakes_posted_ = false;
+  // Bytes of events published since the heap was last grown ahead of them.
+  size_t published_bytes_ = 0;
+  bool prefault_posted_ = false;
 
   std::atomic<uint64_t> bytes_received_{0};
   std::atomic<uint64_t> bytes_sent_{0};
