@@ -217,9 +217,18 @@ TEST_P(GroupTest, StalledMemberHandsOverItsUnfinishedWriteMarked) {
   auto server = StartServer(config);
   ASSERT_NE(server, nullptr);
   const std::string address = server->grpc_address();
+  // Member 1 takes small batches. Its reader is already inside Read when it
+  // is held, and that one message gets through whatever its size: with the
+  // default batch (up to 1 MiB) a server that read the next round coalesced
+  // (16 KiB per read on a busy machine) sent member 1 its whole share in one
+  // message, which never stalled. 4 events of at most 16 KiB, plus the 64 KiB
+  // HTTP/2 window, are well under its 480 KiB share.
+  SubscribeRequest small_batches = GroupRequest("workers");
+  small_batches.set_max_batch_events(4);
   std::vector<std::unique_ptr<Subscriber>> members;
   for (int i = 0; i < 2; ++i) {
-    members.push_back(Subscriber::Start(address, GroupRequest("workers")));
+    members.push_back(Subscriber::Start(
+        address, i == 1 ? small_batches : GroupRequest("workers")));
     ASSERT_TRUE(members.back()->WaitStarted(Deadline()).ok());
   }
   Clients clients;
