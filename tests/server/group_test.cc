@@ -245,8 +245,14 @@ TEST_P(GroupTest, StalledMemberHandsOverItsUnfinishedWriteMarked) {
       Deadline()))
       << GroupInfoOf(address, "workers").ShortDebugString();
   members[1]->Release();
-  EXPECT_EQ(members[1]->WaitDone(Deadline()).error_code(),
-            grpc::StatusCode::ABORTED);
+  // ABORTED (the stall); or CANCELLED when the server, ending the call after
+  // the stall, had to cancel it too (a late heartbeat tick on a busy machine
+  // found the stall ~40 ms before the cancel deadline): either way what it
+  // had written is handed over, marked.
+  const grpc::StatusCode ended = members[1]->WaitDone(Deadline()).error_code();
+  EXPECT_TRUE(ended == grpc::StatusCode::ABORTED ||
+              ended == grpc::StatusCode::CANCELLED)
+      << ended;
   clients.Send(1024, 3);
   clients.CloseAll();
   ASSERT_TRUE(WaitFor([&] { return CountClosed(members) == kClients; },
