@@ -33,6 +33,7 @@
 #include "fanin/v1/fanin.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "tests/bench/e2e/frame.h"
+#include "tests/bench/e2e/grpc_server.h"
 
 ABSL_FLAG(std::string, grpc_address, "127.0.0.1:0", "gRPC HOST:PORT");
 ABSL_FLAG(std::string, ready_file, "", "written once serving");
@@ -222,17 +223,9 @@ int Main(int argc, char** argv) {
     return 2;
   }
   CeilingService service(config);
-  grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(absl::GetFlag(FLAGS_grpc_address),
-                           grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&service);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr || port == 0) {
-    std::fprintf(stderr, "ceiling: cannot listen on %s\n",
-                 absl::GetFlag(FLAGS_grpc_address).c_str());
-    return 2;
-  }
+  std::unique_ptr<grpc::Server> server = StartGrpcServer(
+      &service, absl::GetFlag(FLAGS_grpc_address), "ceiling", &port);
   const std::string ready_file = absl::GetFlag(FLAGS_ready_file);
   if (!ready_file.empty() &&
       !WriteFileAtomically(ready_file,

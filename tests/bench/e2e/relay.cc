@@ -16,18 +16,11 @@
 // It takes fanin_server's address flags and writes the same ready file
 // ("grpc ..." and "listen default ..." lines), so ab.sh and hops.sh run it as
 // they run fanin_server. Runs until SIGTERM.
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <atomic>
-#include <cerrno>
 #include <condition_variable>
 #include <cstdio>
-#include <cstring>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -36,13 +29,13 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "fanin/v1/fanin.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
+#include "tests/bench/e2e/epoll_reader.h"
 #include "tests/bench/e2e/frame.h"
+#include "tests/bench/e2e/grpc_server.h"
 
 ABSL_FLAG(std::string, listen, "default=127.0.0.1:0",
           "NAME=IPv4HOST:PORT to accept clients on (as fanin_server's)");
@@ -56,11 +49,6 @@ namespace {
 
 std::atomic<bool> g_stop{false};
 void OnSignal(int) { g_stop.store(true); }
-
-[[noreturn]] void Die(const char* what) {
-  std::fprintf(stderr, "relay: %s: %s\n", what, std::strerror(errno));
-  std::exit(2);
-}
 
 // One Subscribe stream: `pending_` collects events until the stream is idle,
 // then becomes the write in flight (`sending_`).
@@ -175,138 +163,70 @@ class RelayService : public v1::FanIn::CallbackService {
   std::vector<Stream*> streams_;
 };
 
-int Listen(const std::string& spec, int* port) {
-  // NAME=HOST:PORT
-  std::vector<std::string> nv = absl::StrSplit(spec, absl::MaxSplits('=', 1));
-  std::vector<std::string> hp =
-      absl::StrSplit(nv.size() == 2 ? nv[1] : spec, ':');
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  if (hp.size() != 2 ||
-      inet_pton(AF_INET, hp[0].c_str(), &addr.sin_addr) != 1 ||
-      !absl::SimpleAtoi(hp[1], port)) {
-    std::fprintf(stderr, "relay: --listen must be NAME=IPv4:PORT\n");
-    std::exit(2);
-  }
-  addr.sin_port = htons(*port);
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) Die("socket");
-  int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    Die("bind");
-  }
-  if (listen(fd, SOMAXCONN) != 0) Die("listen");
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  *port = ntohs(addr.sin_port);
-  return fd;
-}
+// The loop's handler: each iteration's events go to every stream at its end.
+class Relay : public EpollReader::Handler {
+ public:
+  explicit Relay(RelayService* service) : service_(service) {}
 
-v1::Event* NewEvent(v1::EventBatch& batch, uint64_t& seq, uint64_t id) {
-  v1::Event* e = batch.add_events();
-  e->set_seq(++seq);
-  e->set_time_unix_nano(absl::GetCurrentTimeNanos());
-  e->set_connection_id(id);
-  e->set_listener("default");
-  return e;
-}
-
-// The loop: accept, read, and publish each iteration's events.
-void Run(int lfd, RelayService& service) {
-  const int epfd = epoll_create1(EPOLL_CLOEXEC);
-  if (epfd < 0) Die("epoll_create1");
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.fd = lfd;
-  if (epoll_ctl(epfd, EPOLL_CTL_ADD, lfd, &ev) != 0) Die("epoll_ctl(ADD)");
-  std::vector<uint64_t> id_of_fd;  // fds are reused; ids are not
-  uint64_t next_id = 1, seq = 0;
-  std::vector<char> buf(64 * 1024);
-  std::vector<epoll_event> events(1024);
-  v1::EventBatch batch;
-  while (!g_stop.load()) {
-    const int n = epoll_wait(epfd, events.data(), events.size(), 100);
-    if (n < 0 && errno != EINTR) Die("epoll_wait");
-    int64_t bytes = 0;
-    for (int i = 0; i < n; ++i) {
-      const int fd = events[i].data.fd;
-      if (fd == lfd) {
-        for (;;) {
-          const int cfd =
-              accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-          if (cfd < 0) {
-            if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
-              break;
-            if (errno == EMFILE || errno == ENFILE) break;
-            Die("accept4");
-          }
-          if (static_cast<size_t>(cfd) >= id_of_fd.size()) {
-            id_of_fd.resize(cfd + 1024);
-          }
-          id_of_fd[cfd] = next_id++;
-          epoll_event cev{};
-          cev.events = EPOLLIN;
-          cev.data.fd = cfd;
-          if (epoll_ctl(epfd, EPOLL_CTL_ADD, cfd, &cev) != 0) {
-            Die("epoll_ctl(ADD)");
-          }
-          NewEvent(batch, seq, id_of_fd[cfd])->mutable_opened();
-        }
-        continue;
-      }
-      const ssize_t r = read(fd, buf.data(), buf.size());
-      if (r > 0) {
-        v1::Data* data = NewEvent(batch, seq, id_of_fd[fd])->mutable_data();
-        data->set_payload(buf.data(), r);
-        data->set_size(r);
-        bytes += r;
-        continue;
-      }
-      if (r < 0 && (errno == EAGAIN || errno == EINTR)) continue;
-      NewEvent(batch, seq, id_of_fd[fd])
-          ->mutable_closed()
-          ->set_reason(r == 0 ? v1::CLOSE_REASON_PEER_CLOSED
-                              : v1::CLOSE_REASON_ERROR);
-      close(fd);
-    }
-    if (batch.events_size() > 0) {
-      service.Publish(batch, bytes + 64 * batch.events_size());
-      batch.Clear();
-    }
+  void OnAccepted(uint64_t key) override { Add(key)->mutable_opened(); }
+  void OnBytes(uint64_t key, absl::string_view bytes) override {
+    v1::Data* data = Add(key)->mutable_data();
+    data->set_payload(bytes.data(), bytes.size());
+    data->set_size(bytes.size());
+    bytes_ += bytes.size();
   }
-  close(epfd);
-}
+  void OnClosed(uint64_t key, bool error) override {
+    Add(key)->mutable_closed()->set_reason(
+        error ? v1::CLOSE_REASON_ERROR : v1::CLOSE_REASON_PEER_CLOSED);
+  }
+  void OnIterationEnd() override {
+    if (batch_.events_size() == 0) return;
+    service_->Publish(batch_, bytes_ + 64 * batch_.events_size());
+    batch_.Clear();
+    bytes_ = 0;
+  }
+
+ private:
+  v1::Event* Add(uint64_t key) {
+    v1::Event* e = batch_.add_events();
+    e->set_seq(++seq_);
+    e->set_time_unix_nano(absl::GetCurrentTimeNanos());
+    e->set_connection_id(key);
+    e->set_listener("default");
+    return e;
+  }
+
+  RelayService* const service_;
+  v1::EventBatch batch_;
+  int64_t bytes_ = 0;
+  uint64_t seq_ = 0;
+};
 
 int Main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   signal(SIGTERM, OnSignal);
   signal(SIGINT, OnSignal);
   signal(SIGPIPE, SIG_IGN);
-  int listen_port = 0;
-  const int lfd = Listen(absl::GetFlag(FLAGS_listen), &listen_port);
+  // NAME=HOST:PORT, as fanin_server's --listen.
+  const std::string listen = absl::GetFlag(FLAGS_listen);
+  const size_t eq = listen.find('=');
+  EpollReader reader(eq == std::string::npos ? listen : listen.substr(eq + 1),
+                     "relay");
   RelayService service(absl::GetFlag(FLAGS_max_pending_bytes));
-  grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(absl::GetFlag(FLAGS_grpc_address),
-                           grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&service);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr || port == 0) {
-    std::fprintf(stderr, "relay: cannot listen on %s\n",
-                 absl::GetFlag(FLAGS_grpc_address).c_str());
-    return 2;
-  }
+  std::unique_ptr<grpc::Server> server = StartGrpcServer(
+      &service, absl::GetFlag(FLAGS_grpc_address), "relay", &port);
   const std::string ready_file = absl::GetFlag(FLAGS_ready_file);
   if (!ready_file.empty() &&
-      !WriteFileAtomically(ready_file,
-                           absl::StrFormat("grpc 127.0.0.1:%d\nlisten default "
-                                           "127.0.0.1:%d\n",
-                                           port, listen_port))) {
+      !WriteFileAtomically(
+          ready_file,
+          absl::StrFormat("grpc 127.0.0.1:%d\nlisten default 127.0.0.1:%d\n",
+                          port, reader.port()))) {
     std::fprintf(stderr, "relay: cannot write %s\n", ready_file.c_str());
     return 2;
   }
-  Run(lfd, service);
+  Relay relay(&service);
+  reader.Run(relay, [] { return g_stop.load(); });
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   return 0;
 }
