@@ -526,6 +526,61 @@ INSTANTIATE_TEST_SUITE_P(JoinerOnEitherNode, ClusterGroupRebalanceTest,
                            return info.param == 0 ? "SameNode" : "OtherNode";
                          });
 
+// X (node a) leaves while a still reads back the connections it got from M
+// (node b): they move again, to a member on `next_node`, before the read
+// completes. Nothing lost or delivered twice unmarked.
+class ClusterGroupMoveAgainTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(ClusterGroupMoveAgainTest, BeforeTheReadBackCompletesLosesNothing) {
+  Stream stream;
+  Node a(&stream, "a", 1, 0);
+  Node b(&stream, "b", 2, 0);
+  Node& next_node = GetParam() == 0 ? a : b;
+  a.HoldFetches();
+  Reader x{a.Join(1)};
+  a.CommitAnnounced();
+  Reader m{b.Join(1)};
+  b.CommitAnnounced();
+  Conn c1(&stream, 1), c2(&stream, 2), c3(&stream, 3), c4(&stream, 4);
+  std::vector<Conn*> conns = {&c1, &c2, &c3, &c4};
+  for (Conn* c : conns) c->Open();  // x, m, x, m
+  for (Conn* c : conns) c->Data("read");
+  x.Drain(a.groups());
+  m.Drain(b.groups());
+  for (Conn* c : conns) c->Data("m never reads this");
+  b.groups().Leave(m.member.get());
+  b.CommitAnnounced();
+  ASSERT_EQ(a.held_fetches(), 1u);
+  Reader w{next_node.Join(2)};  // takes nothing: every connection is owned
+  next_node.CommitAnnounced();
+  for (Conn* c : conns) c->Data("during the read-back");
+  x.Drain(a.groups());
+  EXPECT_TRUE(x.Seqs(c2.id()).empty()) << "held behind the read-back";
+  a.groups().Leave(x.member.get());
+  for (Conn* c : conns) c->Data("before x's MEMBER_LEFT");
+  a.CommitAnnounced();
+  for (Conn* c : conns) c->Data("after");
+  a.RunFetches();
+  w.Drain(next_node.groups());
+  ExpectAgree(a.groups(), b.groups());
+  ASSERT_EQ(Info(a.groups()).members_size(), 1);
+  for (Conn* c : conns) EXPECT_EQ(OwnerOf(*c, {{&next_node, &w}}), &w);
+  for (const Conn* c : {&c2, &c4}) {
+    const fanin::v1::Assigned* as = w.AssignedFor(c->id());
+    ASSERT_NE(as, nullptr);
+    EXPECT_EQ(as->reason(), fanin::v1::ASSIGN_REASON_MEMBER_LEFT);
+    EXPECT_EQ(as->previous_member(), a.MemberId(1));
+    EXPECT_EQ(as->previous_node(), "a");
+  }
+  ExpectInOrder({&x, &m, &w});
+  for (const Conn* c : conns) ExpectWhole(stream, c->id(), {&x, &m, &w});
+}
+
+INSTANTIATE_TEST_SUITE_P(NextMemberOnEitherNode, ClusterGroupMoveAgainTest,
+                         ::testing::Values(0, 1), [](const auto& info) {
+                           return info.param == 0 ? "SameNode" : "OtherNode";
+                         });
+
 // Node b is reported lost while its member M had written events its last
 // delivered progress did not cover (a later progress message was lost) and
 // had a write in flight: X on node a gets M's connections from where that
