@@ -454,6 +454,13 @@ struct GroupRegistry::Group {
       if (c.owner == &m && c.backfill != 0) {
         lo = std::min(lo, BackfillRemaining(c));
       }
+      // Lossy: evicted from its queue, and it was not yet told which of
+      // this connection's events it lost (its Assigned). Another node
+      // cannot report that loss to the next member; it reads them back.
+      if (c.owner == &m && !c.lost.empty()) lo = std::min(lo, c.lost.first);
+    }
+    if (m.marker_in_flight.has_value() && !m.marker_in_flight->lost.empty()) {
+      lo = std::min(lo, m.marker_in_flight->lost.first);
     }
     for (const auto& [id, c] : conns) {
       if (c.owner == &m && !c.held.empty()) {

@@ -468,6 +468,77 @@ TEST(ClusterGroupTest, AnOwedRangeSurvivesAMemberThatNeverDeliveredIt) {
   ExpectWhole(stream, c3.id(), {&x, &m, &n});
 }
 
+// Lossy: X on node a falls behind (a's history holds 16 events), reads only
+// the Gap that says so and leaves before it was told, per connection, what
+// it lost. Its connections go to M on node b, which must get each of their
+// events after the last X received, in order, or be told exactly which it
+// will not get (an Assigned.gap or a Gap).
+TEST(ClusterGroupTest, ALossyMembersLossesReachTheOtherNodesMember) {
+  Stream stream;
+  Node a(&stream, "a", 1, 0, /*history_events=*/16);
+  Node b(&stream, "b", 2, 0);
+  Reader x{a.Join(1, {.lossless = false})};
+  a.CommitAnnounced();
+  Reader m{b.Join(1, {.lossless = false})};
+  b.CommitAnnounced();
+  Conn c1(&stream, 1), c2(&stream, 2), c3(&stream, 3), c4(&stream, 4);
+  for (Conn* c : {&c1, &c2, &c3, &c4}) c->Open();  // x, m, x, m
+  x.Drain(a.groups());
+  m.Drain(b.groups());
+  ASSERT_EQ(x.got.size(), 2u);
+  ASSERT_EQ(m.got.size(), 2u);
+  for (int i = 0; i < 12; ++i) {
+    for (Conn* c : {&c1, &c2, &c3, &c4}) c->Data("x");
+  }
+  m.Drain(b.groups());  // m keeps up
+  ASSERT_TRUE(x.ReadOnce(a.groups()));
+  ASSERT_EQ(x.gaps.size(), 1u) << "x fell behind a's history";
+  EXPECT_EQ(x.gaps[0].lost(), 16u) << "8 events each of c1 and c3";
+  a.groups().Leave(x.member.get());
+  a.CommitAnnounced();
+  for (Conn* c : {&c1, &c2, &c3, &c4}) c->Data("after");
+  m.Drain(b.groups());
+  ExpectAgree(a.groups(), b.groups());
+  ExpectInOrder({&x, &m});
+  for (const Conn* c : {&c1, &c3}) {
+    const fanin::v1::Assigned* as = m.AssignedFor(c->id());
+    ASSERT_NE(as, nullptr) << "connection " << c->id();
+    EXPECT_EQ(as->reason(), fanin::v1::ASSIGN_REASON_MEMBER_LEFT);
+    EXPECT_EQ(as->previous_node(), "a");
+    // What m was told it lost of this connection: its Assigned's gap, or
+    // its Gaps (which may cover other connections' seqs too).
+    auto told_lost = [&](uint64_t seq) {
+      bool told = as->has_gap() && as->gap().first_seq() <= seq &&
+                  seq <= as->gap().last_seq();
+      for (const auto& g : m.gaps) {
+        told |= g.first_seq() <= seq && seq <= g.last_seq();
+      }
+      return told;
+    };
+    const std::vector<uint64_t> had = x.Seqs(c->id());
+    const uint64_t x_last = had.empty() ? 0 : had.back();
+    const std::vector<uint64_t> got = m.Seqs(c->id());
+    uint64_t not_got = 0;
+    for (const EventPtr& e : stream.events) {
+      if (e->connection_id != c->id() || e->seq <= x_last) continue;
+      if (std::find(got.begin(), got.end(), e->seq) != got.end()) continue;
+      ++not_got;
+      EXPECT_TRUE(told_lost(e->seq))
+          << "connection " << c->id() << " seq " << e->seq
+          << " neither delivered to m nor reported lost";
+    }
+    if (as->has_gap()) {
+      EXPECT_EQ(as->gap().lost(), not_got)
+          << "the Assigned's gap counts exactly what m did not get";
+    }
+    // Nothing m got had x received unmarked.
+    for (const auto& [seq, marked] : m.got[c->id()]) {
+      EXPECT_TRUE(seq > x_last || marked) << "seq " << seq << " twice";
+    }
+  }
+  EXPECT_EQ(OwnerOf(c1, {{&b, &m}}), &m);
+}
+
 // A rebalance while node a is still reading back, for X, the connections M
 // (node b) left: a member joining on `joiner_node` takes some of X's,
 // among them one being read back. Nothing lost or delivered twice
