@@ -169,6 +169,8 @@ struct GroupRegistry::Member : std::enable_shared_from_this<Member> {
   uint64_t progress_as_of = 0;
   uint64_t joined_seq = 0;
   int64_t progress_ns = 0;
+  // Local: the highest seq it completed a write of.
+  uint64_t written_max = 0;
 };
 
 struct GroupRegistry::Group {
@@ -452,6 +454,13 @@ struct GroupRegistry::Group {
       if (c.owner == &m && c.backfill != 0) {
         lo = std::min(lo, BackfillRemaining(c));
       }
+      // Lossy: evicted from its queue, and it was not yet told which of
+      // this connection's events it lost (its Assigned). Another node
+      // cannot report that loss to the next member; it reads them back.
+      if (c.owner == &m && !c.lost.empty()) lo = std::min(lo, c.lost.first);
+    }
+    if (m.marker_in_flight.has_value() && !m.marker_in_flight->lost.empty()) {
+      lo = std::min(lo, m.marker_in_flight->lost.first);
     }
     for (const auto& [id, c] : conns) {
       if (c.owner == &m && !c.held.empty()) {
@@ -460,9 +469,12 @@ struct GroupRegistry::Group {
     }
     return lo == UINT64_MAX ? routed_through : lo - 1;
   }
-  // The highest seq `m` wrote or is writing (0: none).
+  // The highest seq `m` wrote or is writing (0: none). Not only its
+  // redelivery window: its floor (ReceivedThrough) can stay below events it
+  // wrote long ago, held there by another connection's older events (a
+  // read-back, a handed-over queue), and the next member reads those back.
   static uint64_t WrittenThrough(const Member& m) {
-    uint64_t hi = 0;
+    uint64_t hi = m.written_max;
     for (const Item& i : m.recent) hi = std::max(hi, i.event->seq);
     for (const Item& i : m.in_flight) hi = std::max(hi, i.event->seq);
     return hi;
@@ -1172,6 +1184,7 @@ struct GroupRegistry::Group {
     // (pointers, most still in the history) outside of it.
     size_t bytes = 0;
     for (Item& item : member->in_flight) {
+      member->written_max = std::max(member->written_max, item.event->seq);
       --item.conn->in_write;
       if (item.charged) bytes += item.event->MemoryBytes();
       item.charged = false;
