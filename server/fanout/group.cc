@@ -113,6 +113,11 @@ struct Conn {
   uint64_t carry_through = 0;
   uint64_t assigned_at = 0;  // cluster mode: the seq its owner got it at
   uint64_t closed_seq = 0;   // cluster mode: the seq of its Closed
+  // Cluster mode, lossless: its (local) owner's events from this seq on
+  // were not queued, the group being over its share of
+  // cluster_queue_bytes; read back from the stream once it drained (0:
+  // none skipped).
+  uint64_t skipped_from = 0;
 };
 
 // What an Assigned being written carried, to be owed again if its write
@@ -216,9 +221,20 @@ struct GroupRegistry::Group {
     uint64_t to = 0;    // the handover's seq: later events are routed live
     absl::flat_hash_map<uint64_t, uint64_t> conns;  // id -> its first seq
     uint64_t member = 0;
+    // Stopped between two reads while the group is over its share; the
+    // drain starts it again.
+    bool paused = false;
   };
   absl::flat_hash_map<uint64_t, BackfillJob> backfills ABSL_GUARDED_BY(mu);
   uint64_t next_backfill ABSL_GUARDED_BY(mu) = 1;
+  // Cluster mode, lossless: bytes of events queued (or held) here for this
+  // node's members; while `over` (past its share of cluster_queue_bytes,
+  // until it drains to half of it) the router skips its events instead of
+  // stopping for every group, and reads them back after (Conn::
+  // skipped_from). `skipped`: connections with a skipped_from.
+  int64_t held_bytes ABSL_GUARDED_BY(mu) = 0;
+  bool over ABSL_GUARDED_BY(mu) = false;
+  size_t skipped ABSL_GUARDED_BY(mu) = 0;
 
   // The live member with the fewest connections, ties by join order.
   Member* Pick() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
@@ -253,6 +269,9 @@ struct GroupRegistry::Group {
         if (item.charged) Release(item.event->MemoryBytes());
       }
       c.held.clear();
+      if (const uint64_t from = TakeSkipped(c); from != 0) {
+        c.pool_from = c.pool_from == 0 ? from : std::min(c.pool_from, from);
+      }
       c.owner = m;
       c.ever_assigned = true;
       c.assigned_at = routed_through;
@@ -288,7 +307,7 @@ struct GroupRegistry::Group {
   void ListForMarker(Conn& c, WakeList* wakes)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     if (c.owner != nullptr && c.needs_marker && c.queued == 0 && !c.listed &&
-        c.backfill == 0 && !c.owner->remote) {
+        c.backfill == 0 && c.skipped_from == 0 && !c.owner->remote) {
       c.listed = true;
       c.owner->marker_conns.push_back(c.id);
       Wake(c.owner, wakes);
@@ -298,16 +317,37 @@ struct GroupRegistry::Group {
   void Release(size_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     if (!spec.lossless || bytes == 0) return;
     if (cluster) {
-      registry->cluster_held_.fetch_sub(static_cast<int64_t>(bytes),
-                                        std::memory_order_relaxed);
+      Charge(-static_cast<int64_t>(bytes));
     } else {
       hub->Release(sub.get(), bytes);
     }
   }
 
+  // Cluster mode, lossless: `bytes` more (negative: fewer) held here for
+  // this node's members.
+  void Charge(int64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (!spec.lossless) return;
+    held_bytes += bytes;
+    registry->cluster_held_.fetch_add(bytes, std::memory_order_relaxed);
+  }
+  int64_t Share() const {
+    return registry->cluster_share_.load(std::memory_order_relaxed);
+  }
+  // Takes `c`'s skipped range out (it goes to another node's member, or
+  // waits for one): the first seq skipped, 0 when none.
+  uint64_t TakeSkipped(Conn& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    const uint64_t from = c.skipped_from;
+    if (from != 0) {
+      c.skipped_from = 0;
+      --skipped;
+    }
+    return from;
+  }
+
   void MaybeErase(Conn& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     if (c.closed && c.outstanding == 0 && !c.needs_marker &&
         !c.marker_in_flight && c.pool_from == 0 && c.backfill == 0 &&
+        c.skipped_from == 0 &&
         (c.owner == nullptr || !c.owner->remote ||
          c.owner->received_through >= std::max(c.closed_seq, c.assigned_at))) {
       // (Another node's member: kept until its progress shows it received
@@ -429,8 +469,18 @@ struct GroupRegistry::Group {
       return;
     }
     if (spec.lossless) {
-      registry->cluster_held_.fetch_add(static_cast<int64_t>(e->MemoryBytes()),
-                                        std::memory_order_relaxed);
+      // Over its share, the group's events are skipped rather than the
+      // router stopped for every group; a connection skipped once stays so
+      // until its read-back starts (its events must stay in order).
+      if (!over && held_bytes > Share()) over = true;
+      if (over || c.skipped_from != 0) {
+        if (c.skipped_from == 0) {
+          c.skipped_from = e->seq;
+          ++skipped;
+        }
+        return;
+      }
+      Charge(static_cast<int64_t>(e->MemoryBytes()));
     }
     ++c.outstanding;
     if (c.backfill != 0) {
@@ -458,6 +508,9 @@ struct GroupRegistry::Group {
       // this connection's events it lost (its Assigned). Another node
       // cannot report that loss to the next member; it reads them back.
       if (c.owner == &m && !c.lost.empty()) lo = std::min(lo, c.lost.first);
+      if (c.owner == &m && c.skipped_from != 0) {
+        lo = std::min(lo, c.skipped_from);
+      }
     }
     if (m.marker_in_flight.has_value() && !m.marker_in_flight->lost.empty()) {
       lo = std::min(lo, m.marker_in_flight->lost.first);
@@ -504,11 +557,12 @@ struct GroupRegistry::Group {
   // Cluster mode: `conns`, now this node's member `m`'s, get their events
   // from `from` to `to` read back from the stream (their later ones wait
   // behind the read); those up to `redelivered_through` are marked.
-  // Returns the job's id (0: nothing to read).
+  // Returns the job's id (0: nothing to read). `marker`: `m` is told of
+  // the connections first (an Assigned); not so when they stay its own.
   uint64_t StartBackfill(Member* m,
                          const std::vector<std::pair<Conn*, uint64_t>>& list,
-                         uint64_t to, uint64_t redelivered_through)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+                         uint64_t to, uint64_t redelivered_through,
+                         bool marker = true) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     uint64_t from = UINT64_MAX;
     for (const auto& [c, first] : list) from = std::min(from, first);
     if (list.empty() || from == 0 || from > to) return 0;
@@ -521,7 +575,7 @@ struct GroupRegistry::Group {
       job.conns[c->id] = first;
       c->backfill = id;
       c->backfill_to = to;
-      c->needs_marker = true;
+      if (marker) c->needs_marker = true;
       c->redelivered_through =
           std::max(c->redelivered_through, redelivered_through);
     }
@@ -694,7 +748,8 @@ struct GroupRegistry::Group {
       c.listed = false;
       // A connection being read back from the stream is listed again when
       // the read is done.
-      if (c.owner != m || !c.needs_marker || c.queued > 0 || c.backfill != 0) {
+      if (c.owner != m || !c.needs_marker || c.queued > 0 || c.backfill != 0 ||
+          c.skipped_from != 0) {
         continue;
       }
       if (c.closed && c.lost.empty() && c.outstanding == 0) {
@@ -800,9 +855,15 @@ struct GroupRegistry::Group {
       }
       if (Member* n = Pick(); n != nullptr) {
         Assign(*c, n, false, wakes);
-      } else if (cluster && c->backfill != 0) {
-        const uint64_t from = DetachBackfill(*c);
-        if (from != UINT64_MAX) {
+      } else if (cluster) {
+        if (c->backfill != 0) {
+          const uint64_t from = DetachBackfill(*c);
+          if (from != UINT64_MAX) {
+            c->pool_from =
+                c->pool_from == 0 ? from : std::min(c->pool_from, from);
+          }
+        }
+        if (const uint64_t from = TakeSkipped(*c); from != 0) {
           c->pool_from =
               c->pool_from == 0 ? from : std::min(c->pool_from, from);
         }
@@ -977,6 +1038,38 @@ struct GroupRegistry::Group {
 
   // A read from the stream to start, once the locks are released.
   using Jobs = std::vector<uint64_t>;
+
+  // Once the group drained to half its share: its paused reads go on, and
+  // its connections' skipped events are read back for their owners (a
+  // connection whose read from the stream still runs, after it), their
+  // later events held until merged, as for a handover.
+  void MaybeResume(Jobs* jobs) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (over) {
+      if (held_bytes * 2 > Share()) return;
+      over = false;
+      for (auto& [id, job] : backfills) {
+        if (job.paused) {
+          job.paused = false;
+          jobs->push_back(id);
+        }
+      }
+    }
+    if (skipped == 0) return;
+    absl::flat_hash_map<Member*, std::vector<std::pair<Conn*, uint64_t>>> reads;
+    for (auto& [id, c] : conns) {
+      if (c.skipped_from == 0 || c.backfill != 0 || c.owner == nullptr ||
+          c.owner->remote) {
+        continue;
+      }
+      reads[c.owner].push_back({&c, c.skipped_from});
+    }
+    for (auto& [m, list] : reads) {
+      const uint64_t id = StartBackfill(m, list, routed_through, 0,
+                                        /*marker=*/false);
+      for (auto& [c, first] : list) TakeSkipped(*c);
+      if (id != 0) jobs->push_back(id);
+    }
+  }
 
   // A member joined: every unowned connection goes to the members, in id
   // order (the same on every node: which of them have events here does not
@@ -1253,6 +1346,7 @@ struct GroupRegistry::Group {
     }
     if (members.empty()) empty_since_ns = at->time_unix_nano;
     *members_left = members.size();
+    MaybeResume(jobs);
     return handed;
   }
 
@@ -1581,12 +1675,17 @@ void GroupRegistry::Read(Member* member, size_t max_events, size_t max_bytes,
 }
 
 void GroupRegistry::Written(Member* member) {
-  Group* g = member->group.get();
+  std::shared_ptr<Group> g = member->group;
   if (g == nullptr) return;
+  Group::Jobs jobs;
   {
     absl::MutexLock lock(&g->mu);
     g->Written(member);
+    // Cluster mode: a group over its share reads back what it skipped once
+    // its members' writes drained it.
+    if (g->over) g->MaybeResume(&jobs);
   }
+  for (uint64_t id : jobs) Backfill(g, id);
   // Cluster mode: a router stopped at cluster_queue_bytes goes on once
   // writes brought the queues to half of it.
   if (cluster_ != nullptr &&
@@ -1802,6 +1901,17 @@ void GroupRegistry::ClusterRouteLocked(WakeList* wakes) {
   }
 }
 
+void GroupRegistry::UpdateClusterShare() {
+  // One share per lossless group and one spare: a read from the stream
+  // merges a whole chunk past a group's share, and the spare keeps that
+  // from stopping the router for every group.
+  int64_t lossless = 1;
+  for (const auto& [name, g] : groups_) lossless += g->spec.lossless ? 1 : 0;
+  cluster_share_.store(
+      static_cast<int64_t>(options_.cluster_queue_bytes) / lossless,
+      std::memory_order_relaxed);
+}
+
 void GroupRegistry::ClusterFetch(uint64_t from) {
   cluster_->rep->Fetch(
       from, Filter(), group_internal::kRouteEvents, group_internal::kRouteBytes,
@@ -1861,6 +1971,11 @@ void GroupRegistry::ClusterRouteOne(const EventPtr& e, WakeList* wakes) {
   }
   for (auto& [name, g] : groups_) {
     absl::MutexLock lock(&g->mu);
+    if (g->over) {
+      Group::Jobs jobs;
+      g->MaybeResume(&jobs);
+      for (uint64_t id : jobs) cl.jobs.push_back({g, id});
+    }
     if (g->spec.filter.Matches(*e)) g->RouteCluster(e, wakes);
   }
   if (e->seq % kForgetCheckEvery == 0) ClusterForget(e->time_unix_nano);
@@ -1885,6 +2000,7 @@ void GroupRegistry::ClusterForget(int64_t now_ns) {
       continue;
     }
     it = groups_.erase(it);
+    UpdateClusterShare();
     cluster_->rep->Forgotten(g->name);
     base::Log(base::LogLevel::kInfo, "group forgotten",
               {{"group", g->name},
@@ -2032,6 +2148,7 @@ void GroupRegistry::ClusterApply(const EventPtr& e, WakeList* wakes) {
     g->cluster = true;
     g->generation = e->seq;
     groups_[g->name] = g;
+    UpdateClusterShare();
     if (local) cl.rep->Founded(g->name, e->seq);
     base::Log(base::LogLevel::kInfo, "group created",
               {{"group", g->name},
@@ -2070,6 +2187,7 @@ void GroupRegistry::ClusterApply(const EventPtr& e, WakeList* wakes) {
     if (gc.rebalance() || options_.rebalance_on_join) {
       moved = g->RebalanceCluster(m.get(), e->seq, wakes, &jobs);
     }
+    g->MaybeResume(&jobs);
     m->joined.store(true, std::memory_order_release);
     if (!m->remote && m->parked) {
       m->parked = false;
@@ -2233,9 +2351,16 @@ void GroupRegistry::Backfill(const std::shared_ptr<Group>& g, uint64_t id) {
     filter = g->spec.filter.WithConnections(ids);
     from = it->second.next;
   }
+  // A lossless group merges what it reads into its queues at once: a read
+  // of at most half its share keeps a read-back near it.
+  size_t max_bytes = group_internal::kRouteBytes;
+  if (g->spec.lossless) {
+    max_bytes = std::clamp(static_cast<size_t>(g->Share() / 2),
+                           size_t{64} << 10, max_bytes);
+  }
   std::weak_ptr<Group> weak = g;
   cluster_->rep->Fetch(
-      from, filter, group_internal::kRouteEvents, group_internal::kRouteBytes,
+      from, filter, group_internal::kRouteEvents, max_bytes,
       [this, weak, id](absl::StatusOr<GroupReplication::Fetched> fetched) {
         OnBackfill(weak, id, std::move(fetched));
       });
@@ -2248,6 +2373,7 @@ void GroupRegistry::OnBackfill(
   if (g == nullptr) return;
   WakeList wakes;
   bool again = false;
+  Group::Jobs jobs;
   {
     absl::MutexLock lock(&g->mu);
     auto jt = g->backfills.find(id);
@@ -2288,10 +2414,7 @@ void GroupRegistry::OnBackfill(
           continue;
         }
         if (c.owner->remote) continue;
-        if (g->spec.lossless) {
-          cluster_held_.fetch_add(static_cast<int64_t>(e->MemoryBytes()),
-                                  std::memory_order_relaxed);
-        }
+        g->Charge(static_cast<int64_t>(e->MemoryBytes()));
         ++c.queued;
         ++c.outstanding;
         add[c.owner].push_back(
@@ -2304,8 +2427,15 @@ void GroupRegistry::OnBackfill(
       const uint64_t before = job.next;
       job.next = std::max(job.next, fetched->next_seq);
       again = job.next <= job.to && job.next > before;
+      if (again && g->spec.lossless &&
+          (g->over || g->held_bytes > g->Share())) {
+        // Over its share: the next read waits until the group drained.
+        g->over = true;
+        job.paused = true;
+        again = false;
+      }
     }
-    if (!again) {
+    if (!again && !jt->second.paused) {
       // Read through: the events that waited behind it follow.
       for (const auto& [conn, first] : job.conns) {
         auto cit = g->conns.find(conn);
@@ -2334,6 +2464,8 @@ void GroupRegistry::OnBackfill(
         g->MaybeErase(c);
       }
       g->backfills.erase(jt);
+      // Connections skipped while this read ran are read back next.
+      g->MaybeResume(&jobs);
     }
   }
   RunWakes(&wakes);
@@ -2341,6 +2473,7 @@ void GroupRegistry::OnBackfill(
     if (!fetched.ok()) absl::SleepFor(absl::Milliseconds(100));
     Backfill(g, id);
   }
+  for (uint64_t job : jobs) Backfill(g, job);
 }
 
 void GroupRegistry::NoteProgress(const std::string& group, uint64_t member,
