@@ -2404,6 +2404,11 @@ void GroupRegistry::OnBackfill(
         if (e->seq > job.to) break;
         auto first = job.conns.find(e->connection_id);
         if (first == job.conns.end() || e->seq < first->second) continue;
+        // In the read for the router's sake only, as when routed live.
+        if (e->kind == fanin::v1::EVENT_KIND_CLOSED &&
+            !g->spec.deliver_closed) {
+          continue;
+        }
         auto cit = g->conns.find(e->connection_id);
         if (cit == g->conns.end()) continue;
         Conn& c = cit->second;
