@@ -233,6 +233,10 @@ struct GroupRegistry::Group {
   // stopping for every group, and reads them back after (Conn::
   // skipped_from). `skipped`: connections with a skipped_from.
   int64_t held_bytes ABSL_GUARDED_BY(mu) = 0;
+  // Of held_bytes, those waiting behind reads from the stream (Conn::held):
+  // they drain only once their read is done, so a paused read must not
+  // wait for them.
+  int64_t waiting_bytes ABSL_GUARDED_BY(mu) = 0;
   bool over ABSL_GUARDED_BY(mu) = false;
   size_t skipped ABSL_GUARDED_BY(mu) = 0;
 
@@ -262,13 +266,12 @@ struct GroupRegistry::Group {
           c.pool_from = c.pool_from == 0 ? from : std::min(c.pool_from, from);
         }
       }
-      for (Item& item : c.held) {
+      for (Item& item : Unhold(c)) {
         c.pool_from = c.pool_from == 0 ? item.event->seq
                                        : std::min(c.pool_from, item.event->seq);
         --c.outstanding;
         if (item.charged) Release(item.event->MemoryBytes());
       }
-      c.held.clear();
       if (const uint64_t from = TakeSkipped(c); from != 0) {
         c.pool_from = c.pool_from == 0 ? from : std::min(c.pool_from, from);
       }
@@ -333,6 +336,25 @@ struct GroupRegistry::Group {
   int64_t Share() const {
     return registry->cluster_share_.load(std::memory_order_relaxed);
   }
+  // The node's lossless group queues together are past
+  // cluster_queue_bytes: every lossless group skips (the router itself
+  // never stops: it must apply membership changes, which release queues).
+  bool TotalOver() const {
+    if (registry->cluster_held_.load(std::memory_order_relaxed) <=
+        static_cast<int64_t>(registry->options_.cluster_queue_bytes)) {
+      return false;
+    }
+    registry->cluster_forced_.store(true, std::memory_order_relaxed);
+    return true;
+  }
+  // ... and drained to half of it (not counting what waits behind reads
+  // from the stream: it drains only once they are done).
+  bool TotalDrained() const {
+    return (registry->cluster_held_.load(std::memory_order_relaxed) -
+            registry->cluster_waiting_.load(std::memory_order_relaxed)) *
+               2 <=
+           static_cast<int64_t>(registry->options_.cluster_queue_bytes);
+  }
   // Takes `c`'s skipped range out (it goes to another node's member, or
   // waits for one): the first seq skipped, 0 when none.
   uint64_t TakeSkipped(Conn& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
@@ -342,6 +364,28 @@ struct GroupRegistry::Group {
       --skipped;
     }
     return from;
+  }
+  // `item` of `c` waits behind `c`'s read from the stream.
+  void Hold(Conn& c, Item item) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (item.charged && spec.lossless) {
+      const auto bytes = static_cast<int64_t>(item.event->MemoryBytes());
+      waiting_bytes += bytes;
+      registry->cluster_waiting_.fetch_add(bytes, std::memory_order_relaxed);
+    }
+    c.held.push_back(std::move(item));
+  }
+  // Takes out what waited behind `c`'s read (still charged).
+  std::vector<Item> Unhold(Conn& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    std::vector<Item> out;
+    out.swap(c.held);
+    for (const Item& item : out) {
+      if (item.charged && spec.lossless) {
+        const auto bytes = static_cast<int64_t>(item.event->MemoryBytes());
+        waiting_bytes -= bytes;
+        registry->cluster_waiting_.fetch_sub(bytes, std::memory_order_relaxed);
+      }
+    }
+    return out;
   }
 
   void MaybeErase(Conn& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
@@ -472,7 +516,7 @@ struct GroupRegistry::Group {
       // Over its share, the group's events are skipped rather than the
       // router stopped for every group; a connection skipped once stays so
       // until its read-back starts (its events must stay in order).
-      if (!over && held_bytes > Share()) over = true;
+      if (!over && (held_bytes > Share() || TotalOver())) over = true;
       if (over || c.skipped_from != 0) {
         if (c.skipped_from == 0) {
           c.skipped_from = e->seq;
@@ -484,7 +528,7 @@ struct GroupRegistry::Group {
     }
     ++c.outstanding;
     if (c.backfill != 0) {
-      c.held.push_back({e, &c, spec.lossless});
+      Hold(c, {e, &c, spec.lossless});
       return;
     }
     ++c.queued;
@@ -664,10 +708,11 @@ struct GroupRegistry::Group {
         if (item.charged) Release(item.event->MemoryBytes());
         continue;
       }
-      if (cluster && c.backfill != 0) {
-        // Behind the read from the stream running for it.
-        c.held.push_back(std::move(item));
+      if (cluster && c.backfill != 0 && item.event->seq > c.backfill_to) {
+        // Behind the read from the stream running for it. (What that read
+        // already passed is queued: a later chunk must not overtake it.)
         --c.queued;
+        Hold(c, std::move(item));
         continue;
       }
       by_owner[c.owner].push_back(std::move(item));
@@ -840,11 +885,10 @@ struct GroupRegistry::Group {
               [](const Conn* a, const Conn* b) { return a->id < b->id; });
     for (Conn* c : held) {
       // Events waiting behind a read from the stream go with it.
-      for (Item& item : c->held) {
+      for (Item& item : Unhold(*c)) {
         ++c->queued;
         tail.push_back(std::move(item));
       }
-      c->held.clear();
       c->owner = nullptr;
       c->needs_marker = true;
       c->reason = fanin::v1::ASSIGN_REASON_MEMBER_LEFT;
@@ -1045,7 +1089,9 @@ struct GroupRegistry::Group {
   // later events held until merged, as for a handover.
   void MaybeResume(Jobs* jobs) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     if (over) {
-      if (held_bytes * 2 > Share()) return;
+      if ((held_bytes - waiting_bytes) * 2 > Share() || !TotalDrained()) {
+        return;
+      }
       over = false;
       for (auto& [id, job] : backfills) {
         if (job.paused) {
@@ -1429,7 +1475,6 @@ struct GroupRegistry::Cluster {
   std::shared_ptr<EventHub::Subscription> sub;
   bool parked = false;    // the hub wakes the router on the next event
   bool fetching = false;  // reading skipped events back from the stream
-  std::atomic<bool> stalled{false};  // over cluster_queue_bytes
   EventHub::ReadResult buffer;
   // This node's members whose MEMBER_JOINED is not applied yet, with what
   // they asked for.
@@ -1686,14 +1731,27 @@ void GroupRegistry::Written(Member* member) {
     if (g->over) g->MaybeResume(&jobs);
   }
   for (uint64_t id : jobs) Backfill(g, id);
-  // Cluster mode: a router stopped at cluster_queue_bytes goes on once
-  // writes brought the queues to half of it.
-  if (cluster_ != nullptr &&
-      cluster_->stalled.load(std::memory_order_acquire) &&
-      cluster_held_.load(std::memory_order_relaxed) <
-          static_cast<int64_t>(options_.cluster_queue_bytes / 2)) {
-    ClusterRoute(false);
+  // Cluster mode: groups that skipped because the node's queues together
+  // were full go on once writes drained them to half.
+  if (cluster_ != nullptr && cluster_forced_.load(std::memory_order_relaxed) &&
+      g->TotalDrained()) {
+    ClusterResumeAll();
   }
+}
+
+void GroupRegistry::ClusterResumeAll() {
+  std::vector<std::pair<std::shared_ptr<Group>, uint64_t>> jobs;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!cluster_forced_.exchange(false, std::memory_order_relaxed)) return;
+    for (auto& [name, g] : groups_) {
+      absl::MutexLock group_lock(&g->mu);
+      Group::Jobs ids;
+      g->MaybeResume(&ids);
+      for (uint64_t id : ids) jobs.push_back({g, id});
+    }
+  }
+  for (auto& [g, id] : jobs) Backfill(g, id);
 }
 
 void GroupRegistry::Kick(Member* member) {
@@ -1869,15 +1927,9 @@ void GroupRegistry::ClusterRoute(bool hub_wake) {
 void GroupRegistry::ClusterRouteLocked(WakeList* wakes) {
   Cluster& cl = *cluster_;
   if (cl.parked || cl.fetching || cl.sub == nullptr) return;
-  const auto budget = static_cast<int64_t>(options_.cluster_queue_bytes);
   while (true) {
-    if (cluster_held_.load(std::memory_order_relaxed) > budget) {
-      // Writes bring it down (Written); what comes meanwhile is read back
-      // from the stream if the hub lets it go.
-      cl.stalled.store(true, std::memory_order_release);
-      return;
-    }
-    cl.stalled.store(false, std::memory_order_release);
+    // Never stops for full queues (the groups skip instead, Group::
+    // RouteCluster): membership changes must apply, they release queues.
     EventHub::ReadResult& r = cl.buffer;
     hub_->Read(cl.sub.get(), group_internal::kRouteEvents,
                group_internal::kRouteBytes, /*park_if_empty=*/true, &r);
@@ -2433,7 +2485,7 @@ void GroupRegistry::OnBackfill(
       job.next = std::max(job.next, fetched->next_seq);
       again = job.next <= job.to && job.next > before;
       if (again && g->spec.lossless &&
-          (g->over || g->held_bytes > g->Share())) {
+          (g->over || g->held_bytes > g->Share() || g->TotalOver())) {
         // Over its share: the next read waits until the group drained.
         g->over = true;
         job.paused = true;
@@ -2448,8 +2500,7 @@ void GroupRegistry::OnBackfill(
         Conn& c = cit->second;
         if (c.backfill != id) continue;
         c.backfill = 0;
-        std::vector<Item> held;
-        held.swap(c.held);
+        std::vector<Item> held = g->Unhold(c);
         if (c.owner != nullptr && !c.owner->remote) {
           c.queued += held.size();
           Group::Merge(&c.owner->queue, std::move(held));

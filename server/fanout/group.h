@@ -140,8 +140,9 @@ struct GroupOptions {
   // (lossless groups + 1)); past its share a group's events are not queued
   // but read back from the cluster's stream once its members drained it to
   // half, so a slow group delays only its own members. Past the whole of
-  // it the registry stops reading and later reads what it skipped from the
-  // stream. Nothing pauses.
+  // it every lossless group skips until the queues drained to half; the
+  // registry never stops reading (membership changes must apply). Nothing
+  // pauses.
   size_t cluster_queue_bytes = size_t{64} << 20;
 };
 
@@ -268,6 +269,7 @@ class GroupRegistry {
   void ClusterRoute(bool hub_wake);
   void ClusterRouteLocked(WakeList* wakes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UpdateClusterShare() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ClusterResumeAll();
   void ClusterFetch(uint64_t from);
   void ClusterOnFetched(uint64_t from,
                         absl::StatusOr<GroupReplication::Fetched> fetched);
@@ -304,6 +306,12 @@ class GroupRegistry {
   // its events (to read them back later) instead of stopping for every
   // group: cluster_queue_bytes / (lossless groups + 1).
   std::atomic<int64_t> cluster_share_{0};
+  // Cluster mode: of cluster_held_, the bytes waiting behind reads from the
+  // stream; and whether the node's queues together were past
+  // cluster_queue_bytes (every lossless group skipping) since they last
+  // drained.
+  std::atomic<int64_t> cluster_waiting_{0};
+  std::atomic<bool> cluster_forced_{false};
 };
 
 }  // namespace fanin::fanout

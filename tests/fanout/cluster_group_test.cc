@@ -95,17 +95,23 @@ class Node : public GroupReplication {
   }
   // Reads the stream when it runs: at once, or, while fetches are held,
   // when the test calls RunFetches (a read-back still in progress).
-  void Fetch(uint64_t from_seq, const Filter& filter, size_t max_events, size_t,
+  // At most max_events, or about max_bytes of bodies, as ClusterNode's.
+  void Fetch(uint64_t from_seq, const Filter& filter, size_t max_events,
+             size_t max_bytes,
              absl::AnyInvocable<void(absl::StatusOr<Fetched>)> done) override {
-    auto run = [this, from_seq, filter, max_events,
+    ++fetches_;
+    auto run = [this, from_seq, filter, max_events, max_bytes,
                 done = std::move(done)]() mutable {
       Fetched out;
       out.next_seq = from_seq;
+      size_t bytes = 0;
       for (uint64_t seq = from_seq; seq <= stream_->events.size(); ++seq) {
         out.next_seq = seq + 1;
         const EventPtr& e = stream_->events[seq - 1];
-        if (filter.Matches(*e)) out.events.push_back(e);
-        if (out.events.size() >= max_events) break;
+        if (!filter.Matches(*e)) continue;
+        out.events.push_back(e);
+        bytes += e->body.size();
+        if (out.events.size() >= max_events || bytes >= max_bytes) break;
       }
       done(std::move(out));
     };
@@ -116,6 +122,8 @@ class Node : public GroupReplication {
     }
   }
 
+  // Reads from the stream asked for so far.
+  size_t fetches() const { return fetches_; }
   // Fetches wait for RunFetches from now on.
   void HoldFetches() { hold_fetches_ = true; }
   size_t held_fetches() const { return held_fetches_.size(); }
@@ -198,6 +206,7 @@ class Node : public GroupReplication {
   GroupRegistry groups_;
   std::vector<fanin::v1::Event> announced_;
   std::vector<ProgressMessage> progress_;
+  size_t fetches_ = 0;
   bool hold_fetches_ = false;
   std::deque<absl::AnyInvocable<void()>> held_fetches_;
 };
@@ -788,7 +797,7 @@ TEST(ClusterGroupTest, ASlowGroupDoesNotDelayTheNodesOtherGroups) {
   f.Drain(a.groups());
   const std::string payload(1000, 'x');
   size_t sent_bytes = 0;
-  for (int i = 0; i < 30; ++i) {
+  for (int i = 0; i < 150; ++i) {
     for (Conn* c : {&c1, &c2}) {
       const uint64_t seq = c->Data(payload);
       sent_bytes += payload.size();
@@ -805,9 +814,18 @@ TEST(ClusterGroupTest, ASlowGroupDoesNotDelayTheNodesOtherGroups) {
   ASSERT_EQ(slow.members_size(), 2);
   EXPECT_LT(slow.members(0).queued_events(), 10u)
       << "a queues only the slow group's share for s";
-  // s writes again: everything, read back from the stream.
+  // s writes again: everything, read back from the stream a chunk (64 KiB,
+  // here 64 events) at a time, the next read waiting until s drained the
+  // group to half its share.
+  const size_t fetches = a.fetches();
   a.groups().Written(s.member.get());
-  s.Drain(a.groups());
+  uint64_t most_queued = 0;
+  while (s.ReadOnce(a.groups())) {
+    most_queued = std::max<uint64_t>(
+        most_queued, Info(a.groups(), "slow").members(0).queued_events());
+  }
+  EXPECT_GE(a.fetches() - fetches, 3u);
+  EXPECT_LE(most_queued, 70u) << "one chunk at a time";
   r.Drain(b.groups());
   EXPECT_EQ(Info(a.groups(), "slow").members(0).queued_events(), 0u);
   EXPECT_TRUE(s.assigned.empty()) << "c1 never left s";
@@ -905,6 +923,72 @@ TEST_P(ClusterGroupSkippedTest, AMemberLeavingWithSkippedEventsLosesNothing) {
 INSTANTIATE_TEST_SUITE_P(NextMemberOnEitherNode, ClusterGroupSkippedTest,
                          ::testing::Values(0, 1), [](const auto& info) {
                            return info.param == 0 ? "SameNode" : "OtherNode";
+                         });
+
+// A read-back of skipped events that takes several reads: (param 0) more
+// of the connection's events arrive while its first read runs, and wait
+// behind it past half the group's share, or (param 1) the member leaves
+// with a read chunk queued and the next read paused, and a member on the
+// same node takes the connection. Either way the next member gets every
+// event, in order.
+class ClusterGroupPausedReadTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(ClusterGroupPausedReadTest, GoesOnAndKeepsOrder) {
+  Stream stream;
+  constexpr size_t kQueueBytes = 12000;
+  Node a(&stream, "a", 1, 0, HubOptions{}.history_events, kQueueBytes);
+  Node b(&stream, "b", 2, 0, HubOptions{}.history_events, kQueueBytes);
+  const bool leave = GetParam() == 1;
+  Reader s{a.Join(1, {.group = "slow"})};
+  a.CommitAnnounced();
+  Reader f{a.Join(2, {.group = "fast"})};
+  a.CommitAnnounced();
+  Conn c1(&stream, 1);
+  c1.Open();                               // slow: s
+  Reader t{a.Join(3, {.group = "slow"})};  // takes c1 if s leaves
+  a.CommitAnnounced();
+  Reader r{b.Join(1, {.group = "slow"})};
+  b.CommitAnnounced();
+  s.Drain(a.groups());
+  f.Drain(a.groups());
+  c1.Data("in flight");
+  ASSERT_TRUE(s.ReadOnce(a.groups(), /*ack=*/false));
+  const std::string payload(1000, 'z');
+  for (int i = 0; i < 200; ++i) c1.Data(payload);  // skipped: 3 reads back
+  a.HoldFetches();
+  a.groups().Written(s.member.get());
+  s.Drain(a.groups());  // the read-back started
+  ASSERT_EQ(a.held_fetches(), 1u);
+  if (!leave) {
+    // Wait behind the read (until the group is over its share again).
+    for (int i = 0; i < 20; ++i) c1.Data(payload);
+  }
+  a.RunFetches();  // one chunk; the next read waits for the drain
+  if (leave) {
+    ASSERT_TRUE(s.ReadOnce(a.groups()));  // some of the chunk
+    a.groups().Leave(s.member.get());
+    a.CommitAnnounced();
+    for (int i = 0; i < 5; ++i) c1.Data(payload);
+  }
+  Reader& next = leave ? t : s;
+  for (int i = 0; i < 50 && next.ReadOnce(a.groups()); ++i) {
+  }
+  next.Drain(a.groups());
+  for (int i = 0; i < 5; ++i) c1.Data("after");
+  next.Drain(a.groups());
+  r.Drain(b.groups());
+  f.Drain(a.groups());
+  ExpectAgree(a.groups(), b.groups(), "slow");
+  ExpectInOrder({&s, &t, &r, &f});
+  ExpectWhole(stream, c1.id(), {&s, &t, &r});
+  ExpectWhole(stream, c1.id(), {&f});
+  EXPECT_EQ(OwnerOf(c1, {{&a, &next}}), &next);
+}
+
+INSTANTIATE_TEST_SUITE_P(HeldOrHandedOver, ClusterGroupPausedReadTest,
+                         ::testing::Values(0, 1), [](const auto& info) {
+                           return info.param == 0 ? "EventsWaitBehindIt"
+                                                  : "MemberLeaves";
                          });
 
 }  // namespace
