@@ -349,12 +349,7 @@ struct GroupRegistry::Group {
   }
   // ... and drained to half of it (not counting what waits behind reads
   // from the stream: it drains only once they are done).
-  bool TotalDrained() const {
-    return (registry->cluster_held_.load(std::memory_order_relaxed) -
-            registry->cluster_waiting_.load(std::memory_order_relaxed)) *
-               2 <=
-           static_cast<int64_t>(registry->options_.cluster_queue_bytes);
-  }
+  bool TotalDrained() const { return registry->ClusterTotalDrained(); }
   // Takes `c`'s skipped range out (it goes to another node's member, or
   // waits for one): the first seq skipped, 0 when none.
   uint64_t TakeSkipped(Conn& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
@@ -1739,6 +1734,23 @@ void GroupRegistry::Written(Member* member) {
   }
 }
 
+bool GroupRegistry::ClusterTotalDrained() const {
+  return (cluster_held_.load(std::memory_order_relaxed) -
+          cluster_waiting_.load(std::memory_order_relaxed)) *
+             2 <=
+         static_cast<int64_t>(options_.cluster_queue_bytes);
+}
+
+void GroupRegistry::ClusterResumeIfDrained() {
+  // Queues released without a write (a member left, or was ended) can drain
+  // the node's total too: the groups that skipped for it go on now, not at
+  // the next write or event (a quiet node may have neither).
+  if (cluster_forced_.load(std::memory_order_relaxed) &&
+      ClusterTotalDrained()) {
+    ClusterResumeAll();
+  }
+}
+
 void GroupRegistry::ClusterResumeAll() {
   std::vector<std::pair<std::shared_ptr<Group>, uint64_t>> jobs;
   {
@@ -1922,6 +1934,7 @@ void GroupRegistry::ClusterRoute(bool hub_wake) {
   RunWakes(&wakes);
   if (fetch_from.has_value()) ClusterFetch(*fetch_from);
   for (auto& [g, id] : jobs) Backfill(g, id);
+  ClusterResumeIfDrained();
 }
 
 void GroupRegistry::ClusterRouteLocked(WakeList* wakes) {
@@ -2009,6 +2022,7 @@ void GroupRegistry::ClusterOnFetched(
   RunWakes(&wakes);
   if (fetch_from.has_value()) ClusterFetch(*fetch_from);
   for (auto& [g, id] : jobs) Backfill(g, id);
+  ClusterResumeIfDrained();
 }
 
 void GroupRegistry::ClusterRouteOne(const EventPtr& e, WakeList* wakes) {

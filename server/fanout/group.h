@@ -270,6 +270,11 @@ class GroupRegistry {
   void ClusterRouteLocked(WakeList* wakes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UpdateClusterShare() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ClusterResumeAll();
+  // The node's lossless group queues are at most half of
+  // cluster_queue_bytes (not counting what waits behind reads from the
+  // stream).
+  bool ClusterTotalDrained() const;
+  void ClusterResumeIfDrained();
   void ClusterFetch(uint64_t from);
   void ClusterOnFetched(uint64_t from,
                         absl::StatusOr<GroupReplication::Fetched> fetched);
