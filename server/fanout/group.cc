@@ -113,6 +113,11 @@ struct Conn {
   uint64_t carry_through = 0;
   uint64_t assigned_at = 0;  // cluster mode: the seq its owner got it at
   uint64_t closed_seq = 0;   // cluster mode: the seq of its Closed
+  // Cluster mode, lossless: its (local) owner's events from this seq on
+  // were not queued, the group being over its share of
+  // cluster_queue_bytes; read back from the stream once it drained (0:
+  // none skipped).
+  uint64_t skipped_from = 0;
 };
 
 // What an Assigned being written carried, to be owed again if its write
@@ -216,9 +221,24 @@ struct GroupRegistry::Group {
     uint64_t to = 0;    // the handover's seq: later events are routed live
     absl::flat_hash_map<uint64_t, uint64_t> conns;  // id -> its first seq
     uint64_t member = 0;
+    // Stopped between two reads while the group is over its share; the
+    // drain starts it again.
+    bool paused = false;
   };
   absl::flat_hash_map<uint64_t, BackfillJob> backfills ABSL_GUARDED_BY(mu);
   uint64_t next_backfill ABSL_GUARDED_BY(mu) = 1;
+  // Cluster mode, lossless: bytes of events queued (or held) here for this
+  // node's members; while `over` (past its share of cluster_queue_bytes,
+  // until it drains to half of it) the router skips its events instead of
+  // stopping for every group, and reads them back after (Conn::
+  // skipped_from). `skipped`: connections with a skipped_from.
+  int64_t held_bytes ABSL_GUARDED_BY(mu) = 0;
+  // Of held_bytes, those waiting behind reads from the stream (Conn::held):
+  // they drain only once their read is done, so a paused read must not
+  // wait for them.
+  int64_t waiting_bytes ABSL_GUARDED_BY(mu) = 0;
+  bool over ABSL_GUARDED_BY(mu) = false;
+  size_t skipped ABSL_GUARDED_BY(mu) = 0;
 
   // The live member with the fewest connections, ties by join order.
   Member* Pick() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
@@ -246,13 +266,15 @@ struct GroupRegistry::Group {
           c.pool_from = c.pool_from == 0 ? from : std::min(c.pool_from, from);
         }
       }
-      for (Item& item : c.held) {
+      for (Item& item : Unhold(c)) {
         c.pool_from = c.pool_from == 0 ? item.event->seq
                                        : std::min(c.pool_from, item.event->seq);
         --c.outstanding;
         if (item.charged) Release(item.event->MemoryBytes());
       }
-      c.held.clear();
+      if (const uint64_t from = TakeSkipped(c); from != 0) {
+        c.pool_from = c.pool_from == 0 ? from : std::min(c.pool_from, from);
+      }
       c.owner = m;
       c.ever_assigned = true;
       c.assigned_at = routed_through;
@@ -288,7 +310,7 @@ struct GroupRegistry::Group {
   void ListForMarker(Conn& c, WakeList* wakes)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     if (c.owner != nullptr && c.needs_marker && c.queued == 0 && !c.listed &&
-        c.backfill == 0 && !c.owner->remote) {
+        c.backfill == 0 && c.skipped_from == 0 && !c.owner->remote) {
       c.listed = true;
       c.owner->marker_conns.push_back(c.id);
       Wake(c.owner, wakes);
@@ -298,16 +320,73 @@ struct GroupRegistry::Group {
   void Release(size_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     if (!spec.lossless || bytes == 0) return;
     if (cluster) {
-      registry->cluster_held_.fetch_sub(static_cast<int64_t>(bytes),
-                                        std::memory_order_relaxed);
+      Charge(-static_cast<int64_t>(bytes));
     } else {
       hub->Release(sub.get(), bytes);
     }
   }
 
+  // Cluster mode, lossless: `bytes` more (negative: fewer) held here for
+  // this node's members.
+  void Charge(int64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (!spec.lossless) return;
+    held_bytes += bytes;
+    registry->cluster_held_.fetch_add(bytes, std::memory_order_relaxed);
+  }
+  int64_t Share() const {
+    return registry->cluster_share_.load(std::memory_order_relaxed);
+  }
+  // The node's lossless group queues together are past
+  // cluster_queue_bytes: every lossless group skips (the router itself
+  // never stops: it must apply membership changes, which release queues).
+  bool TotalOver() const {
+    if (registry->cluster_held_.load(std::memory_order_relaxed) <=
+        static_cast<int64_t>(registry->options_.cluster_queue_bytes)) {
+      return false;
+    }
+    registry->cluster_forced_.store(true, std::memory_order_relaxed);
+    return true;
+  }
+  // ... and drained to half of it (not counting what waits behind reads
+  // from the stream: it drains only once they are done).
+  bool TotalDrained() const { return registry->ClusterTotalDrained(); }
+  // Takes `c`'s skipped range out (it goes to another node's member, or
+  // waits for one): the first seq skipped, 0 when none.
+  uint64_t TakeSkipped(Conn& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    const uint64_t from = c.skipped_from;
+    if (from != 0) {
+      c.skipped_from = 0;
+      --skipped;
+    }
+    return from;
+  }
+  // `item` of `c` waits behind `c`'s read from the stream.
+  void Hold(Conn& c, Item item) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (item.charged && spec.lossless) {
+      const auto bytes = static_cast<int64_t>(item.event->MemoryBytes());
+      waiting_bytes += bytes;
+      registry->cluster_waiting_.fetch_add(bytes, std::memory_order_relaxed);
+    }
+    c.held.push_back(std::move(item));
+  }
+  // Takes out what waited behind `c`'s read (still charged).
+  std::vector<Item> Unhold(Conn& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    std::vector<Item> out;
+    out.swap(c.held);
+    for (const Item& item : out) {
+      if (item.charged && spec.lossless) {
+        const auto bytes = static_cast<int64_t>(item.event->MemoryBytes());
+        waiting_bytes -= bytes;
+        registry->cluster_waiting_.fetch_sub(bytes, std::memory_order_relaxed);
+      }
+    }
+    return out;
+  }
+
   void MaybeErase(Conn& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     if (c.closed && c.outstanding == 0 && !c.needs_marker &&
         !c.marker_in_flight && c.pool_from == 0 && c.backfill == 0 &&
+        c.skipped_from == 0 &&
         (c.owner == nullptr || !c.owner->remote ||
          c.owner->received_through >= std::max(c.closed_seq, c.assigned_at))) {
       // (Another node's member: kept until its progress shows it received
@@ -429,12 +508,22 @@ struct GroupRegistry::Group {
       return;
     }
     if (spec.lossless) {
-      registry->cluster_held_.fetch_add(static_cast<int64_t>(e->MemoryBytes()),
-                                        std::memory_order_relaxed);
+      // Over its share, the group's events are skipped rather than the
+      // router stopped for every group; a connection skipped once stays so
+      // until its read-back starts (its events must stay in order).
+      if (!over && (held_bytes > Share() || TotalOver())) over = true;
+      if (over || c.skipped_from != 0) {
+        if (c.skipped_from == 0) {
+          c.skipped_from = e->seq;
+          ++skipped;
+        }
+        return;
+      }
+      Charge(static_cast<int64_t>(e->MemoryBytes()));
     }
     ++c.outstanding;
     if (c.backfill != 0) {
-      c.held.push_back({e, &c, spec.lossless});
+      Hold(c, {e, &c, spec.lossless});
       return;
     }
     ++c.queued;
@@ -458,6 +547,9 @@ struct GroupRegistry::Group {
       // this connection's events it lost (its Assigned). Another node
       // cannot report that loss to the next member; it reads them back.
       if (c.owner == &m && !c.lost.empty()) lo = std::min(lo, c.lost.first);
+      if (c.owner == &m && c.skipped_from != 0) {
+        lo = std::min(lo, c.skipped_from);
+      }
     }
     if (m.marker_in_flight.has_value() && !m.marker_in_flight->lost.empty()) {
       lo = std::min(lo, m.marker_in_flight->lost.first);
@@ -504,11 +596,12 @@ struct GroupRegistry::Group {
   // Cluster mode: `conns`, now this node's member `m`'s, get their events
   // from `from` to `to` read back from the stream (their later ones wait
   // behind the read); those up to `redelivered_through` are marked.
-  // Returns the job's id (0: nothing to read).
+  // Returns the job's id (0: nothing to read). `marker`: `m` is told of
+  // the connections first (an Assigned); not so when they stay its own.
   uint64_t StartBackfill(Member* m,
                          const std::vector<std::pair<Conn*, uint64_t>>& list,
-                         uint64_t to, uint64_t redelivered_through)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+                         uint64_t to, uint64_t redelivered_through,
+                         bool marker = true) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     uint64_t from = UINT64_MAX;
     for (const auto& [c, first] : list) from = std::min(from, first);
     if (list.empty() || from == 0 || from > to) return 0;
@@ -521,7 +614,7 @@ struct GroupRegistry::Group {
       job.conns[c->id] = first;
       c->backfill = id;
       c->backfill_to = to;
-      c->needs_marker = true;
+      if (marker) c->needs_marker = true;
       c->redelivered_through =
           std::max(c->redelivered_through, redelivered_through);
     }
@@ -610,10 +703,11 @@ struct GroupRegistry::Group {
         if (item.charged) Release(item.event->MemoryBytes());
         continue;
       }
-      if (cluster && c.backfill != 0) {
-        // Behind the read from the stream running for it.
-        c.held.push_back(std::move(item));
+      if (cluster && c.backfill != 0 && item.event->seq > c.backfill_to) {
+        // Behind the read from the stream running for it. (What that read
+        // already passed is queued: a later chunk must not overtake it.)
         --c.queued;
+        Hold(c, std::move(item));
         continue;
       }
       by_owner[c.owner].push_back(std::move(item));
@@ -694,7 +788,8 @@ struct GroupRegistry::Group {
       c.listed = false;
       // A connection being read back from the stream is listed again when
       // the read is done.
-      if (c.owner != m || !c.needs_marker || c.queued > 0 || c.backfill != 0) {
+      if (c.owner != m || !c.needs_marker || c.queued > 0 || c.backfill != 0 ||
+          c.skipped_from != 0) {
         continue;
       }
       if (c.closed && c.lost.empty() && c.outstanding == 0) {
@@ -785,11 +880,10 @@ struct GroupRegistry::Group {
               [](const Conn* a, const Conn* b) { return a->id < b->id; });
     for (Conn* c : held) {
       // Events waiting behind a read from the stream go with it.
-      for (Item& item : c->held) {
+      for (Item& item : Unhold(*c)) {
         ++c->queued;
         tail.push_back(std::move(item));
       }
-      c->held.clear();
       c->owner = nullptr;
       c->needs_marker = true;
       c->reason = fanin::v1::ASSIGN_REASON_MEMBER_LEFT;
@@ -800,9 +894,15 @@ struct GroupRegistry::Group {
       }
       if (Member* n = Pick(); n != nullptr) {
         Assign(*c, n, false, wakes);
-      } else if (cluster && c->backfill != 0) {
-        const uint64_t from = DetachBackfill(*c);
-        if (from != UINT64_MAX) {
+      } else if (cluster) {
+        if (c->backfill != 0) {
+          const uint64_t from = DetachBackfill(*c);
+          if (from != UINT64_MAX) {
+            c->pool_from =
+                c->pool_from == 0 ? from : std::min(c->pool_from, from);
+          }
+        }
+        if (const uint64_t from = TakeSkipped(*c); from != 0) {
           c->pool_from =
               c->pool_from == 0 ? from : std::min(c->pool_from, from);
         }
@@ -977,6 +1077,40 @@ struct GroupRegistry::Group {
 
   // A read from the stream to start, once the locks are released.
   using Jobs = std::vector<uint64_t>;
+
+  // Once the group drained to half its share: its paused reads go on, and
+  // its connections' skipped events are read back for their owners (a
+  // connection whose read from the stream still runs, after it), their
+  // later events held until merged, as for a handover.
+  void MaybeResume(Jobs* jobs) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (over) {
+      if ((held_bytes - waiting_bytes) * 2 > Share() || !TotalDrained()) {
+        return;
+      }
+      over = false;
+      for (auto& [id, job] : backfills) {
+        if (job.paused) {
+          job.paused = false;
+          jobs->push_back(id);
+        }
+      }
+    }
+    if (skipped == 0) return;
+    absl::flat_hash_map<Member*, std::vector<std::pair<Conn*, uint64_t>>> reads;
+    for (auto& [id, c] : conns) {
+      if (c.skipped_from == 0 || c.backfill != 0 || c.owner == nullptr ||
+          c.owner->remote) {
+        continue;
+      }
+      reads[c.owner].push_back({&c, c.skipped_from});
+    }
+    for (auto& [m, list] : reads) {
+      const uint64_t id = StartBackfill(m, list, routed_through, 0,
+                                        /*marker=*/false);
+      for (auto& [c, first] : list) TakeSkipped(*c);
+      if (id != 0) jobs->push_back(id);
+    }
+  }
 
   // A member joined: every unowned connection goes to the members, in id
   // order (the same on every node: which of them have events here does not
@@ -1253,6 +1387,7 @@ struct GroupRegistry::Group {
     }
     if (members.empty()) empty_since_ns = at->time_unix_nano;
     *members_left = members.size();
+    MaybeResume(jobs);
     return handed;
   }
 
@@ -1335,7 +1470,6 @@ struct GroupRegistry::Cluster {
   std::shared_ptr<EventHub::Subscription> sub;
   bool parked = false;    // the hub wakes the router on the next event
   bool fetching = false;  // reading skipped events back from the stream
-  std::atomic<bool> stalled{false};  // over cluster_queue_bytes
   EventHub::ReadResult buffer;
   // This node's members whose MEMBER_JOINED is not applied yet, with what
   // they asked for.
@@ -1581,20 +1715,55 @@ void GroupRegistry::Read(Member* member, size_t max_events, size_t max_bytes,
 }
 
 void GroupRegistry::Written(Member* member) {
-  Group* g = member->group.get();
+  std::shared_ptr<Group> g = member->group;
   if (g == nullptr) return;
+  Group::Jobs jobs;
   {
     absl::MutexLock lock(&g->mu);
     g->Written(member);
+    // Cluster mode: a group over its share reads back what it skipped once
+    // its members' writes drained it.
+    if (g->over) g->MaybeResume(&jobs);
   }
-  // Cluster mode: a router stopped at cluster_queue_bytes goes on once
-  // writes brought the queues to half of it.
-  if (cluster_ != nullptr &&
-      cluster_->stalled.load(std::memory_order_acquire) &&
-      cluster_held_.load(std::memory_order_relaxed) <
-          static_cast<int64_t>(options_.cluster_queue_bytes / 2)) {
-    ClusterRoute(false);
+  for (uint64_t id : jobs) Backfill(g, id);
+  // Cluster mode: groups that skipped because the node's queues together
+  // were full go on once writes drained them to half.
+  if (cluster_ != nullptr && cluster_forced_.load(std::memory_order_relaxed) &&
+      g->TotalDrained()) {
+    ClusterResumeAll();
   }
+}
+
+bool GroupRegistry::ClusterTotalDrained() const {
+  return (cluster_held_.load(std::memory_order_relaxed) -
+          cluster_waiting_.load(std::memory_order_relaxed)) *
+             2 <=
+         static_cast<int64_t>(options_.cluster_queue_bytes);
+}
+
+void GroupRegistry::ClusterResumeIfDrained() {
+  // Queues released without a write (a member left, or was ended) can drain
+  // the node's total too: the groups that skipped for it go on now, not at
+  // the next write or event (a quiet node may have neither).
+  if (cluster_forced_.load(std::memory_order_relaxed) &&
+      ClusterTotalDrained()) {
+    ClusterResumeAll();
+  }
+}
+
+void GroupRegistry::ClusterResumeAll() {
+  std::vector<std::pair<std::shared_ptr<Group>, uint64_t>> jobs;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!cluster_forced_.exchange(false, std::memory_order_relaxed)) return;
+    for (auto& [name, g] : groups_) {
+      absl::MutexLock group_lock(&g->mu);
+      Group::Jobs ids;
+      g->MaybeResume(&ids);
+      for (uint64_t id : ids) jobs.push_back({g, id});
+    }
+  }
+  for (auto& [g, id] : jobs) Backfill(g, id);
 }
 
 void GroupRegistry::Kick(Member* member) {
@@ -1765,20 +1934,15 @@ void GroupRegistry::ClusterRoute(bool hub_wake) {
   RunWakes(&wakes);
   if (fetch_from.has_value()) ClusterFetch(*fetch_from);
   for (auto& [g, id] : jobs) Backfill(g, id);
+  ClusterResumeIfDrained();
 }
 
 void GroupRegistry::ClusterRouteLocked(WakeList* wakes) {
   Cluster& cl = *cluster_;
   if (cl.parked || cl.fetching || cl.sub == nullptr) return;
-  const auto budget = static_cast<int64_t>(options_.cluster_queue_bytes);
   while (true) {
-    if (cluster_held_.load(std::memory_order_relaxed) > budget) {
-      // Writes bring it down (Written); what comes meanwhile is read back
-      // from the stream if the hub lets it go.
-      cl.stalled.store(true, std::memory_order_release);
-      return;
-    }
-    cl.stalled.store(false, std::memory_order_release);
+    // Never stops for full queues (the groups skip instead, Group::
+    // RouteCluster): membership changes must apply, they release queues.
     EventHub::ReadResult& r = cl.buffer;
     hub_->Read(cl.sub.get(), group_internal::kRouteEvents,
                group_internal::kRouteBytes, /*park_if_empty=*/true, &r);
@@ -1800,6 +1964,17 @@ void GroupRegistry::ClusterRouteLocked(WakeList* wakes) {
       return;
     }
   }
+}
+
+void GroupRegistry::UpdateClusterShare() {
+  // One share per lossless group and one spare: a read from the stream
+  // merges a whole chunk past a group's share, and the spare keeps that
+  // from stopping the router for every group.
+  int64_t lossless = 1;
+  for (const auto& [name, g] : groups_) lossless += g->spec.lossless ? 1 : 0;
+  cluster_share_.store(
+      static_cast<int64_t>(options_.cluster_queue_bytes) / lossless,
+      std::memory_order_relaxed);
 }
 
 void GroupRegistry::ClusterFetch(uint64_t from) {
@@ -1847,6 +2022,7 @@ void GroupRegistry::ClusterOnFetched(
   RunWakes(&wakes);
   if (fetch_from.has_value()) ClusterFetch(*fetch_from);
   for (auto& [g, id] : jobs) Backfill(g, id);
+  ClusterResumeIfDrained();
 }
 
 void GroupRegistry::ClusterRouteOne(const EventPtr& e, WakeList* wakes) {
@@ -1861,6 +2037,11 @@ void GroupRegistry::ClusterRouteOne(const EventPtr& e, WakeList* wakes) {
   }
   for (auto& [name, g] : groups_) {
     absl::MutexLock lock(&g->mu);
+    if (g->over) {
+      Group::Jobs jobs;
+      g->MaybeResume(&jobs);
+      for (uint64_t id : jobs) cl.jobs.push_back({g, id});
+    }
     if (g->spec.filter.Matches(*e)) g->RouteCluster(e, wakes);
   }
   if (e->seq % kForgetCheckEvery == 0) ClusterForget(e->time_unix_nano);
@@ -1885,6 +2066,7 @@ void GroupRegistry::ClusterForget(int64_t now_ns) {
       continue;
     }
     it = groups_.erase(it);
+    UpdateClusterShare();
     cluster_->rep->Forgotten(g->name);
     base::Log(base::LogLevel::kInfo, "group forgotten",
               {{"group", g->name},
@@ -2032,6 +2214,7 @@ void GroupRegistry::ClusterApply(const EventPtr& e, WakeList* wakes) {
     g->cluster = true;
     g->generation = e->seq;
     groups_[g->name] = g;
+    UpdateClusterShare();
     if (local) cl.rep->Founded(g->name, e->seq);
     base::Log(base::LogLevel::kInfo, "group created",
               {{"group", g->name},
@@ -2070,6 +2253,7 @@ void GroupRegistry::ClusterApply(const EventPtr& e, WakeList* wakes) {
     if (gc.rebalance() || options_.rebalance_on_join) {
       moved = g->RebalanceCluster(m.get(), e->seq, wakes, &jobs);
     }
+    g->MaybeResume(&jobs);
     m->joined.store(true, std::memory_order_release);
     if (!m->remote && m->parked) {
       m->parked = false;
@@ -2233,9 +2417,16 @@ void GroupRegistry::Backfill(const std::shared_ptr<Group>& g, uint64_t id) {
     filter = g->spec.filter.WithConnections(ids);
     from = it->second.next;
   }
+  // A lossless group merges what it reads into its queues at once: a read
+  // of at most half its share keeps a read-back near it.
+  size_t max_bytes = group_internal::kRouteBytes;
+  if (g->spec.lossless) {
+    max_bytes = std::clamp(static_cast<size_t>(g->Share() / 2),
+                           size_t{64} << 10, max_bytes);
+  }
   std::weak_ptr<Group> weak = g;
   cluster_->rep->Fetch(
-      from, filter, group_internal::kRouteEvents, group_internal::kRouteBytes,
+      from, filter, group_internal::kRouteEvents, max_bytes,
       [this, weak, id](absl::StatusOr<GroupReplication::Fetched> fetched) {
         OnBackfill(weak, id, std::move(fetched));
       });
@@ -2248,6 +2439,7 @@ void GroupRegistry::OnBackfill(
   if (g == nullptr) return;
   WakeList wakes;
   bool again = false;
+  Group::Jobs jobs;
   {
     absl::MutexLock lock(&g->mu);
     auto jt = g->backfills.find(id);
@@ -2278,6 +2470,11 @@ void GroupRegistry::OnBackfill(
         if (e->seq > job.to) break;
         auto first = job.conns.find(e->connection_id);
         if (first == job.conns.end() || e->seq < first->second) continue;
+        // In the read for the router's sake only, as when routed live.
+        if (e->kind == fanin::v1::EVENT_KIND_CLOSED &&
+            !g->spec.deliver_closed) {
+          continue;
+        }
         auto cit = g->conns.find(e->connection_id);
         if (cit == g->conns.end()) continue;
         Conn& c = cit->second;
@@ -2288,10 +2485,7 @@ void GroupRegistry::OnBackfill(
           continue;
         }
         if (c.owner->remote) continue;
-        if (g->spec.lossless) {
-          cluster_held_.fetch_add(static_cast<int64_t>(e->MemoryBytes()),
-                                  std::memory_order_relaxed);
-        }
+        g->Charge(static_cast<int64_t>(e->MemoryBytes()));
         ++c.queued;
         ++c.outstanding;
         add[c.owner].push_back(
@@ -2304,8 +2498,15 @@ void GroupRegistry::OnBackfill(
       const uint64_t before = job.next;
       job.next = std::max(job.next, fetched->next_seq);
       again = job.next <= job.to && job.next > before;
+      if (again && g->spec.lossless &&
+          (g->over || g->held_bytes > g->Share() || g->TotalOver())) {
+        // Over its share: the next read waits until the group drained.
+        g->over = true;
+        job.paused = true;
+        again = false;
+      }
     }
-    if (!again) {
+    if (!again && !jt->second.paused) {
       // Read through: the events that waited behind it follow.
       for (const auto& [conn, first] : job.conns) {
         auto cit = g->conns.find(conn);
@@ -2313,8 +2514,7 @@ void GroupRegistry::OnBackfill(
         Conn& c = cit->second;
         if (c.backfill != id) continue;
         c.backfill = 0;
-        std::vector<Item> held;
-        held.swap(c.held);
+        std::vector<Item> held = g->Unhold(c);
         if (c.owner != nullptr && !c.owner->remote) {
           c.queued += held.size();
           Group::Merge(&c.owner->queue, std::move(held));
@@ -2334,6 +2534,8 @@ void GroupRegistry::OnBackfill(
         g->MaybeErase(c);
       }
       g->backfills.erase(jt);
+      // Connections skipped while this read ran are read back next.
+      g->MaybeResume(&jobs);
     }
   }
   RunWakes(&wakes);
@@ -2341,6 +2543,7 @@ void GroupRegistry::OnBackfill(
     if (!fetched.ok()) absl::SleepFor(absl::Milliseconds(100));
     Backfill(g, id);
   }
+  for (uint64_t job : jobs) Backfill(g, job);
 }
 
 void GroupRegistry::NoteProgress(const std::string& group, uint64_t member,

@@ -43,15 +43,18 @@ struct Stream {
 struct MemberOptions {
   bool lossless = true;
   bool rebalance = false;
+  std::string group = "g";
+  bool closed = true;  // asks for Closed events
 };
 
 class Node : public GroupReplication {
  public:
   // `history_events`: this node's in-memory history (the stream keeps
-  // everything).
+  // everything). `queue_bytes`: GroupOptions::cluster_queue_bytes.
   Node(Stream* stream, std::string name, uint64_t incarnation,
        size_t redelivery_bytes,
-       size_t history_events = HubOptions{}.history_events)
+       size_t history_events = HubOptions{}.history_events,
+       size_t queue_bytes = GroupOptions{}.cluster_queue_bytes)
       : stream_(stream),
         name_(std::move(name)),
         incarnation_(incarnation),
@@ -59,7 +62,8 @@ class Node : public GroupReplication {
                         .epoch = "e",
                         .history_source = true}),
         groups_(&hub_, GroupOptions{.redelivery_bytes = redelivery_bytes,
-                                    .replication = this}) {
+                                    .replication = this,
+                                    .cluster_queue_bytes = queue_bytes}) {
     groups_.SetSpecOf([](const fanin::v1::SubscribeRequest& request) {
       return absl::StatusOr<GroupSpec>(SpecOf(request));
     });
@@ -91,17 +95,23 @@ class Node : public GroupReplication {
   }
   // Reads the stream when it runs: at once, or, while fetches are held,
   // when the test calls RunFetches (a read-back still in progress).
-  void Fetch(uint64_t from_seq, const Filter& filter, size_t max_events, size_t,
+  // At most max_events, or about max_bytes of bodies, as ClusterNode's.
+  void Fetch(uint64_t from_seq, const Filter& filter, size_t max_events,
+             size_t max_bytes,
              absl::AnyInvocable<void(absl::StatusOr<Fetched>)> done) override {
-    auto run = [this, from_seq, filter, max_events,
+    ++fetches_;
+    auto run = [this, from_seq, filter, max_events, max_bytes,
                 done = std::move(done)]() mutable {
       Fetched out;
       out.next_seq = from_seq;
+      size_t bytes = 0;
       for (uint64_t seq = from_seq; seq <= stream_->events.size(); ++seq) {
         out.next_seq = seq + 1;
         const EventPtr& e = stream_->events[seq - 1];
-        if (filter.Matches(*e)) out.events.push_back(e);
-        if (out.events.size() >= max_events) break;
+        if (!filter.Matches(*e)) continue;
+        out.events.push_back(e);
+        bytes += e->body.size();
+        if (out.events.size() >= max_events || bytes >= max_bytes) break;
       }
       done(std::move(out));
     };
@@ -112,6 +122,8 @@ class Node : public GroupReplication {
     }
   }
 
+  // Reads from the stream asked for so far.
+  size_t fetches() const { return fetches_; }
   // Fetches wait for RunFetches from now on.
   void HoldFetches() { hold_fetches_ = true; }
   size_t held_fetches() const { return held_fetches_.size(); }
@@ -145,11 +157,15 @@ class Node : public GroupReplication {
   std::shared_ptr<GroupRegistry::Member> Join(uint64_t id,
                                               MemberOptions options = {}) {
     fanin::v1::SubscribeRequest request;
-    request.set_group("g");
+    request.set_group(options.group);
+    if (!options.closed) {
+      request.add_kinds(fanin::v1::EVENT_KIND_OPENED);
+      request.add_kinds(fanin::v1::EVENT_KIND_DATA);
+    }
     request.set_delivery(options.lossless ? fanin::v1::DELIVERY_LOSSLESS
                                           : fanin::v1::DELIVERY_LOSSY);
     EventHub::Started started;
-    auto m = groups_.Join({.group = "g",
+    auto m = groups_.Join({.group = options.group,
                            .spec = SpecOf(request),
                            .rebalance = options.rebalance,
                            .member_id = id,
@@ -169,7 +185,9 @@ class Node : public GroupReplication {
   static GroupSpec SpecOf(const fanin::v1::SubscribeRequest& request) {
     GroupSpec spec;
     spec.lossless = request.delivery() == fanin::v1::DELIVERY_LOSSLESS;
-    spec.terms = {"kinds=all"};
+    // (The filter stays "everything", CLOSED included, as the router needs.)
+    spec.deliver_closed = request.kinds().empty();
+    spec.terms = {spec.deliver_closed ? "kinds=all" : "kinds=opened,data"};
     spec.request = request;
     return spec;
   }
@@ -188,6 +206,7 @@ class Node : public GroupReplication {
   GroupRegistry groups_;
   std::vector<fanin::v1::Event> announced_;
   std::vector<ProgressMessage> progress_;
+  size_t fetches_ = 0;
   bool hold_fetches_ = false;
   std::deque<absl::AnyInvocable<void()>> held_fetches_;
 };
@@ -235,6 +254,14 @@ class Conn {
         Commit(MakeDataEvent(id_, 0, "default", "a", 1234, bytes));
     received_ += bytes.size();
     return seq;
+  }
+  uint64_t Close() {
+    fanin::v1::Event e;
+    e.set_connection_id(id_);
+    e.set_listener("default");
+    e.set_node("a");
+    e.mutable_closed()->set_bytes_received(received_);
+    return Commit(MakeEvent(e, 0));
   }
   uint64_t id() const { return id_; }
 
@@ -307,8 +334,9 @@ struct Reader {
   }
 };
 
-fanin::v1::GroupInfo Info(GroupRegistry& groups) {
-  auto list = groups.List("g");
+fanin::v1::GroupInfo Info(GroupRegistry& groups,
+                          absl::string_view group = "g") {
+  auto list = groups.List(group);
   return list.empty() ? fanin::v1::GroupInfo() : list[0];
 }
 
@@ -336,8 +364,9 @@ void ExpectWhole(const Stream& stream, uint64_t conn,
 
 // Both nodes have the same members, in the same order, with the same
 // number of connections each.
-void ExpectAgree(GroupRegistry& a, GroupRegistry& b) {
-  const fanin::v1::GroupInfo ia = Info(a), ib = Info(b);
+void ExpectAgree(GroupRegistry& a, GroupRegistry& b,
+                 absl::string_view group = "g") {
+  const fanin::v1::GroupInfo ia = Info(a, group), ib = Info(b, group);
   ASSERT_EQ(ia.members_size(), ib.members_size());
   for (int i = 0; i < ia.members_size(); ++i) {
     EXPECT_EQ(ia.members(i).member_id(), ib.members(i).member_id());
@@ -707,6 +736,260 @@ TEST(ClusterGroupTest, ALostNodesMembersHandOverFromTheirLastProgress) {
   ExpectInOrder({&x, &m});
   for (const Conn* c : conns) ExpectWhole(stream, c->id(), {&x, &m});
 }
+
+// Members that did not ask for Closed events: a connection that closed
+// before its handover is read back for the next member without its Closed,
+// as live routing leaves it out.
+TEST(ClusterGroupTest, AReadBackLeavesOutClosedEventsNotAskedFor) {
+  Stream stream;
+  Node a(&stream, "a", 1, 0);
+  Node b(&stream, "b", 2, 0);
+  Reader x{a.Join(1, {.closed = false})};
+  a.CommitAnnounced();
+  Reader m{b.Join(1, {.closed = false})};
+  b.CommitAnnounced();
+  Conn c1(&stream, 1), c2(&stream, 2);
+  c1.Open();  // x
+  c2.Open();  // m
+  x.Drain(a.groups());
+  m.Drain(b.groups());
+  const uint64_t data = c2.Data("m never reads this");
+  const uint64_t closed = c2.Close();
+  b.groups().Leave(m.member.get());
+  b.CommitAnnounced();
+  c1.Close();
+  x.Drain(a.groups());
+  EXPECT_EQ(x.Seqs(c2.id()), std::vector<uint64_t>{data})
+      << "c2's Closed (seq " << closed << ") was not asked for";
+  EXPECT_EQ(x.Seqs(c1.id()).size(), 1u) << "c1's Opened only";
+  ExpectAgree(a.groups(), b.groups());
+}
+
+// One lossless group's member on node a stops completing its write while
+// its group is far past its share of a's group queues (and past all of
+// them): another group's member on the same node still gets each event at
+// once (the router skips the slow group's events instead of stopping), and
+// the slow member, once it writes again, gets every event of its
+// connection from the stream, in order, none twice, without an Assigned
+// (the connection never left it). The slow group's member on node b, which
+// did not read either, reads back alike.
+TEST(ClusterGroupTest, ASlowGroupDoesNotDelayTheNodesOtherGroups) {
+  Stream stream;
+  constexpr size_t kQueueBytes = 12000;  // a share: 4000 (2 groups + 1)
+  Node a(&stream, "a", 1, 0, HubOptions{}.history_events, kQueueBytes);
+  Node b(&stream, "b", 2, 0, HubOptions{}.history_events, kQueueBytes);
+  Reader s{a.Join(1, {.group = "slow"})};
+  a.CommitAnnounced();
+  Reader r{b.Join(1, {.group = "slow"})};
+  b.CommitAnnounced();
+  Reader f{a.Join(2, {.group = "fast"})};
+  a.CommitAnnounced();
+  Conn c1(&stream, 1), c2(&stream, 2);
+  c1.Open();  // slow: s; fast: f
+  c2.Open();  // slow: r; fast: f
+  s.Drain(a.groups());
+  r.Drain(b.groups());
+  f.Drain(a.groups());
+  ASSERT_EQ(s.Seqs(c1.id()).size(), 1u);
+  ASSERT_EQ(r.Seqs(c2.id()).size(), 1u);
+  c1.Data("s writes this and never completes the write");
+  ASSERT_TRUE(s.ReadOnce(a.groups(), /*ack=*/false));
+  f.Drain(a.groups());
+  const std::string payload(1000, 'x');
+  size_t sent_bytes = 0;
+  for (int i = 0; i < 150; ++i) {
+    for (Conn* c : {&c1, &c2}) {
+      const uint64_t seq = c->Data(payload);
+      sent_bytes += payload.size();
+      f.Drain(a.groups());
+      const std::vector<uint64_t> got = f.Seqs(c->id());
+      ASSERT_FALSE(got.empty());
+      ASSERT_EQ(got.back(), seq)
+          << "f (group fast) waits for s (group slow) after " << sent_bytes
+          << " bytes";
+    }
+  }
+  ASSERT_GT(sent_bytes / 2, kQueueBytes) << "s alone is past every queue";
+  const fanin::v1::GroupInfo slow = Info(a.groups(), "slow");
+  ASSERT_EQ(slow.members_size(), 2);
+  EXPECT_LT(slow.members(0).queued_events(), 10u)
+      << "a queues only the slow group's share for s";
+  // s writes again: everything, read back from the stream a chunk (64 KiB,
+  // here 64 events) at a time, the next read waiting until s drained the
+  // group to half its share.
+  const size_t fetches = a.fetches();
+  a.groups().Written(s.member.get());
+  uint64_t most_queued = 0;
+  while (s.ReadOnce(a.groups())) {
+    most_queued = std::max<uint64_t>(
+        most_queued, Info(a.groups(), "slow").members(0).queued_events());
+  }
+  EXPECT_GE(a.fetches() - fetches, 3u);
+  EXPECT_LE(most_queued, 70u) << "one chunk at a time";
+  r.Drain(b.groups());
+  EXPECT_EQ(Info(a.groups(), "slow").members(0).queued_events(), 0u);
+  EXPECT_TRUE(s.assigned.empty()) << "c1 never left s";
+  EXPECT_TRUE(r.assigned.empty()) << "c2 never left r";
+  EXPECT_TRUE(s.Seqs(c2.id()).empty());
+  EXPECT_TRUE(r.Seqs(c1.id()).empty());
+  for (const Conn* c : {&c1, &c2}) {
+    ExpectWhole(stream, c->id(), {&s, &r});
+    ExpectWhole(stream, c->id(), {&f});
+  }
+  for (const Reader* x : {&s, &r}) {
+    for (const auto& [conn, events] : x->got) {
+      for (const auto& [seq, marked] : events) {
+        EXPECT_FALSE(marked) << "seq " << seq << ": nothing to mark";
+      }
+    }
+  }
+  ExpectInOrder({&s, &r, &f});
+  ExpectAgree(a.groups(), b.groups(), "slow");
+  ExpectAgree(a.groups(), b.groups(), "fast");
+  // Still s's and r's, and delivered live again.
+  const Reader* owner = OwnerOf(c1, {{&a, &s}, {&b, &r}});
+  EXPECT_EQ(owner, &s);
+  owner = OwnerOf(c2, {{&a, &s}, {&b, &r}});
+  EXPECT_EQ(owner, &r);
+}
+
+// The slow member leaves while a skipped its connection's events (and had
+// a write in flight): the connection goes to the next member, on node a
+// or on node b, which gets everything s may not have had, in order, what s
+// may have had marked.
+class ClusterGroupSkippedTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(ClusterGroupSkippedTest, AMemberLeavingWithSkippedEventsLosesNothing) {
+  Stream stream;
+  constexpr size_t kQueueBytes = 12000;
+  Node a(&stream, "a", 1, 0, HubOptions{}.history_events, kQueueBytes);
+  Node b(&stream, "b", 2, 0, HubOptions{}.history_events, kQueueBytes);
+  const bool same_node = GetParam() == 0;
+  Reader s{a.Join(1, {.group = "slow"})};
+  a.CommitAnnounced();
+  Reader r{b.Join(1, {.group = "slow"})};
+  b.CommitAnnounced();
+  Reader f{a.Join(2, {.group = "fast"})};
+  a.CommitAnnounced();
+  Conn c1(&stream, 1), c2(&stream, 2);
+  c1.Open();  // slow: s
+  c2.Open();  // slow: r
+  // Takes nothing now; c1 when s leaves (fewer connections than r).
+  std::optional<Reader> t;
+  if (same_node) {
+    t.emplace(Reader{a.Join(3, {.group = "slow"})});
+    a.CommitAnnounced();
+  }
+  s.Drain(a.groups());
+  r.Drain(b.groups());
+  f.Drain(a.groups());
+  c1.Data("in flight");
+  ASSERT_TRUE(s.ReadOnce(a.groups(), /*ack=*/false));
+  const std::string payload(1000, 'y');
+  for (int i = 0; i < 20; ++i) {
+    for (Conn* c : {&c1, &c2}) {
+      const uint64_t seq = c->Data(payload);
+      f.Drain(a.groups());
+      ASSERT_EQ(f.Seqs(c->id()).back(), seq);
+    }
+  }
+  a.groups().Leave(s.member.get());
+  for (Conn* c : {&c1, &c2}) c->Data("before s's MEMBER_LEFT");
+  a.CommitAnnounced();
+  for (Conn* c : {&c1, &c2}) c->Data("after");
+  Reader& next = same_node ? *t : r;
+  Node& next_node = same_node ? a : b;
+  next.Drain(next_node.groups());
+  r.Drain(b.groups());
+  f.Drain(a.groups());
+  ExpectAgree(a.groups(), b.groups(), "slow");
+  ExpectAgree(a.groups(), b.groups(), "fast");
+  const fanin::v1::Assigned* as = next.AssignedFor(c1.id());
+  ASSERT_NE(as, nullptr);
+  EXPECT_EQ(as->reason(), fanin::v1::ASSIGN_REASON_MEMBER_LEFT);
+  EXPECT_EQ(as->previous_node(), "a");
+  EXPECT_EQ(OwnerOf(c1, {{&next_node, &next}}), &next);
+  f.Drain(a.groups());  // the probe
+  std::vector<const Reader*> slow = {&s, &r};
+  if (t.has_value()) slow.push_back(&*t);
+  ExpectInOrder(slow);
+  ExpectInOrder({&f});
+  for (const Conn* c : {&c1, &c2}) {
+    ExpectWhole(stream, c->id(), slow);
+    ExpectWhole(stream, c->id(), {&f});
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(NextMemberOnEitherNode, ClusterGroupSkippedTest,
+                         ::testing::Values(0, 1), [](const auto& info) {
+                           return info.param == 0 ? "SameNode" : "OtherNode";
+                         });
+
+// A read-back of skipped events that takes several reads: (param 0) more
+// of the connection's events arrive while its first read runs, and wait
+// behind it past half the group's share, or (param 1) the member leaves
+// with a read chunk queued and the next read paused, and a member on the
+// same node takes the connection. Either way the next member gets every
+// event, in order.
+class ClusterGroupPausedReadTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(ClusterGroupPausedReadTest, GoesOnAndKeepsOrder) {
+  Stream stream;
+  constexpr size_t kQueueBytes = 12000;
+  Node a(&stream, "a", 1, 0, HubOptions{}.history_events, kQueueBytes);
+  Node b(&stream, "b", 2, 0, HubOptions{}.history_events, kQueueBytes);
+  const bool leave = GetParam() == 1;
+  Reader s{a.Join(1, {.group = "slow"})};
+  a.CommitAnnounced();
+  Reader f{a.Join(2, {.group = "fast"})};
+  a.CommitAnnounced();
+  Conn c1(&stream, 1);
+  c1.Open();                               // slow: s
+  Reader t{a.Join(3, {.group = "slow"})};  // takes c1 if s leaves
+  a.CommitAnnounced();
+  Reader r{b.Join(1, {.group = "slow"})};
+  b.CommitAnnounced();
+  s.Drain(a.groups());
+  f.Drain(a.groups());
+  c1.Data("in flight");
+  ASSERT_TRUE(s.ReadOnce(a.groups(), /*ack=*/false));
+  const std::string payload(1000, 'z');
+  for (int i = 0; i < 200; ++i) c1.Data(payload);  // skipped: 3 reads back
+  a.HoldFetches();
+  a.groups().Written(s.member.get());
+  s.Drain(a.groups());  // the read-back started
+  ASSERT_EQ(a.held_fetches(), 1u);
+  if (!leave) {
+    // Wait behind the read (until the group is over its share again).
+    for (int i = 0; i < 20; ++i) c1.Data(payload);
+  }
+  a.RunFetches();  // one chunk; the next read waits for the drain
+  if (leave) {
+    ASSERT_TRUE(s.ReadOnce(a.groups()));  // some of the chunk
+    a.groups().Leave(s.member.get());
+    a.CommitAnnounced();
+    for (int i = 0; i < 5; ++i) c1.Data(payload);
+  }
+  Reader& next = leave ? t : s;
+  for (int i = 0; i < 50 && next.ReadOnce(a.groups()); ++i) {
+  }
+  next.Drain(a.groups());
+  for (int i = 0; i < 5; ++i) c1.Data("after");
+  next.Drain(a.groups());
+  r.Drain(b.groups());
+  f.Drain(a.groups());
+  ExpectAgree(a.groups(), b.groups(), "slow");
+  ExpectInOrder({&s, &t, &r, &f});
+  ExpectWhole(stream, c1.id(), {&s, &t, &r});
+  ExpectWhole(stream, c1.id(), {&f});
+  EXPECT_EQ(OwnerOf(c1, {{&a, &next}}), &next);
+}
+
+INSTANTIATE_TEST_SUITE_P(HeldOrHandedOver, ClusterGroupPausedReadTest,
+                         ::testing::Values(0, 1), [](const auto& info) {
+                           return info.param == 0 ? "EventsWaitBehindIt"
+                                                  : "MemberLeaves";
+                         });
 
 }  // namespace
 }  // namespace fanin::fanout
