@@ -237,6 +237,11 @@ struct GroupRegistry::Group {
   // they drain only once their read is done, so a paused read must not
   // wait for them.
   int64_t waiting_bytes ABSL_GUARDED_BY(mu) = 0;
+  // Of held_bytes, those in members' writes in flight: one write each, of
+  // at most a batch, and a stuck one (a member that stopped reading) holds
+  // its bytes until --subscriber_stall_timeout. Not counted against the
+  // share: a group must not skip for a write it cannot shorten.
+  int64_t writing_bytes ABSL_GUARDED_BY(mu) = 0;
   bool over ABSL_GUARDED_BY(mu) = false;
   size_t skipped ABSL_GUARDED_BY(mu) = 0;
 
@@ -331,25 +336,28 @@ struct GroupRegistry::Group {
   void Charge(int64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     if (!spec.lossless) return;
     held_bytes += bytes;
-    registry->cluster_held_.fetch_add(bytes, std::memory_order_relaxed);
   }
   int64_t Share() const {
     return registry->cluster_share_.load(std::memory_order_relaxed);
   }
-  // The node's lossless group queues together are past
-  // cluster_queue_bytes: every lossless group skips (the router itself
-  // never stops: it must apply membership changes, which release queues).
-  bool TotalOver() const {
-    if (registry->cluster_held_.load(std::memory_order_relaxed) <=
-        static_cast<int64_t>(registry->options_.cluster_queue_bytes)) {
-      return false;
-    }
-    registry->cluster_forced_.store(true, std::memory_order_relaxed);
-    return true;
+  // What counts against the group's share: its queues, not its writes.
+  int64_t Queued() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    return held_bytes - writing_bytes;
   }
-  // ... and drained to half of it (not counting what waits behind reads
-  // from the stream: it drains only once they are done).
-  bool TotalDrained() const { return registry->ClusterTotalDrained(); }
+  // Cluster mode, lossless: whether the group skips its events (and pauses
+  // its reads from the stream): past its share, until drained to half of it.
+  // Its own share only: no group waits for another's queues to drain (a
+  // held member keeps its group's queue full until the stall timeout).
+  bool Over() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (!over && Queued() > Share()) over = true;
+    return over;
+  }
+  // Cluster mode, lossless: `bytes` of charged events went into (negative:
+  // out of) a member's write in flight.
+  void Writing(int64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (!cluster || !spec.lossless || bytes == 0) return;
+    writing_bytes += bytes;
+  }
   // Takes `c`'s skipped range out (it goes to another node's member, or
   // waits for one): the first seq skipped, 0 when none.
   uint64_t TakeSkipped(Conn& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
@@ -365,7 +373,6 @@ struct GroupRegistry::Group {
     if (item.charged && spec.lossless) {
       const auto bytes = static_cast<int64_t>(item.event->MemoryBytes());
       waiting_bytes += bytes;
-      registry->cluster_waiting_.fetch_add(bytes, std::memory_order_relaxed);
     }
     c.held.push_back(std::move(item));
   }
@@ -377,7 +384,6 @@ struct GroupRegistry::Group {
       if (item.charged && spec.lossless) {
         const auto bytes = static_cast<int64_t>(item.event->MemoryBytes());
         waiting_bytes -= bytes;
-        registry->cluster_waiting_.fetch_sub(bytes, std::memory_order_relaxed);
       }
     }
     return out;
@@ -511,8 +517,7 @@ struct GroupRegistry::Group {
       // Over its share, the group's events are skipped rather than the
       // router stopped for every group; a connection skipped once stays so
       // until its read-back starts (its events must stay in order).
-      if (!over && (held_bytes > Share() || TotalOver())) over = true;
-      if (over || c.skipped_from != 0) {
+      if (Over() || c.skipped_from != 0) {
         if (c.skipped_from == 0) {
           c.skipped_from = e->seq;
           ++skipped;
@@ -816,6 +821,8 @@ struct GroupRegistry::Group {
       out->events.push_back(item.event);
       --c.queued;
       ++c.in_write;
+      if (item.charged)
+        Writing(static_cast<int64_t>(item.event->MemoryBytes()));
       m->in_flight.push_back(std::move(item));
       m->queue.pop_front();
     }
@@ -856,6 +863,11 @@ struct GroupRegistry::Group {
       tail.push_back(std::move(item));
     };
     std::for_each(m->recent.begin(), m->recent.end(), take_written);
+    for (const Item& item : m->in_flight) {
+      if (item.charged) {
+        Writing(-static_cast<int64_t>(item.event->MemoryBytes()));
+      }
+    }
     std::for_each(m->in_flight.begin(), m->in_flight.end(), take_written);
     redelivered += again;
     registry->redelivered_.fetch_add(again, std::memory_order_relaxed);
@@ -1084,9 +1096,7 @@ struct GroupRegistry::Group {
   // later events held until merged, as for a handover.
   void MaybeResume(Jobs* jobs) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     if (over) {
-      if ((held_bytes - waiting_bytes) * 2 > Share() || !TotalDrained()) {
-        return;
-      }
+      if ((Queued() - waiting_bytes) * 2 > Share()) return;
       over = false;
       for (auto& [id, job] : backfills) {
         if (job.paused) {
@@ -1344,6 +1354,7 @@ struct GroupRegistry::Group {
         MaybeErase(it->second);
       }
     }
+    Writing(-static_cast<int64_t>(bytes));
     Release(bytes);
     if (cluster) {
       // Tells the other nodes how far a handover of this member reads back.
@@ -1726,44 +1737,6 @@ void GroupRegistry::Written(Member* member) {
     if (g->over) g->MaybeResume(&jobs);
   }
   for (uint64_t id : jobs) Backfill(g, id);
-  // Cluster mode: groups that skipped because the node's queues together
-  // were full go on once writes drained them to half.
-  if (cluster_ != nullptr && cluster_forced_.load(std::memory_order_relaxed) &&
-      g->TotalDrained()) {
-    ClusterResumeAll();
-  }
-}
-
-bool GroupRegistry::ClusterTotalDrained() const {
-  return (cluster_held_.load(std::memory_order_relaxed) -
-          cluster_waiting_.load(std::memory_order_relaxed)) *
-             2 <=
-         static_cast<int64_t>(options_.cluster_queue_bytes);
-}
-
-void GroupRegistry::ClusterResumeIfDrained() {
-  // Queues released without a write (a member left, or was ended) can drain
-  // the node's total too: the groups that skipped for it go on now, not at
-  // the next write or event (a quiet node may have neither).
-  if (cluster_forced_.load(std::memory_order_relaxed) &&
-      ClusterTotalDrained()) {
-    ClusterResumeAll();
-  }
-}
-
-void GroupRegistry::ClusterResumeAll() {
-  std::vector<std::pair<std::shared_ptr<Group>, uint64_t>> jobs;
-  {
-    absl::MutexLock lock(&mu_);
-    if (!cluster_forced_.exchange(false, std::memory_order_relaxed)) return;
-    for (auto& [name, g] : groups_) {
-      absl::MutexLock group_lock(&g->mu);
-      Group::Jobs ids;
-      g->MaybeResume(&ids);
-      for (uint64_t id : ids) jobs.push_back({g, id});
-    }
-  }
-  for (auto& [g, id] : jobs) Backfill(g, id);
 }
 
 void GroupRegistry::Kick(Member* member) {
@@ -1934,7 +1907,6 @@ void GroupRegistry::ClusterRoute(bool hub_wake) {
   RunWakes(&wakes);
   if (fetch_from.has_value()) ClusterFetch(*fetch_from);
   for (auto& [g, id] : jobs) Backfill(g, id);
-  ClusterResumeIfDrained();
 }
 
 void GroupRegistry::ClusterRouteLocked(WakeList* wakes) {
@@ -2022,7 +1994,6 @@ void GroupRegistry::ClusterOnFetched(
   RunWakes(&wakes);
   if (fetch_from.has_value()) ClusterFetch(*fetch_from);
   for (auto& [g, id] : jobs) Backfill(g, id);
-  ClusterResumeIfDrained();
 }
 
 void GroupRegistry::ClusterRouteOne(const EventPtr& e, WakeList* wakes) {
@@ -2498,8 +2469,7 @@ void GroupRegistry::OnBackfill(
       const uint64_t before = job.next;
       job.next = std::max(job.next, fetched->next_seq);
       again = job.next <= job.to && job.next > before;
-      if (again && g->spec.lossless &&
-          (g->over || g->held_bytes > g->Share() || g->TotalOver())) {
+      if (again && g->spec.lossless && g->Over()) {
         // Over its share: the next read waits until the group drained.
         g->over = true;
         job.paused = true;

@@ -135,14 +135,14 @@ struct GroupOptions {
   size_t redelivery_bytes = size_t{1} << 20;
   // Cluster mode (null: standalone). Not owned.
   GroupReplication* replication = nullptr;
-  // Cluster mode: events queued for this node's members of lossless groups,
-  // at most. Each lossless group has a share of it (cluster_queue_bytes /
-  // (lossless groups + 1)); past its share a group's events are not queued
-  // but read back from the cluster's stream once its members drained it to
-  // half, so a slow group delays only its own members. Past the whole of
-  // it every lossless group skips until the queues drained to half; the
-  // registry never stops reading (membership changes must apply). Nothing
-  // pauses.
+  // Cluster mode: events queued for this node's members of lossless groups.
+  // Each lossless group has a share of it (cluster_queue_bytes / (lossless
+  // groups + 1)); past its share a group's events are not queued but read
+  // back from the cluster's stream once its members drained it to half, so
+  // a slow group delays only its own members. Beyond the shares: members'
+  // writes in flight (one batch each) and one read chunk per read-back
+  // running. The registry never stops reading (membership changes must
+  // apply); nothing pauses.
   size_t cluster_queue_bytes = size_t{64} << 20;
 };
 
@@ -269,12 +269,6 @@ class GroupRegistry {
   void ClusterRoute(bool hub_wake);
   void ClusterRouteLocked(WakeList* wakes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UpdateClusterShare() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ClusterResumeAll();
-  // The node's lossless group queues are at most half of
-  // cluster_queue_bytes (not counting what waits behind reads from the
-  // stream).
-  bool ClusterTotalDrained() const;
-  void ClusterResumeIfDrained();
   void ClusterFetch(uint64_t from);
   void ClusterOnFetched(uint64_t from,
                         absl::StatusOr<GroupReplication::Fetched> fetched);
@@ -304,19 +298,10 @@ class GroupRegistry {
   absl::btree_map<std::string, std::shared_ptr<Group>> groups_
       ABSL_GUARDED_BY(mu_);
   std::unique_ptr<Cluster> cluster_;  // cluster mode only
-  // Cluster mode: bytes of events queued for this node's members of
-  // lossless groups (GroupOptions::cluster_queue_bytes).
-  std::atomic<int64_t> cluster_held_{0};
   // Cluster mode: what one lossless group may queue before the router skips
   // its events (to read them back later) instead of stopping for every
   // group: cluster_queue_bytes / (lossless groups + 1).
   std::atomic<int64_t> cluster_share_{0};
-  // Cluster mode: of cluster_held_, the bytes waiting behind reads from the
-  // stream; and whether the node's queues together were past
-  // cluster_queue_bytes (every lossless group skipping) since they last
-  // drained.
-  std::atomic<int64_t> cluster_waiting_{0};
-  std::atomic<bool> cluster_forced_{false};
 };
 
 }  // namespace fanin::fanout

@@ -75,6 +75,23 @@ struct Clients {
       sent[i] += line;
     }
   }
+  // Every client (of `only_node`, or all) sends `bytes` bytes of round
+  // `round`.
+  void SendBytes(int round, size_t bytes, int only_node = -1) {
+    for (size_t i = 0; i < clients.size(); ++i) {
+      if (only_node >= 0 && node[i] != only_node) continue;
+      std::string chunk(bytes, static_cast<char>('a' + (i + round) % 26));
+      chunk.replace(0, 0, absl::StrCat("client ", i, " round ", round, " "));
+      chunk.resize(bytes);
+      ASSERT_TRUE(clients[i].SendAll(chunk).ok());
+      sent[i] += chunk;
+    }
+  }
+  size_t SentBytes() const {
+    size_t n = 0;
+    for (const std::string& s : sent) n += s.size();
+    return n;
+  }
   void CloseAll(int only_node = -1) {
     for (size_t i = 0; i < clients.size(); ++i) {
       if (only_node >= 0 && node[i] != only_node) continue;
@@ -333,6 +350,76 @@ TEST_F(GroupsTest, ANodeKilledHandsItsMembersConnectionsOver) {
     if (HasFailure()) break;
   }
   EXPECT_GT(moved, 0);
+}
+
+// A slow member holds up only its own group: the node's group queues have a
+// share per group, and past it that group's events are read back from the
+// stream later instead of the node's router stopping for every group.
+TEST_F(GroupsTest, ASlowGroupDoesNotHoldUpAnotherGroupOnItsNode) {
+  constexpr int kClients = 20;
+  // A node whose group queues may hold 64 KiB in all, a third of it per
+  // group (joining now, before the groups below are founded), where no stall
+  // ends a held member.
+  auto small = testing::StartClusterNode(
+      *nats_, "d",
+      {"--cluster_storage=memory", "--cluster_node_timeout=3s",
+       "--drain_timeout=2s", "--subscriber_queue_bytes=65536",
+       "--subscriber_stall_timeout=300s"});
+  ASSERT_TRUE(small.ok()) << small.status();
+  const std::string d = (*small)->grpc_address();
+  std::vector<std::unique_ptr<Subscriber>> slow, fast;
+  slow.push_back(Subscriber::Start(d, GroupRequest("slow")));
+  fast.push_back(Subscriber::Start(d, GroupRequest("fast")));
+  ASSERT_TRUE(slow[0]->WaitStarted(Deadline()).ok());
+  ASSERT_TRUE(fast[0]->WaitStarted(Deadline()).ok());
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return GroupInfoOf(d, "slow").members_size() == 1 &&
+               GroupInfoOf(d, "fast").members_size() == 1;
+      },
+      Deadline()));
+  Clients clients;
+  for (int i = 0; i < kClients; ++i) {
+    clients.Connect((*small)->listen_address().value(), 3);
+  }
+  clients.Send(0);
+  const size_t first = clients.SentBytes();
+  ASSERT_TRUE(slow[0]->WaitUntil(
+      [&](const Subscriber::State& s) { return s.data_bytes == first; },
+      Deadline()));
+  slow[0]->Hold();
+  // 8 MB: far more than the held member's HTTP/2 window takes.
+  for (int round = 1; round <= 40; ++round) clients.SendBytes(round, 10000);
+  const size_t total = clients.SentBytes();
+  EXPECT_TRUE(fast[0]->WaitUntil(
+      [&](const Subscriber::State& s) { return s.data_bytes == total; },
+      Deadline(absl::Seconds(60))))
+      << "the fast group's member got " << fast[0]->Snapshot().data_bytes
+      << " of " << total << " bytes while the slow group's was held; fast: "
+      << GroupInfoOf(d, "fast").ShortDebugString()
+      << "; slow: " << GroupInfoOf(d, "slow").ShortDebugString();
+  EXPECT_LT(slow[0]->Snapshot().data_bytes, total / 2)
+      << "the slow member was not held up: this test shows nothing";
+  slow[0]->Release();
+  clients.CloseAll();
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return CountClosed(slow) == kClients && CountClosed(fast) == kClients;
+      },
+      Deadline(absl::Seconds(90))))
+      << "slow has " << slow[0]->Snapshot().data_bytes << " of " << total;
+  for (auto* group : {&slow, &fast}) {
+    std::vector<Subscriber::State> states = Snapshots(*group);
+    Analysis a = Analyze(states);
+    ExpectNoErrors(a);
+    std::vector<uint64_t> ids = IdsOf(clients, states);
+    for (int i = 0; i < kClients; ++i) {
+      ASSERT_NE(ids[i], 0u);
+      ExpectWholeLife(a, ids[i], clients.sent[i]);
+      EXPECT_TRUE(a.assigned[ids[i]].empty()) << "never moved";
+      if (HasFailure()) return;
+    }
+  }
 }
 
 TEST_F(GroupsTest, MismatchedRequestsAcrossNodesAreRefused) {
