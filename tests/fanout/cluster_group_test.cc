@@ -853,6 +853,34 @@ TEST(ClusterGroupTest, ASlowGroupDoesNotDelayTheNodesOtherGroups) {
   EXPECT_EQ(owner, &r);
 }
 
+// A member's write in flight does not count against its group's share: a
+// batch still being written (a stuck one stays until the stall timeout)
+// does not make the group skip the events that follow and read them back
+// from the stream.
+TEST(ClusterGroupTest, AWriteInFlightDoesNotCountAgainstTheShare) {
+  Stream stream;
+  constexpr size_t kQueueBytes = 12000;  // a share: 6000 (1 group + 1)
+  Node a(&stream, "a", 1, 0, HubOptions{}.history_events, kQueueBytes);
+  Reader w{a.Join(1, {.group = "g"})};
+  a.CommitAnnounced();
+  Conn c1(&stream, 1);
+  c1.Open();
+  w.Drain(a.groups());
+  const std::string payload(1000, 'x');
+  for (int i = 0; i < 4; ++i) c1.Data(payload);  // ~5 KB, under the share
+  ASSERT_TRUE(w.ReadOnce(a.groups(), /*ack=*/false));
+  ASSERT_EQ(w.Seqs(c1.id()).size(), 5u) << "Opened and 4 in one write";
+  uint64_t last = 0;
+  for (int i = 0; i < 4; ++i) last = c1.Data(payload);  // queued behind it
+  const size_t fetches = a.fetches();
+  a.groups().Written(w.member.get());
+  w.Drain(a.groups());
+  EXPECT_EQ(w.Seqs(c1.id()).back(), last);
+  EXPECT_EQ(a.fetches(), fetches)
+      << "the group skipped and read back: its write counted";
+  ExpectWhole(stream, c1.id(), {&w});
+}
+
 // The slow member leaves while a skipped its connection's events (and had
 // a write in flight): the connection goes to the next member, on node a
 // or on node b, which gets everything s may not have had, in order, what s
