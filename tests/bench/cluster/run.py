@@ -6,7 +6,8 @@ Usually started through run.sh, which builds everything with -c opt first:
 
     tests/bench/cluster/run.sh [--rounds=3] [--storage=file] [--nice=-10]
 
-Parts (all by default, or --parts=ingest,latency,write):
+Parts (ingest, latency and write by default; groups only when asked, e.g.
+--parts=groups or --parts=ingest,latency,write,groups):
 
 - ingest: 1,000 connections x 64-byte messages as fast as the load generator can
   (tests/bench/e2e/loadgen) into standalone fanin, into one cluster node, and into
@@ -22,6 +23,17 @@ Parts (all by default, or --parts=ingest,latency,write):
 - write: cross_write on two nodes: Write on node B for node A's connection until
   the bytes reach the raw client, the same Write on A, and the bare NATS
   request-reply round trip, interleaved in one process.
+- groups (not in the default parts: about 25 s per round): 999 connections
+  spread over three nodes at max rate, (a) one plain lossless subscriber on each
+  node (each sees every event) against (b) one lossless worker-pool group "bench"
+  with one member on each node (the members split the connections); rounds
+  alternate the two. A group run ends as the e2e groups scenario does: when
+  ListGroups on every node shows the group holding no connection and nothing
+  queued. Figures: messages/s of the three subscribers or members together, the
+  three nodes' CPU per event, connections per member, and the checks (every
+  message sent delivered once across the members, each connection whole and in
+  order on one member). Run it with
+      tests/bench/cluster/run.sh --parts=groups --rounds=3 --nice=-10
 
 --fanin_b=PATH[=LABEL] runs every cluster measurement a second time with another
 fanin_server binary, alternated with the built one (the A/B of a server change).
@@ -38,6 +50,7 @@ import importlib.util
 import os
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -188,13 +201,15 @@ class Bench:
         proc.metrics = m.group(1) if m else None
         return proc
 
-    def subscriber(self, server, expect, name="sub", cdf=None):
+    def subscriber(self, server, expect, name="sub", cdf=None, group=""):
         ready = self.path(f"{name}.ready")
         argv = [self.exe("e2e", "subscriber"), f"--server={server.grpc}",
                 f"--expect_connections={expect}", "--message_bytes=64", "--timeout=150",
                 f"--ready_file={ready}"]
         if cdf:
             argv.append(f"--latency_cdf={cdf}")
+        if group:
+            argv.append(f"--group={group}")
         proc = Proc(name, argv, self.work)
         wait_file(ready, 30, proc)
         return proc
@@ -233,6 +248,122 @@ class Bench:
         subprocess.run([self.exe("cluster", "jetstream_floor"), f"--nats={self.broker.url}",
                         f"--delete_streams={names}"], check=False, timeout=60,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stub(self, addr):
+        """A python gRPC stub (//proto:fanin_py_grpc); only the groups part needs it."""
+        proto = os.path.join(self.bin, "proto")
+        if proto not in sys.path:
+            sys.path.insert(0, proto)
+        import grpc  # pylint: disable=import-outside-toplevel
+        from fanin.v1 import fanin_pb2, fanin_pb2_grpc  # pylint: disable=import-outside-toplevel
+        channel = grpc.insecure_channel(addr)
+        return fanin_pb2, fanin_pb2_grpc.FanInStub(channel), channel
+
+    # -- one groups run each
+
+    def groups_run(self, grouped):
+        """Three nodes, the connections spread over them at max rate; one plain
+        subscriber per node (grouped False) or one member of group "bench" per node."""
+        cluster = self.new_cluster()
+        servers, subs, gens, channels = [], [], [], []
+        conns = self.a.group_connections
+        try:
+            servers = [self.start_server(f"node{i}", cluster, f"n{i}") for i in range(3)]
+            subs = [self.subscriber(s, 0 if grouped else conns,
+                                    f"member{i}" if grouped else f"sub{i}",
+                                    group="bench" if grouped else "")
+                    for i, s in enumerate(servers)]
+            pids = [s.pid for s in servers]
+            cpu0 = [cpu_seconds(p) for p in pids]
+            base = 0
+            for i, server in enumerate(servers):
+                n = conns // 3 + (1 if i < conns % 3 else 0)
+                gens.append(self.loadgen(server, n, 0, index_base=base))
+                base += n
+            sent = [g.wait_line("done", self.a.duration + 150) for g in gens]
+            if grouped:
+                stubs = []
+                for s in servers:
+                    pb, stub, channel = self.stub(s.grpc)
+                    channels.append(channel)
+                    stubs.append(stub)
+                # Members do not know their share: the run ends when every node's view
+                # of the group holds nothing (every connection closed and routed, nothing
+                # queued); each node knows the delivered count of its own member only.
+                deadline = time.monotonic() + 150
+                while True:
+                    views = [st.ListGroups(pb.ListGroupsRequest(group="bench"),
+                                           timeout=10).groups for st in stubs]
+                    views = [v[0] for v in views if v]
+                    delivered = sum(m.delivered_events for g in views for m in g.members)
+                    if (len(views) == 3 and delivered > 0
+                            and all(g.connections == 0 and g.queued_events == 0
+                                    for g in views)):
+                        break
+                    if time.monotonic() > deadline:
+                        raise HarnessError(f"group not drained: {views}")
+                    time.sleep(0.05)
+                cpu = [cpu_seconds(p) - c for p, c in zip(pids, cpu0)]
+                handovers = max(g.handovers for g in views)
+                # What the nodes wrote may still be on its way to the members.
+                time.sleep(1)
+                for s in subs:
+                    s.p.send_signal(signal.SIGTERM)
+                dones = [s.wait_line("done", 60) for s in subs]
+            else:
+                dones = [s.wait_line("done", 150) for s in subs]
+                cpu = [cpu_seconds(p) - c for p, c in zip(pids, cpu0)]
+                handovers = 0
+        finally:
+            for channel in channels:
+                channel.close()
+            stop(gens + subs + servers)
+            self.delete_cluster(cluster)
+        sent_messages = sum(g["sent_messages"] for g in sent)
+        failed = sum(g["failed_connections"] for g in sent)
+        if grouped:
+            total = sum(d["messages"] for d in dones)
+            span = max(d["elapsed_s"] for d in dones) or float("nan")
+            events = sum(d["events"] for d in dones)
+            why = []
+            if total != sent_messages:
+                why.append(f"members received {total} of {sent_messages} messages")
+            for i, d in enumerate(dones):
+                if d["errors"]:
+                    why.append(f"member {i}: {d['errors']} order errors: {d['first_error']}")
+                if d["gaps"] or d["gap_lost"]:
+                    why.append(f"member {i}: {d['gaps']} gaps, {d['gap_lost']} lost")
+                if d["timed_out"]:
+                    why.append(f"member {i} timed out")
+            opened = sum(d["opened"] for d in dones)
+            closed = sum(d["closed"] for d in dones)
+            seen = sum(d["connections_seen"] for d in dones)
+            if not opened == closed == seen == conns:
+                why.append(f"members saw {opened} opened, {closed} closed, {seen} connections "
+                           f"with data of {conns}")
+            if failed:
+                why.append(f"{failed} connections failed")
+            status = "ok" if not why else "FAIL: " + "; ".join(why)
+            messages_per_s = total / span
+            per_member = [d["closed"] for d in dones]
+        else:
+            events = dones[0]["events"]
+            messages_per_s = sum(d["messages_per_s"] for d in dones)
+            bad = [c for c in (check(d, sent_messages, failed) for d in dones) if c != "ok"]
+            status = "ok" if not bad else bad[0]
+            per_member = [conns] * 3
+        return {
+            "sent": sent_messages,
+            "messages_per_s": messages_per_s,
+            "events": events,
+            "fanin_cpu_s": sum(cpu),
+            "fanin_us_per_event": sum(cpu) * 1e6 / max(1, events),
+            "per_member": per_member,
+            "redelivered": sum(d.get("redelivered", 0) for d in dones),
+            "handovers": handovers,
+            "sub_cpu_s": sum(d["cpu_s"] for d in dones),
+            "check": status,
+        }
 
     # -- one ingest run each
 
@@ -559,6 +690,51 @@ def latency_run(b, system):
     return out
 
 
+def part_groups(b, rep):
+    a = b.a
+    n = a.group_connections
+    rep.add(f"### Worker-pool groups across nodes: {n} connections x 64 B spread over three "
+            f"nodes, load generator as fast as it can for {a.duration} s; one plain lossless "
+            "subscriber on each node against a lossless group of one member on each node; "
+            f"storage {a.storage}")
+    rep.add()
+    results = {}
+    for rnd in range(a.rounds):
+        order = [False, True] if rnd % 2 == 0 else [True, False]
+        for grouped in order:
+            key = "group" if grouped else "plain"
+            r = attempt(b, f"groups {key}", b.groups_run, grouped)
+            if r is None:
+                continue
+            results.setdefault(key, []).append(r)
+            print(f"  round {rnd + 1}: {key}: {r['messages_per_s'] / 1e3:.1f}k msgs/s, "
+                  f"{r['fanin_us_per_event']:.2f} µs/event, per member {r['per_member']}, "
+                  f"{r['check']}", file=sys.stderr, flush=True)
+    rep.raw["groups"] = results
+    rep.add("| case | messages/s at the subscribers (total) | server CPU µs/event (3 nodes) "
+            "| connections per subscriber/member | events redelivered | subscribers' CPU s "
+            "| check |")
+    rep.add("| --- | --- | --- | --- | --- | --- | --- |")
+    labels = {"plain": "3 plain subscribers, one per node (each sees all)",
+              "group": "group of 3, one member per node (split)"}
+    for key, label in labels.items():
+        runs = results.get(key)
+        if not runs:
+            continue
+        splits = sorted({" / ".join(str(x) for x in r["per_member"]) for r in runs})
+        rep.add(f"| {label} | {spread([r['messages_per_s'] for r in runs])} | "
+                f"{spread([r['fanin_us_per_event'] for r in runs], 2)} | {'; '.join(splits)} | "
+                f"{sum(r['redelivered'] for r in runs)} | "
+                f"{spread([r['sub_cpu_s'] for r in runs], 2)} | {checks(runs)} |")
+    rep.add()
+    plain, group = results.get("plain"), results.get("group")
+    if plain and group:
+        ratio = (median([r["fanin_us_per_event"] for r in group])
+                 / median([r["fanin_us_per_event"] for r in plain]))
+        rep.add(f"- server CPU per event, group of 3 across nodes / 3 plain subscribers: "
+                f"{ratio:.2f}x")
+
+
 def part_write(b, rep):
     a = b.a
     rep.add(f"### Cross-node Write: {a.write_samples} samples of each kind per round, "
@@ -661,6 +837,8 @@ def main():
                    help="--cluster_storage of every node and the floor's stream")
     p.add_argument("--no_three", dest="three", action="store_false",
                    help="ingest: leave out the three-node rounds")
+    p.add_argument("--group_connections", type=int, default=999,
+                   help="groups: connections (spread over the three nodes)")
     p.add_argument("--write_samples", type=int, default=1000)
     p.add_argument("--write_interval_ms", type=float, default=1)
     p.add_argument("--write_bytes", type=int, default=16)
@@ -703,7 +881,8 @@ def main():
                 "nothing, only the checks do.")
     rep.add()
     status = 0
-    parts = {"ingest": part_ingest, "latency": part_latency, "write": part_write}
+    parts = {"ingest": part_ingest, "latency": part_latency, "write": part_write,
+             "groups": part_groups}
     try:
         for name in a.parts.split(","):
             start = time.monotonic()
@@ -718,7 +897,8 @@ def main():
         b.broker.stop()
         Proc.stop_all()
         if not a.smoke:
-            rep.save("cluster")
+            # A groups-only run keeps the recorded full run's results beside it.
+            rep.save("cluster-groups" if a.parts == "groups" else "cluster")
         if b.failed or status:
             print(f"work directory kept: {b.work}", file=sys.stderr)
         else:

@@ -7,6 +7,7 @@
 #   tests/bench/cluster/run.sh [run.py flags]
 #   e.g. tests/bench/cluster/run.sh --rounds=3 --nice=-10
 #        tests/bench/cluster/run.sh --parts=write --storage=memory
+#        tests/bench/cluster/run.sh --parts=groups --rounds=3 --nice=-10
 #
 # Set FANIN_BAZEL_OUTPUT_BASE to build in your own Bazel output base (shared machines).
 set -euo pipefail
@@ -18,6 +19,7 @@ bazel_cmd=(bazel)
 cache=(--disk_cache="${HOME:-/root}/.cache/fanin-bazel-disk")
 
 "${bazel_cmd[@]}" build -c opt "${cache[@]}" //server:fanin_server //tests/bench/e2e:loadgen \
-  //tests/bench/e2e:subscriber //tests/bench/cluster:jetstream_floor //tests/bench/cluster:cross_write
+  //tests/bench/e2e:subscriber //tests/bench/cluster:jetstream_floor //tests/bench/cluster:cross_write \
+  //proto:fanin_py_grpc
 bin_dir="$("${bazel_cmd[@]}" info -c opt bazel-bin 2>/dev/null)"
 exec /usr/bin/python3 tests/bench/cluster/run.py --bin_dir="$bin_dir" "$@"
