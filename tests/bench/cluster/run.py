@@ -66,6 +66,7 @@ e2e = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(e2e)
 Proc, HarnessError, wait_file, cpu_seconds = (e2e.Proc, e2e.HarnessError, e2e.wait_file,
                                               e2e.cpu_seconds)
+wait_members_read = e2e.wait_members_read
 
 
 def nats_server_path():
@@ -201,7 +202,7 @@ class Bench:
         proc.metrics = m.group(1) if m else None
         return proc
 
-    def subscriber(self, server, expect, name="sub", cdf=None, group=""):
+    def subscriber(self, server, expect, name="sub", cdf=None, group="", progress=None):
         ready = self.path(f"{name}.ready")
         argv = [self.exe("e2e", "subscriber"), f"--server={server.grpc}",
                 f"--expect_connections={expect}", "--message_bytes=64", "--timeout=150",
@@ -210,6 +211,8 @@ class Bench:
             argv.append(f"--latency_cdf={cdf}")
         if group:
             argv.append(f"--group={group}")
+        if progress:
+            argv.append(f"--progress_file={progress}")
         proc = Proc(name, argv, self.work)
         wait_file(ready, 30, proc)
         return proc
@@ -269,9 +272,11 @@ class Bench:
         conns = self.a.group_connections
         try:
             servers = [self.start_server(f"node{i}", cluster, f"n{i}") for i in range(3)]
+            progress = [self.path(f"member{i}.progress") for i in range(3)]
             subs = [self.subscriber(s, 0 if grouped else conns,
                                     f"member{i}" if grouped else f"sub{i}",
-                                    group="bench" if grouped else "")
+                                    group="bench" if grouped else "",
+                                    progress=progress[i] if grouped else None)
                     for i, s in enumerate(servers)]
             pids = [s.pid for s in servers]
             cpu0 = [cpu_seconds(p) for p in pids]
@@ -305,8 +310,12 @@ class Bench:
                     time.sleep(0.05)
                 cpu = [cpu_seconds(p) - c for p, c in zip(pids, cpu0)]
                 handovers = max(g.handovers for g in views)
-                # What the nodes wrote may still be on its way to the members.
-                time.sleep(1)
+                # What the nodes wrote may still be on its way to the members: they
+                # are stopped once they have read every event written to them
+                # (each node counts only its own member's writes).
+                wait_members_read(progress, sum(
+                    m.delivered_events for i, g in enumerate(views) for m in g.members
+                    if m.node == f"n{i}"))
                 for s in subs:
                     s.p.send_signal(signal.SIGTERM)
                 dones = [s.wait_line("done", 60) for s in subs]

@@ -149,6 +149,27 @@ def wait_file(path, timeout, proc=None):
     raise HarnessError(f"{path} did not appear within {timeout}s")
 
 
+def wait_members_read(progress_files, written, timeout=60):
+    """Waits until a group's member subscribers (their --progress_file) have
+    received together as many events as the server wrote to them (`written`,
+    the sum of ListGroups' delivered_events; none can receive more than was
+    written to it), so stopping them loses nothing still on its way."""
+    deadline = time.monotonic() + timeout
+    got = []
+    while time.monotonic() < deadline:
+        got = []
+        for path in progress_files:
+            try:
+                with open(path) as f:
+                    got.append(int(f.read().strip() or 0))
+            except (OSError, ValueError):
+                got.append(0)
+        if sum(got) >= written:
+            return
+        time.sleep(0.01)  # polling the files, bounded by the deadline
+    raise HarnessError(f"members received {got} of the {written} events written to them")
+
+
 def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -204,7 +225,8 @@ class Harness:
             argv.append(f"--hold={hold}")
         return Proc("loadgen", argv, self.work)
 
-    def subscriber(self, server, expect, py=False, name="sub", cdf=None, group=""):
+    def subscriber(self, server, expect, py=False, name="sub", cdf=None, group="",
+                   progress=None):
         ready = self.path(f"{name}.ready")
         if py:
             argv = ["/usr/bin/python3", os.path.join(HERE, "subscriber.py"),
@@ -220,6 +242,8 @@ class Harness:
             argv.append(f"--max_batch_events={self.args.max_batch_events}")
         if group:
             argv.append(f"--group={group}")
+        if progress:
+            argv.append(f"--progress_file={progress}")
         proc = Proc(name, argv, self.work)
         proc.ready_file = ready
         return proc
@@ -353,7 +377,9 @@ class Harness:
         server, addrs = self.start_fanin(poller)
         pb, stub, channel = self.stub(addrs["grpc"])
         try:
-            subs = [self.subscriber(addrs["grpc"], 0, name=f"member{i}", group="bench")
+            progress = [self.path(f"member{i}.progress") for i in range(members)]
+            subs = [self.subscriber(addrs["grpc"], 0, name=f"member{i}", group="bench",
+                                    progress=progress[i])
                     for i in range(members)]
             for s in subs:
                 wait_file(s.ready_file, 30, s)
@@ -370,8 +396,9 @@ class Harness:
                     raise HarnessError(f"group not drained: {g}")
                 time.sleep(0.05)
             cpu = cpu_seconds(server.pid) - cpu0
-            # What the server wrote may still be in the members' buffers: they stop
-            # once they have read as many events as the server wrote to them.
+            # What the server wrote may still be on its way to the members: each is
+            # stopped once they have read as many events as the server wrote to them.
+            wait_members_read(progress, delivered)
             for s in subs:
                 s.p.send_signal(signal.SIGTERM)
             results = [s.wait_line("done", 60) for s in subs]

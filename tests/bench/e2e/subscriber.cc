@@ -39,6 +39,10 @@ ABSL_FLAG(std::string, group, "",
           "join this worker-pool group (SubscribeRequest.group): this process "
           "gets only its share of the connections");
 ABSL_FLAG(std::string, latency_cdf, "", "write the latency CDF (µs) here");
+ABSL_FLAG(std::string, progress_file, "",
+          "kept holding the number of events received so far (redelivered "
+          "ones included), so a driver can wait until a group member has read "
+          "every event the server wrote to it before stopping it");
 ABSL_FLAG(double, slow_ms, 5,
           "report (up to 20) batches holding a message older than this, with "
           "their time since the first data, to tell a stall from steady noise");
@@ -72,14 +76,23 @@ int Main(int argc, char** argv) {
   const double timeout = absl::GetFlag(FLAGS_timeout);
   bool timed_out = false;
   // Cancels the stream on SIGTERM or timeout; Read() then returns false.
+  // Events received (redelivered ones included), for --progress_file.
+  std::atomic<uint64_t> received{0};
+  const std::string progress_file = absl::GetFlag(FLAGS_progress_file);
   std::thread watchdog([&] {
     const int64_t deadline =
         MonotonicNanos() + static_cast<int64_t>(timeout * 1e9);
+    uint64_t reported = UINT64_MAX;
     while (!finished.load()) {
       if (g_stop.load() || MonotonicNanos() > deadline) {
         timed_out = !g_stop.load();
         context.TryCancel();
         return;
+      }
+      const uint64_t now = received.load();
+      if (!progress_file.empty() && now != reported) {
+        WriteFileAtomically(progress_file, absl::StrCat(now, "\n"));
+        reported = now;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
@@ -114,6 +127,7 @@ int Main(int argc, char** argv) {
         break;
       case v1::SubscribeResponse::kBatch: {
         ++batches;
+        received.fetch_add(response.batch().events_size());
         const uint64_t before = verifier.messages();
         const int64_t max_before = verifier.latency().max();
         for (const v1::Event& e : response.batch().events()) {
